@@ -1,0 +1,175 @@
+//! Map names, keys and values, and the load-time configuration of the eBPF programs.
+
+use crate::event::ConnAddrs;
+
+/// Ring buffer of [`crate::DataEventHeader`] records.
+pub const MAP_EVENTS: &str = "MOP_EVENTS";
+/// `HashMap<u32 pid, u32 flags>`: the processes to capture, filled by discovery.
+pub const MAP_PIDS: &str = "MOP_PIDS";
+/// `Array<u8>` indexed by syscall number: the [`crate::SyscallOp`] of each syscall.
+pub const MAP_SYSCALL_OPS: &str = "MOP_SYSCALL_OPS";
+/// `HashMap<u64 pid_tgid, InflightSyscall>`: arguments saved at syscall entry.
+pub const MAP_INFLIGHT: &str = "MOP_INFLIGHT";
+/// `LruHashMap<ConnKey, ConnInfo>`: what the kernel side knows about each `(pid, fd)`.
+pub const MAP_CONNS: &str = "MOP_CONNS";
+/// `PerCpuArray<u64>` of [`Counter`]s.
+pub const MAP_COUNTERS: &str = "MOP_COUNTERS";
+/// `PerCpuArray` scratch space where a record is assembled before it is copied out.
+pub const MAP_SCRATCH: &str = "MOP_SCRATCH";
+/// Name of the `.rodata` global holding the [`KernelConfig`].
+pub const GLOBAL_CONFIG: &str = "MOP_CONFIG";
+
+/// Program entering every syscall (`raw_tracepoint/sys_enter`) on the syscall capture path.
+pub const PROG_SYS_ENTER: &str = "mop_sys_enter";
+/// Program leaving every syscall (`raw_tracepoint/sys_exit`) on the syscall capture path.
+pub const PROG_SYS_EXIT: &str = "mop_sys_exit";
+
+/// Capacity of [`MAP_PIDS`]: the most processes one agent instruments.
+pub const MAX_PIDS: u32 = 16_384;
+/// Capacity of [`MAP_INFLIGHT`]: threads of instrumented processes inside a captured syscall.
+pub const MAX_INFLIGHT: u32 = 16_384;
+/// Default capacity of [`MAP_CONNS`] (least recently used entries are evicted).
+pub const MAX_CONNS: u32 = 65_536;
+
+/// Counters kept per CPU by the eBPF programs; the agent sums and exports them.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Records written to the ring buffer.
+    EventsSubmitted = 0,
+    /// Records lost because the ring buffer was full.
+    RingbufFull = 1,
+    /// Syscalls not captured because [`MAP_INFLIGHT`] was full.
+    InflightFull = 2,
+    /// Socket lookups (fd to `struct sock`) that failed to read kernel memory.
+    SocketLookupFailed = 3,
+    /// Payload copies from user memory that failed (the head was not captured).
+    ReadUserFailed = 4,
+    /// Connections inserted into [`MAP_CONNS`].
+    ConnsTracked = 5,
+}
+
+/// Number of counter slots in [`MAP_COUNTERS`].
+pub const COUNTER_SLOTS: u32 = 8;
+
+/// Key of [`MAP_CONNS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    /// Process id.
+    pub pid: u32,
+    /// File descriptor.
+    pub fd: i32,
+}
+
+/// `ConnInfo::kind`: the fd is a TCP socket over IPv4 or IPv6.
+pub const CONN_TCP: u32 = 1;
+/// `ConnInfo::kind`: the fd is something else (file, pipe, UDP, Unix socket); ignored until
+/// it is closed.
+pub const CONN_OTHER: u32 = 2;
+
+/// Value of [`MAP_CONNS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo {
+    /// See [`crate::DataEventHeader::conn_id`].
+    pub conn_id: u64,
+    /// The socket's addresses (zero for [`CONN_OTHER`]).
+    pub addrs: ConnAddrs,
+    /// [`CONN_TCP`] or [`CONN_OTHER`].
+    pub kind: u32,
+    /// See [`crate::DataEventHeader::role`].
+    pub role: u32,
+}
+
+/// Value of [`MAP_INFLIGHT`]: what a syscall's exit needs from its entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct InflightSyscall {
+    /// `CLOCK_MONOTONIC` nanoseconds at entry.
+    pub enter_ns: u64,
+    /// First argument that points into user memory (buffer, iovec array or msghdr).
+    pub buf: u64,
+    /// Length argument (buffer length or iovec count).
+    pub len: u64,
+    /// The file descriptor argument.
+    pub fd: i32,
+    /// A [`crate::SyscallOp`] as `u32`.
+    pub op: u32,
+}
+
+/// Byte offsets of kernel struct members, read from the running kernel's BTF at load time.
+///
+/// aya has no CO-RE relocations for Rust programs, so the agent resolves these members in
+/// `/sys/kernel/btf/vmlinux` and hands them to the programs as a read-only global.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `task_struct.files`.
+    pub task_files: u32,
+    /// `files_struct.fdt`.
+    pub files_fdt: u32,
+    /// `fdtable.max_fds`.
+    pub fdt_max_fds: u32,
+    /// `fdtable.fd`.
+    pub fdt_fd: u32,
+    /// `file.private_data`.
+    pub file_private_data: u32,
+    /// `socket.type`.
+    pub socket_type: u32,
+    /// `socket.file`.
+    pub socket_file: u32,
+    /// `socket.sk`.
+    pub socket_sk: u32,
+    /// `sock_common.skc_family` (as a member of `sock`).
+    pub sk_family: u32,
+    /// `sock_common.skc_daddr`.
+    pub sk_daddr: u32,
+    /// `sock_common.skc_rcv_saddr`.
+    pub sk_rcv_saddr: u32,
+    /// `sock_common.skc_dport`.
+    pub sk_dport: u32,
+    /// `sock_common.skc_num`.
+    pub sk_num: u32,
+    /// `sock_common.skc_v6_daddr`.
+    pub sk_v6_daddr: u32,
+    /// `sock_common.skc_v6_rcv_saddr`.
+    pub sk_v6_rcv_saddr: u32,
+    /// `user_msghdr.msg_iov`.
+    pub msghdr_iov: u32,
+    /// `user_msghdr.msg_iovlen`.
+    pub msghdr_iovlen: u32,
+    /// Explicit padding; always zero.
+    pub pad: u32,
+}
+
+/// The read-only global [`GLOBAL_CONFIG`] of the eBPF programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelConfig {
+    /// Bytes of each buffer to capture; at most [`crate::MAX_CAPTURE_BYTES`].
+    pub capture_bytes: u32,
+    /// Explicit padding; always zero.
+    pub pad: u32,
+    /// Offsets of the six syscall arguments in the architecture's `struct pt_regs`.
+    pub regs_arg_offsets: [u32; 6],
+    /// Kernel struct member offsets.
+    pub offsets: KernelOffsets,
+}
+
+const _: () = assert!(core::mem::size_of::<ConnKey>() == 8);
+const _: () = assert!(core::mem::size_of::<ConnInfo>() == 56);
+const _: () = assert!(core::mem::size_of::<InflightSyscall>() == 32);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 72);
+const _: () = assert!(core::mem::size_of::<KernelConfig>() == 104);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY (all): `repr(C)`, `Copy`, every bit pattern valid, no implicit padding (sizes
+    // asserted above).
+    unsafe impl aya::Pod for super::ConnKey {}
+    unsafe impl aya::Pod for super::ConnInfo {}
+    unsafe impl aya::Pod for super::InflightSyscall {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::KernelConfig {}
+}

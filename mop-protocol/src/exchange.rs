@@ -1,0 +1,98 @@
+//! A completed request/response pair: what the span stage turns into one span.
+
+/// Which end of the exchange the instrumented process was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The process received the request and sent the response (span kind SERVER).
+    Server,
+    /// The process sent the request and received the response (span kind CLIENT).
+    Client,
+}
+
+/// The HTTP version of an exchange (`network.protocol.version`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HttpVersion {
+    /// HTTP/1.0.
+    Http10,
+    /// HTTP/1.1.
+    Http11,
+    /// HTTP/2 (including gRPC).
+    Http2,
+}
+
+impl HttpVersion {
+    /// The value of `network.protocol.version`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Http10 => "1.0",
+            Self::Http11 => "1.1",
+            Self::Http2 => "2",
+        }
+    }
+}
+
+/// Trace-context headers found on a request, kept verbatim for the span stage to validate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TraceHeaders {
+    /// W3C `traceparent`.
+    pub traceparent: Option<String>,
+    /// W3C `tracestate`.
+    pub tracestate: Option<String>,
+    /// B3 single header `b3`.
+    pub b3: Option<String>,
+    /// B3 multi header `X-B3-TraceId`.
+    pub x_b3_traceid: Option<String>,
+    /// B3 multi header `X-B3-SpanId`.
+    pub x_b3_spanid: Option<String>,
+    /// B3 multi header `X-B3-ParentSpanId`.
+    pub x_b3_parentspanid: Option<String>,
+    /// B3 multi header `X-B3-Sampled`.
+    pub x_b3_sampled: Option<String>,
+}
+
+impl TraceHeaders {
+    /// True when no trace-context header was seen.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// One HTTP request and its response, as parsed from one connection.
+///
+/// Timestamps are `CLOCK_MONOTONIC` nanoseconds from the kernel; the span stage converts them
+/// to wall-clock time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpExchange {
+    /// Server when the request arrived on the connection, client when it was sent.
+    pub role: Role,
+    /// HTTP version from the request line (or the connection preface for HTTP/2).
+    pub version: HttpVersion,
+    /// Request method, as sent (`GET`, `POST`, ...).
+    pub method: String,
+    /// Request target as sent: origin form (`/a/b?q=1`) or absolute form for proxies.
+    pub target: String,
+    /// `Host` header (or `:authority`), when captured.
+    pub host: Option<String>,
+    /// Response status code; `None` when the connection ended before a response was seen.
+    pub status: Option<u16>,
+    /// Request body bytes (from `Content-Length`, or counted for chunked bodies).
+    pub request_body_size: u64,
+    /// Response body bytes (from `Content-Length`, or counted).
+    pub response_body_size: u64,
+    /// Trace-context headers of the request.
+    pub trace_headers: TraceHeaders,
+    /// `content-type` of the request, when captured (tells gRPC from plain HTTP/2).
+    pub content_type: Option<String>,
+    /// Entry of the syscall that carried the first request byte.
+    pub request_start_ns: u64,
+    /// Exit of the syscall that carried the last request byte.
+    pub request_end_ns: u64,
+    /// Entry of the syscall that carried the first response byte.
+    pub response_start_ns: u64,
+    /// Exit of the syscall that carried the last response byte.
+    pub response_end_ns: u64,
+    /// Thread that handled the request: the reader for a server, the writer for a client.
+    pub request_tid: u32,
+    /// True when part of the request head was not captured (headers may be missing).
+    pub request_head_truncated: bool,
+}

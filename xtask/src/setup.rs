@@ -1,0 +1,166 @@
+//! `cargo xtask setup`: installs what is missing to build the agent and run its tests.
+//!
+//! Idempotent: every step first checks whether its result is already there. Run as root or
+//! with sudo available (packages and the tracefs mount need root).
+
+use std::{path::Path, process::Command};
+
+use anyhow::Context as _;
+
+use crate::cmd;
+
+/// The bpf-linker release that matches the pinned nightly (see shared/environment.md).
+const BPF_LINKER_VERSION: &str = "0.10.3";
+
+/// Debian packages the tests and benchmarks drive: real servers, clients and tools.
+const APT_PACKAGES: &[&str] = &[
+    "nginx",
+    "wrk",
+    "curl",
+    "prometheus",
+    "openssl",
+    "iproute2",
+    "procps",
+    "util-linux",
+    "nodejs",
+    "npm",
+    "golang-go",
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "skopeo",
+    "umoci",
+];
+
+/// Python packages (PyPI) the tests use as real peers: OTLP receivers, gRPC, HTTP/2 servers,
+/// Prometheus parsing, manifest rendering and validation.
+const PIP_PACKAGES: &[(&str, &str)] = &[
+    ("grpcio", "grpc"),
+    ("grpcio-tools", "grpc_tools"),
+    ("opentelemetry-proto", "opentelemetry.proto"),
+    ("prometheus-client", "prometheus_client"),
+    ("aiohttp", "aiohttp"),
+    ("hypercorn", "hypercorn"),
+    ("h2", "h2"),
+    ("rotel", "rotel"),
+    ("gojsonnet", "_gojsonnet"),
+    ("kubernetes-validate", "kubernetes_validate"),
+    ("pyyaml", "yaml"),
+    ("matplotlib", "matplotlib"),
+];
+
+/// Options of `cargo xtask setup`.
+#[derive(clap::Args, Default)]
+pub(crate) struct Options {
+    /// Only the build toolchain (rust-src, bpf-linker) and tracefs; no test peers.
+    #[arg(long)]
+    pub(crate) build_only: bool,
+}
+
+/// Runs every set-up step.
+pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
+    rust_src()?;
+    bpf_linker()?;
+    tracefs()?;
+    if !opts.build_only {
+        apt_packages()?;
+        pip_packages()?;
+        stop_system_services();
+    }
+    eprintln!("setup: done");
+    Ok(())
+}
+
+fn rust_src() -> anyhow::Result<()> {
+    let installed = cmd::output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]))
+    .unwrap_or_default();
+    if installed.lines().any(|l| l.starts_with("rust-src")) {
+        return Ok(());
+    }
+    eprintln!("setup: installing rust-src for the nightly toolchain");
+    cmd::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    let current = cmd::output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
+    if current.contains(BPF_LINKER_VERSION) {
+        return Ok(());
+    }
+    eprintln!("setup: installing bpf-linker {BPF_LINKER_VERSION}");
+    cmd::run(Command::new("cargo").args([
+        "install",
+        "--locked",
+        "--force",
+        &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+    ]))
+}
+
+fn tracefs() -> anyhow::Result<()> {
+    if Path::new("/sys/kernel/tracing/events").exists() {
+        return Ok(());
+    }
+    eprintln!("setup: mounting tracefs on /sys/kernel/tracing");
+    cmd::run(cmd::as_root("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"]))
+        .context("mounting tracefs (the agent attaches to syscall tracepoints through it)")
+}
+
+fn apt_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !cmd::output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
+                .is_ok_and(|s| s.contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: installing Debian packages: {}", missing.join(" "));
+    cmd::run(cmd::as_root("apt-get").args(["update", "-qq"]))?;
+    cmd::run(
+        cmd::as_root("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing),
+    )
+}
+
+fn pip_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PIP_PACKAGES
+        .iter()
+        .filter(|(_, module)| {
+            !Command::new("python3")
+                .args(["-c", &format!("import {module}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(|(package, _)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: installing Python packages: {}", missing.join(" "));
+    cmd::run(
+        Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args(&missing),
+    )
+}
+
+/// Debian starts nginx and Prometheus as services on install; the tests start their own
+/// instances on their own ports, so the system ones are stopped (failures are harmless).
+fn stop_system_services() {
+    for service in ["nginx", "prometheus"] {
+        let _ = cmd::as_root("systemctl")
+            .args(["stop", service])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
