@@ -1,0 +1,9 @@
+//! mop-agent: the userspace side of mop.
+//!
+//! The pipeline, one module per stage, data flowing one way:
+//! `discovery` (which pids) -> `capture` (load, attach, read the ring buffer) -> protocol parsers
+//! (the `mop-protocol` crate, driven by `capture::conntrack`) -> `span` (assembly, trace context)
+//! -> `metrics` (RED aggregation) and `export` (OTLP, Prometheus, printers). `config` reads every
+//! setting in one place; `telemetry` holds the agent's own counters.
+
+pub mod span;
