@@ -1,5 +1,24 @@
-//! mop's eBPF programs (see `syscalls.rs`); built for the bpf target by `mop-agent/build.rs`.
+//! mop's eBPF programs; built for the bpf target by `mop-agent/build.rs` and embedded in the
+//! agent.
+//!
+//! The syscall capture path (`syscalls.rs`) hooks the `sys_enter` and `sys_exit` raw
+//! tracepoints once each and dispatches on the syscall number, which costs less than one
+//! tracepoint per syscall (see the README's performance section). Files by concern: `maps.rs`
+//! (every map and the load-time config), `sock.rs` (fd to TCP socket and its addresses),
+//! `emit.rs` (payload copy and ring-buffer output).
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
+
+use mop_agent_ebpf as _;
+
+#[cfg(target_arch = "bpf")]
+mod emit;
+#[cfg(target_arch = "bpf")]
+mod maps;
+#[cfg(target_arch = "bpf")]
+mod sock;
+#[cfg(target_arch = "bpf")]
+mod syscalls;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -149,8 +149,9 @@ pub struct KernelOffsets {
 pub struct KernelConfig {
     /// Bytes of each buffer to capture; at most [`crate::MAX_CAPTURE_BYTES`].
     pub capture_bytes: u32,
-    /// Explicit padding; always zero.
-    pub pad: u32,
+    /// Unread bytes in the ring buffer above which a record wakes the reader up; below it the
+    /// reader finds records on its next poll tick, which saves a wake-up per record under load.
+    pub wakeup_bytes: u32,
     /// Offsets of the six syscall arguments in the architecture's `struct pt_regs`.
     pub regs_arg_offsets: [u32; 6],
     /// Kernel struct member offsets.

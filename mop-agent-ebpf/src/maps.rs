@@ -1,0 +1,106 @@
+//! Every map of the capture programs and the load-time configuration global.
+
+use aya_ebpf::{
+    Global,
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use mop_common::{
+    ConnInfo, ConnKey, Counter, InflightSyscall, KernelConfig, KernelOffsets,
+    event::DataEventHeader,
+    maps::{COUNTER_SLOTS, MAX_CONNS, MAX_INFLIGHT, MAX_PIDS},
+    ops::SYSCALL_TABLE_LEN,
+    MAX_CAPTURE_BYTES,
+};
+
+/// Default ring buffer size; userspace resizes it from `ebpf.ring_buffer_size` at load.
+const DEFAULT_RING_BYTES: u32 = 16 << 20;
+
+#[map(name = "MOP_EVENTS")]
+pub(crate) static MOP_EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+
+#[map(name = "MOP_PIDS")]
+pub(crate) static MOP_PIDS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PIDS, 0);
+
+#[map(name = "MOP_SYSCALL_OPS")]
+pub(crate) static MOP_SYSCALL_OPS: Array<u8> = Array::with_max_entries(SYSCALL_TABLE_LEN, 0);
+
+#[map(name = "MOP_INFLIGHT")]
+pub(crate) static MOP_INFLIGHT: LruHashMap<u64, InflightSyscall> =
+    LruHashMap::with_max_entries(MAX_INFLIGHT, 0);
+
+#[map(name = "MOP_CONNS")]
+pub(crate) static MOP_CONNS: LruHashMap<ConnKey, ConnInfo> =
+    LruHashMap::with_max_entries(MAX_CONNS, 0);
+
+#[map(name = "MOP_COUNTERS")]
+pub(crate) static MOP_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// Per-CPU sequence that makes connection ids unique: `(cpu << 48) | seq`.
+#[map(name = "MOP_CONN_SEQ")]
+pub(crate) static MOP_CONN_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// A record assembled before it is copied to the ring buffer.
+///
+/// The payload area is twice the capture maximum so that the verifier can prove a copy of at
+/// most `MAX_CAPTURE_BYTES` at an offset below `MAX_CAPTURE_BYTES` stays inside it.
+#[repr(C)]
+pub(crate) struct EventBuffer {
+    pub(crate) header: DataEventHeader,
+    pub(crate) data: [u8; MAX_CAPTURE_BYTES * 2],
+}
+
+#[map(name = "MOP_SCRATCH")]
+pub(crate) static MOP_SCRATCH: PerCpuArray<EventBuffer> = PerCpuArray::with_max_entries(1, 0);
+
+/// Set by the agent at load time (`EbpfLoader::override_global`).
+#[unsafe(no_mangle)]
+pub(crate) static MOP_CONFIG: Global<KernelConfig> = Global::new(KernelConfig {
+    capture_bytes: 256,
+    wakeup_bytes: 0,
+    regs_arg_offsets: [0; 6],
+    offsets: KernelOffsets {
+        task_files: 0,
+        files_fdt: 0,
+        fdt_max_fds: 0,
+        fdt_fd: 0,
+        file_private_data: 0,
+        socket_type: 0,
+        socket_file: 0,
+        socket_sk: 0,
+        sk_family: 0,
+        sk_daddr: 0,
+        sk_rcv_saddr: 0,
+        sk_dport: 0,
+        sk_num: 0,
+        sk_v6_daddr: 0,
+        sk_v6_rcv_saddr: 0,
+        msghdr_iov: 0,
+        msghdr_iovlen: 0,
+        pad: 0,
+    },
+});
+
+/// Adds one to a per-CPU counter.
+#[inline(always)]
+pub(crate) fn bump(counter: Counter) {
+    if let Some(slot) = MOP_COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: the per-CPU slot belongs to this CPU for the duration of the program.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// A fresh connection id, unique across CPUs for this boot of the programs.
+#[inline(always)]
+pub(crate) fn next_conn_id() -> u64 {
+    // SAFETY: helper without arguments.
+    let cpu = u64::from(unsafe { aya_ebpf::helpers::bpf_get_smp_processor_id() });
+    let Some(seq) = MOP_CONN_SEQ.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: the per-CPU slot belongs to this CPU for the duration of the program.
+    unsafe {
+        *seq += 1;
+        (cpu << 48) | (*seq & 0xffff_ffff_ffff)
+    }
+}

@@ -1,0 +1,94 @@
+//! From a file descriptor of the current task to its TCP socket's addresses.
+//!
+//! Walks `task->files->fdt->fd[fd]->private_data` (a `struct socket` when the file is a socket,
+//! checked through the socket's back pointer to its file) and reads the `sock_common`
+//! addresses, with member offsets from the running kernel's BTF (see `KernelOffsets`).
+
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use mop_common::{AF_INET, AF_INET6, ConnAddrs, KernelOffsets, SOCK_STREAM};
+
+/// What an fd turned out to be.
+pub(crate) enum FdKind {
+    /// A TCP socket over IPv4 or IPv6, with its addresses.
+    Tcp(ConnAddrs),
+    /// Anything else: a file, pipe, UDP or Unix socket.
+    Other,
+}
+
+/// Reads a `T` at `base + offset` in kernel memory.
+#[inline(always)]
+unsafe fn read_at<T>(base: *const u8, offset: u32) -> Result<T, i32> {
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad one returns an error.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()) }
+}
+
+/// Classifies `fd` of the current task; `Err` when kernel memory could not be read.
+#[inline(always)]
+pub(crate) fn classify_fd(fd: i32, off: &KernelOffsets) -> Result<FdKind, i32> {
+    if fd < 0 {
+        return Ok(FdKind::Other);
+    }
+    // SAFETY: every read goes through bpf_probe_read_kernel, which faults safely.
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let files: *const u8 = read_at(task, off.task_files)?;
+        let fdt: *const u8 = read_at(files, off.files_fdt)?;
+        let max_fds: u32 = read_at(fdt, off.fdt_max_fds)?;
+        if fd as u32 >= max_fds {
+            return Ok(FdKind::Other);
+        }
+        let fd_array: *const u8 = read_at(fdt, off.fdt_fd)?;
+        let file: *const u8 = read_at(fd_array, (fd as u32) * 8)?;
+        if file.is_null() {
+            return Ok(FdKind::Other);
+        }
+        let socket: *const u8 = read_at(file, off.file_private_data)?;
+        if socket.is_null() {
+            return Ok(FdKind::Other);
+        }
+        // A socket's file points back at it; any other file's private data does not.
+        let Ok(back) = read_at::<*const u8>(socket, off.socket_file) else {
+            return Ok(FdKind::Other);
+        };
+        if back != file {
+            return Ok(FdKind::Other);
+        }
+        let sock_type: u16 = read_at(socket, off.socket_type)?;
+        if sock_type != SOCK_STREAM {
+            return Ok(FdKind::Other);
+        }
+        let sk: *const u8 = read_at(socket, off.socket_sk)?;
+        if sk.is_null() {
+            return Ok(FdKind::Other);
+        }
+        read_addrs(sk, off)
+    }
+}
+
+/// Reads the addresses of a `struct sock`.
+#[inline(always)]
+unsafe fn read_addrs(sk: *const u8, off: &KernelOffsets) -> Result<FdKind, i32> {
+    // SAFETY: reads go through bpf_probe_read_kernel.
+    unsafe {
+        let family: u16 = read_at(sk, off.sk_family)?;
+        let mut addrs = ConnAddrs {
+            family,
+            ..ConnAddrs::default()
+        };
+        if family == AF_INET {
+            let local: [u8; 4] = read_at(sk, off.sk_rcv_saddr)?;
+            let remote: [u8; 4] = read_at(sk, off.sk_daddr)?;
+            addrs.local_addr[..4].copy_from_slice(&local);
+            addrs.remote_addr[..4].copy_from_slice(&remote);
+        } else if family == AF_INET6 {
+            addrs.local_addr = read_at(sk, off.sk_v6_rcv_saddr)?;
+            addrs.remote_addr = read_at(sk, off.sk_v6_daddr)?;
+        } else {
+            return Ok(FdKind::Other);
+        }
+        let dport: u16 = read_at(sk, off.sk_dport)?;
+        addrs.remote_port = u16::from_be(dport);
+        addrs.local_port = read_at(sk, off.sk_num)?;
+        Ok(FdKind::Tcp(addrs))
+    }
+}

@@ -1,0 +1,205 @@
+//! The syscall capture path: `sys_enter` saves the arguments of the syscalls that matter for
+//! selected processes, `sys_exit` turns their results into records.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
+use mop_common::{
+    ConnInfo, ConnKey, Counter, EventKind, InflightSyscall, KernelConfig, SyscallOp,
+    event::{ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN},
+    maps::{CONN_OTHER, CONN_TCP},
+    ops::SYSCALL_TABLE_LEN,
+};
+
+use crate::{
+    emit::{DataSyscall, emit_conn_event, emit_data},
+    maps::{
+        MOP_CONFIG, MOP_CONNS, MOP_INFLIGHT, MOP_PIDS, MOP_SYSCALL_OPS, bump, next_conn_id,
+    },
+    sock::{FdKind, classify_fd},
+};
+
+/// `-EINPROGRESS`: a non-blocking connect that has started; the local address is bound.
+const EINPROGRESS: i64 = -115;
+
+/// True when the current process is selected for capture.
+#[inline(always)]
+fn selected(pid_tgid: u64) -> bool {
+    let pid = (pid_tgid >> 32) as u32;
+    // SAFETY: the value is only tested for presence.
+    unsafe { MOP_PIDS.get(&pid) }.is_some()
+}
+
+/// Reads syscall argument `n` from the user `pt_regs` at `regs`.
+#[inline(always)]
+fn syscall_arg(regs: *const u8, cfg: &KernelConfig, n: usize) -> u64 {
+    let offset = cfg.regs_arg_offsets[n] as usize;
+    // SAFETY: bpf_probe_read_kernel checks the address.
+    unsafe { bpf_probe_read_kernel(regs.wrapping_add(offset).cast::<u64>()) }.unwrap_or(0)
+}
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub(crate) fn mop_sys_enter(ctx: RawTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !selected(pid_tgid) {
+        return 0;
+    }
+    let nr: i64 = ctx.arg(1);
+    if nr < 0 || nr >= i64::from(SYSCALL_TABLE_LEN) {
+        return 0;
+    }
+    let op = match MOP_SYSCALL_OPS.get(nr as u32) {
+        Some(op) => SyscallOp::from_u8(*op),
+        None => return 0,
+    };
+    if op == SyscallOp::Ignore {
+        return 0;
+    }
+    let cfg = MOP_CONFIG.load();
+    let regs: *const u8 = ctx.arg(0);
+    let fd = syscall_arg(regs, &cfg, 0) as i32;
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if op == SyscallOp::Close {
+        on_close(pid_tgid, fd, now, &cfg);
+        return 0;
+    }
+    let (buf, len) = if op == SyscallOp::Sendfile {
+        (0, syscall_arg(regs, &cfg, 3))
+    } else {
+        (syscall_arg(regs, &cfg, 1), syscall_arg(regs, &cfg, 2))
+    };
+    let inflight = InflightSyscall {
+        enter_ns: now,
+        buf,
+        len,
+        fd,
+        op: op as u32,
+    };
+    if MOP_INFLIGHT.insert(&pid_tgid, &inflight, 0).is_err() {
+        bump(Counter::InflightFull);
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub(crate) fn mop_sys_exit(ctx: RawTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !selected(pid_tgid) {
+        return 0;
+    }
+    // SAFETY: the entry is copied out before it is removed.
+    let Some(inflight) = (unsafe { MOP_INFLIGHT.get(&pid_tgid) }).copied() else {
+        return 0;
+    };
+    let _ = MOP_INFLIGHT.remove(&pid_tgid);
+    let ret: i64 = ctx.arg(1);
+    let op = SyscallOp::from_u8(inflight.op as u8);
+    let cfg = MOP_CONFIG.load();
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match op {
+        SyscallOp::Accept if ret >= 0 => {
+            on_open(pid_tgid, ret as i32, ROLE_SERVER, inflight.enter_ns, now, &cfg);
+        }
+        SyscallOp::Connect if ret == 0 || ret == EINPROGRESS => {
+            on_open(pid_tgid, inflight.fd, ROLE_CLIENT, inflight.enter_ns, now, &cfg);
+        }
+        _ if ret > 0 && (op.is_ingress() || op.is_egress()) => {
+            let sc = DataSyscall {
+                op,
+                fd: inflight.fd,
+                buf: inflight.buf,
+                len: inflight.len,
+                ret: ret as u64,
+                enter_ns: inflight.enter_ns,
+                exit_ns: now,
+                pid_tgid,
+            };
+            on_data(&sc, &cfg);
+        }
+        _ => {}
+    }
+    0
+}
+
+/// Classifies `fd` and remembers the result; `None` when it is not a TCP socket.
+#[inline(always)]
+fn track(key: &ConnKey, role: u32, cfg: &KernelConfig) -> Option<ConnInfo> {
+    let kind = match classify_fd(key.fd, &cfg.offsets) {
+        Ok(kind) => kind,
+        Err(_) => {
+            bump(Counter::SocketLookupFailed);
+            return None;
+        }
+    };
+    let info = match kind {
+        FdKind::Tcp(addrs) => ConnInfo {
+            conn_id: next_conn_id(),
+            addrs,
+            kind: CONN_TCP,
+            role,
+        },
+        FdKind::Other => ConnInfo {
+            conn_id: 0,
+            addrs: mop_common::ConnAddrs::default(),
+            kind: CONN_OTHER,
+            role: ROLE_UNKNOWN,
+        },
+    };
+    let _ = MOP_CONNS.insert(key, &info, 0);
+    if info.kind == CONN_TCP {
+        bump(Counter::ConnsTracked);
+        Some(info)
+    } else {
+        None
+    }
+}
+
+#[inline(always)]
+fn on_open(pid_tgid: u64, fd: i32, role: u32, enter_ns: u64, exit_ns: u64, cfg: &KernelConfig) {
+    let key = ConnKey {
+        pid: (pid_tgid >> 32) as u32,
+        fd,
+    };
+    if let Some(info) = track(&key, role, cfg) {
+        emit_conn_event(EventKind::ConnOpen, &info, pid_tgid, fd, enter_ns, exit_ns, cfg);
+    }
+}
+
+#[inline(always)]
+fn on_data(sc: &DataSyscall, cfg: &KernelConfig) {
+    let key = ConnKey {
+        pid: (sc.pid_tgid >> 32) as u32,
+        fd: sc.fd,
+    };
+    // SAFETY: the entry is copied out at once.
+    let known = unsafe { MOP_CONNS.get(&key) }.copied();
+    let info = match known {
+        Some(info) if info.kind == CONN_TCP => info,
+        Some(_) => return,
+        None => match track(&key, ROLE_UNKNOWN, cfg) {
+            Some(info) => info,
+            None => return,
+        },
+    };
+    emit_data(&info, sc, cfg);
+}
+
+#[inline(always)]
+fn on_close(pid_tgid: u64, fd: i32, now: u64, cfg: &KernelConfig) {
+    let key = ConnKey {
+        pid: (pid_tgid >> 32) as u32,
+        fd,
+    };
+    // SAFETY: the entry is copied out before it is removed.
+    let Some(info) = (unsafe { MOP_CONNS.get(&key) }).copied() else {
+        return;
+    };
+    let _ = MOP_CONNS.remove(&key);
+    if info.kind == CONN_TCP {
+        emit_conn_event(EventKind::ConnClose, &info, pid_tgid, fd, now, now, cfg);
+    }
+}

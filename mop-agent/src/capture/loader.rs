@@ -1,0 +1,235 @@
+//! Loads the embedded eBPF object with this kernel's facts and attaches a capture path.
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::RawTracePoint,
+};
+use mop_common::{
+    Counter, KernelConfig, MAX_CAPTURE_BYTES, SyscallOp,
+    maps::{
+        COUNTER_SLOTS, GLOBAL_CONFIG, MAP_CONNS, MAP_COUNTERS, MAP_EVENTS, MAP_PIDS,
+        MAP_SYSCALL_OPS, PROG_SYS_ENTER, PROG_SYS_EXIT,
+    },
+};
+
+use super::{
+    CaptureError,
+    btf::Btf,
+    kernel::{self, VMLINUX_BTF},
+    sys,
+};
+
+/// The eBPF object built by `build.rs`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mop-agent-ebpf"));
+
+/// The capture paths the agent knows, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CapturePathKind {
+    /// fentry/fexit on the kernel's TCP functions (not built yet).
+    Fentry,
+    /// kprobes on the kernel's TCP functions (not built yet).
+    Kprobe,
+    /// `sys_enter`/`sys_exit` raw tracepoints: works on every kernel with BPF ring buffers.
+    Syscalls,
+}
+
+impl CapturePathKind {
+    /// The name used in logs, config and the `mop_capture_path_info` metric.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Fentry => "fentry",
+            Self::Kprobe => "kprobe",
+            Self::Syscalls => "tracepoint",
+        }
+    }
+}
+
+/// Load-time settings of the capture stage, validated by `config`.
+#[derive(Clone, Debug)]
+pub struct LoadSettings {
+    /// Bytes captured from the head of each buffer (at most [`MAX_CAPTURE_BYTES`]).
+    pub capture_bytes: u32,
+    /// Ring buffer size in bytes (a power of two, a multiple of the page size).
+    pub ring_buffer_bytes: u32,
+    /// Unread bytes above which the kernel wakes the reader.
+    pub wakeup_bytes: u32,
+    /// Capacity of the kernel's connection table.
+    pub max_connections: u32,
+    /// The forced path, or `None` to pick the best that attaches.
+    pub forced_path: Option<CapturePathKind>,
+}
+
+/// The loaded programs; dropping it detaches every program and frees the maps it owns.
+pub struct Probes {
+    /// Keeps programs and links alive.
+    _ebpf: Ebpf,
+    /// The path that is attached.
+    pub path: CapturePathKind,
+    /// How many programs are attached.
+    pub attached: usize,
+}
+
+/// Where discovery selects processes: the kernel's pid filter.
+pub struct PidFilter {
+    map: HashMap<MapData, u32, u32>,
+}
+
+impl PidFilter {
+    /// Starts capturing `pid`.
+    pub fn add(&mut self, pid: u32) -> Result<(), CaptureError> {
+        self.map
+            .insert(pid, 1, 0)
+            .map_err(|source| CaptureError::Map { name: MAP_PIDS, source })
+    }
+
+    /// Stops capturing `pid`; a pid that was not there is fine.
+    pub fn remove(&mut self, pid: u32) {
+        let _ = self.map.remove(&pid);
+    }
+}
+
+/// The per-CPU counters the programs keep.
+pub struct KernelCounters {
+    map: PerCpuArray<MapData, u64>,
+}
+
+impl KernelCounters {
+    /// The sum over CPUs of one counter.
+    pub fn read(&self, counter: Counter) -> u64 {
+        self.map
+            .get(&(counter as u32), 0)
+            .map(|per_cpu| per_cpu.iter().sum())
+            .unwrap_or(0)
+    }
+}
+
+/// Everything the stages need from a successful load.
+pub struct Loaded {
+    /// Programs and links.
+    pub probes: Probes,
+    /// The ring buffer the capture stage reads.
+    pub ring: RingBuf<MapData>,
+    /// The pid filter discovery fills.
+    pub pids: PidFilter,
+    /// Kernel-side counters for self-metrics.
+    pub counters: KernelCounters,
+}
+
+/// Checks the host, loads the programs with this kernel's offsets, and attaches the best
+/// capture path (or the forced one).
+pub fn load(settings: &LoadSettings) -> Result<Loaded, CaptureError> {
+    sys::check_privileges()?;
+    sys::check_btf(std::path::Path::new(VMLINUX_BTF))?;
+    sys::raise_memlock_limit();
+    let btf_data = std::fs::read(VMLINUX_BTF)
+        .map_err(|e| CaptureError::Host(format!("cannot read {VMLINUX_BTF}: {e}")))?;
+    let btf = Btf::parse(&btf_data)?;
+    let config = KernelConfig {
+        capture_bytes: settings.capture_bytes.min(MAX_CAPTURE_BYTES as u32),
+        wakeup_bytes: settings.wakeup_bytes,
+        regs_arg_offsets: kernel::syscall_arg_offsets(&btf)?,
+        offsets: kernel::kernel_offsets(&btf)?,
+    };
+    let mut ebpf = EbpfLoader::new()
+        .override_global(GLOBAL_CONFIG, &config, true)
+        .map_max_entries(MAP_EVENTS, settings.ring_buffer_bytes)
+        .map_max_entries(MAP_CONNS, settings.max_connections)
+        .load(EBPF_OBJECT)
+        .map_err(CaptureError::Load)?;
+    fill_syscall_ops(&mut ebpf)?;
+    let path = settings.forced_path.unwrap_or(CapturePathKind::Syscalls);
+    let attached = attach(&mut ebpf, path)?;
+    let ring = RingBuf::try_from(take_map(&mut ebpf, MAP_EVENTS)?)
+        .map_err(|source| CaptureError::Map { name: MAP_EVENTS, source })?;
+    let pids = HashMap::try_from(take_map(&mut ebpf, MAP_PIDS)?)
+        .map_err(|source| CaptureError::Map { name: MAP_PIDS, source })?;
+    let counters = PerCpuArray::try_from(take_map(&mut ebpf, MAP_COUNTERS)?)
+        .map_err(|source| CaptureError::Map { name: MAP_COUNTERS, source })?;
+    debug_assert_eq!(counters.len(), COUNTER_SLOTS);
+    Ok(Loaded {
+        probes: Probes {
+            _ebpf: ebpf,
+            path,
+            attached,
+        },
+        ring,
+        pids: PidFilter { map: pids },
+        counters: KernelCounters { map: counters },
+    })
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, CaptureError> {
+    ebpf.take_map(name)
+        .ok_or(CaptureError::MissingObject { kind: "map", name })
+}
+
+/// Writes the architecture's syscall numbers into the dispatch table.
+fn fill_syscall_ops(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
+    let map = ebpf
+        .map_mut(MAP_SYSCALL_OPS)
+        .ok_or(CaptureError::MissingObject {
+            kind: "map",
+            name: MAP_SYSCALL_OPS,
+        })?;
+    let mut ops: Array<&mut MapData, u8> = Array::try_from(map).map_err(|source| {
+        CaptureError::Map {
+            name: MAP_SYSCALL_OPS,
+            source,
+        }
+    })?;
+    for &(nr, op) in kernel::syscall_table() {
+        debug_assert_ne!(op, SyscallOp::Ignore);
+        ops.set(nr, op as u8, 0).map_err(|source| CaptureError::Map {
+            name: MAP_SYSCALL_OPS,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Attaches the programs of `path`; returns how many were attached.
+fn attach(ebpf: &mut Ebpf, path: CapturePathKind) -> Result<usize, CaptureError> {
+    match path {
+        CapturePathKind::Syscalls => {
+            for (prog, tracepoint) in [(PROG_SYS_ENTER, "sys_enter"), (PROG_SYS_EXIT, "sys_exit")] {
+                let program: &mut RawTracePoint = ebpf
+                    .program_mut(prog)
+                    .ok_or(CaptureError::MissingObject {
+                        kind: "program",
+                        name: prog,
+                    })?
+                    .try_into()
+                    .map_err(|source| CaptureError::Attach { program: prog, source })?;
+                program
+                    .load()
+                    .map_err(|source| CaptureError::Attach { program: prog, source })?;
+                program
+                    .attach(tracepoint)
+                    .map_err(|source| CaptureError::Attach { program: prog, source })?;
+            }
+            Ok(2)
+        }
+        other => Err(CaptureError::PathUnavailable {
+            path: other.as_str(),
+            reason: "not implemented in this build".into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every map and program userspace looks up by name exists in the embedded object.
+    #[test]
+    fn object_has_every_named_map_and_program() {
+        let obj = aya_obj::Object::parse(EBPF_OBJECT).unwrap();
+        for map in [MAP_EVENTS, MAP_PIDS, MAP_SYSCALL_OPS, MAP_CONNS, MAP_COUNTERS] {
+            assert!(obj.maps.contains_key(map), "map {map} missing");
+        }
+        for prog in [PROG_SYS_ENTER, PROG_SYS_EXIT] {
+            assert!(obj.programs.contains_key(prog), "program {prog} missing");
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Checks of the host before anything is loaded: privileges, kernel interfaces, limits.
+//!
+//! Each check fails with one line naming what is missing, so that the agent can exit at once
+//! with a message a user can act on.
+
+use std::path::Path;
+
+use super::CaptureError;
+
+/// A Linux capability the agent needs, and why.
+struct Needed {
+    bit: u32,
+    name: &'static str,
+    why: &'static str,
+}
+
+/// `CAP_SYS_ADMIN` stands in for `CAP_BPF` + `CAP_PERFMON` on kernels before 5.8 and for root.
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// The capabilities the agent needs (the DaemonSet grants exactly these).
+const NEEDED: &[Needed] = &[
+    Needed {
+        bit: 39,
+        name: "CAP_BPF",
+        why: "to load eBPF programs and create maps",
+    },
+    Needed {
+        bit: 38,
+        name: "CAP_PERFMON",
+        why: "to attach tracing programs and read kernel memory from them",
+    },
+    Needed {
+        bit: 19,
+        name: "CAP_SYS_PTRACE",
+        why: "to read /proc/PID/exe, environ and fd of other processes",
+    },
+    Needed {
+        bit: 2,
+        name: "CAP_DAC_READ_SEARCH",
+        why: "to list /proc/PID/fd of processes owned by other users",
+    },
+];
+
+/// Parses the effective capability set from the text of `/proc/self/status`.
+fn effective_caps(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+}
+
+/// The first needed capability missing from `caps`, if any.
+fn first_missing(caps: u64) -> Option<&'static Needed> {
+    let has = |bit: u32| caps & (1 << bit) != 0;
+    NEEDED.iter().find(|n| {
+        let bpf_like = n.bit == 39 || n.bit == 38;
+        !(has(n.bit) || (bpf_like && has(CAP_SYS_ADMIN)))
+    })
+}
+
+/// Fails naming the first capability the process lacks.
+pub fn check_privileges() -> Result<(), CaptureError> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| CaptureError::Host(format!("cannot read /proc/self/status: {e}")))?;
+    let caps = effective_caps(&status)
+        .ok_or_else(|| CaptureError::Host("no CapEff line in /proc/self/status".into()))?;
+    match first_missing(caps) {
+        None => Ok(()),
+        Some(n) => Err(CaptureError::MissingCapability {
+            name: n.name,
+            why: n.why,
+        }),
+    }
+}
+
+/// Fails when the kernel does not publish its BTF, which the programs' offsets come from.
+pub fn check_btf(path: &Path) -> Result<(), CaptureError> {
+    if path.exists() {
+        Ok(())
+    } else {
+        Err(CaptureError::Host(format!(
+            "{} is missing: the kernel needs CONFIG_DEBUG_INFO_BTF=y",
+            path.display()
+        )))
+    }
+}
+
+/// Raises `RLIMIT_MEMLOCK` for kernels that still charge BPF maps to it (before 5.11).
+///
+/// Newer kernels account BPF memory to the cgroup and may refuse the change; that is harmless,
+/// so a failure is only logged.
+pub fn raise_memlock_limit() {
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads the struct we pass.
+    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const limit) };
+    if ret != 0 {
+        tracing::debug!(
+            error = %std::io::Error::last_os_error(),
+            "Could not raise RLIMIT_MEMLOCK; kernels from 5.11 do not need it."
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cap_eff() {
+        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(effective_caps(status), Some(0x1ff_ffff_ffff));
+        assert_eq!(effective_caps("Name: x\n"), None);
+    }
+
+    #[test]
+    fn names_the_first_missing_capability() {
+        assert!(first_missing(u64::MAX).is_none());
+        assert_eq!(first_missing(0).map(|n| n.name), Some("CAP_BPF"));
+        // CAP_SYS_ADMIN covers BPF and PERFMON but not ptrace.
+        let admin = 1 << CAP_SYS_ADMIN;
+        assert_eq!(first_missing(admin).map(|n| n.name), Some("CAP_SYS_PTRACE"));
+        let all = (1 << 39) | (1 << 38) | (1 << 19) | (1 << 2);
+        assert!(first_missing(all).is_none());
+    }
+}
