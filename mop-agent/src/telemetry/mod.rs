@@ -1,0 +1,205 @@
+//! The agent's own counters and gauges (self-observability).
+//!
+//! Every stage bumps the counters it owns here; the Prometheus endpoint renders them under the
+//! names in [`names`]. Counters are lock-free atomics so hot paths pay one relaxed add.
+
+use std::sync::{
+    OnceLock,
+    atomic::{AtomicI64, AtomicU64, Ordering},
+};
+
+/// Prometheus names of the self-metrics (the contract in the README's reference section).
+pub mod names {
+    /// Ring-buffer records read by the capture stage.
+    pub const EVENTS_READ: &str = "mop_events_read_total";
+    /// Records the kernel could not write because the ring buffer was full.
+    pub const EVENTS_LOST: &str = "mop_events_lost_total";
+    /// Protocol parse errors, label `protocol`.
+    pub const PARSE_ERRORS: &str = "mop_parse_errors_total";
+    /// Spans assembled.
+    pub const SPANS_PRODUCED: &str = "mop_spans_produced_total";
+    /// Spans exported, label `exporter`.
+    pub const SPANS_EXPORTED: &str = "mop_spans_exported_total";
+    /// Spans dropped, label `reason`.
+    pub const SPANS_DROPPED: &str = "mop_spans_dropped_total";
+    /// Export errors, labels `exporter`, `signal`.
+    pub const EXPORT_ERRORS: &str = "mop_export_errors_total";
+    /// Export request latency histogram, label `exporter`.
+    pub const EXPORT_DURATION: &str = "mop_export_duration_seconds";
+    /// Items waiting in an exporter's queue, label `exporter`.
+    pub const EXPORT_QUEUE_LENGTH: &str = "mop_export_queue_length";
+    /// Processes currently instrumented.
+    pub const INSTRUMENTED_PROCESSES: &str = "mop_instrumented_processes";
+    /// eBPF programs attached.
+    pub const PROBES_ATTACHED: &str = "mop_probes_attached";
+    /// Always 1, label `path`: the capture path in use.
+    pub const CAPTURE_PATH_INFO: &str = "mop_capture_path_info";
+    /// Always 1, label `version`.
+    pub const BUILD_INFO: &str = "mop_build_info";
+    /// Connections the userspace tracker holds.
+    pub const CONNECTIONS_TRACKED: &str = "mop_connections_tracked";
+}
+
+/// Why a span (or the exchange that would have become one) was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// The channel from the capture stage to span assembly was full.
+    AssemblyQueueFull,
+    /// The channel to an exporter was full.
+    ExportQueueFull,
+    /// Dropped by the sampler.
+    Sampled,
+    /// An exporter gave up on it (retries exhausted or the memory cap reached).
+    ExportFailed,
+}
+
+impl DropReason {
+    /// Every reason, in label order.
+    pub const ALL: [Self; 4] = [
+        Self::AssemblyQueueFull,
+        Self::ExportQueueFull,
+        Self::Sampled,
+        Self::ExportFailed,
+    ];
+
+    /// The `reason` label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::AssemblyQueueFull => "assembly_queue_full",
+            Self::ExportQueueFull => "export_queue_full",
+            Self::Sampled => "sampled_out",
+            Self::ExportFailed => "export_failed",
+        }
+    }
+}
+
+/// Protocols whose parse errors are counted apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.x.
+    Http1,
+    /// HTTP/2 frames and HPACK.
+    Http2,
+}
+
+impl Protocol {
+    /// Every protocol, in label order.
+    pub const ALL: [Self; 2] = [Self::Http1, Self::Http2];
+
+    /// The `protocol` label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Http1 => "http1",
+            Self::Http2 => "http2",
+        }
+    }
+}
+
+/// The agent's self-metrics; one instance shared by every stage.
+#[derive(Debug, Default)]
+pub struct SelfMetrics {
+    events_read: AtomicU64,
+    events_lost: AtomicU64,
+    parse_errors: [AtomicU64; Protocol::ALL.len()],
+    spans_produced: AtomicU64,
+    spans_dropped: [AtomicU64; DropReason::ALL.len()],
+    instrumented_processes: AtomicI64,
+    probes_attached: AtomicI64,
+    connections_tracked: AtomicI64,
+    capture_path: OnceLock<&'static str>,
+}
+
+impl SelfMetrics {
+    /// Counts ring-buffer records read.
+    pub fn add_events_read(&self, n: u64) {
+        self.events_read.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records the kernel's lost-record count (a counter kept by the kernel, mirrored here).
+    pub fn set_events_lost(&self, total: u64) {
+        self.events_lost.store(total, Ordering::Relaxed);
+    }
+
+    /// Counts parse errors of a protocol.
+    pub fn add_parse_errors(&self, protocol: Protocol, n: u64) {
+        self.parse_errors[protocol as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts one assembled span.
+    pub fn inc_spans_produced(&self) {
+        self.spans_produced.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts dropped spans.
+    pub fn add_spans_dropped(&self, reason: DropReason, n: u64) {
+        self.spans_dropped[reason as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sets the number of instrumented processes.
+    pub fn set_instrumented_processes(&self, n: usize) {
+        self.instrumented_processes
+            .store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
+    }
+
+    /// Sets the number of attached programs.
+    pub fn set_probes_attached(&self, n: usize) {
+        self.probes_attached
+            .store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
+    }
+
+    /// Sets the number of connections the tracker holds.
+    pub fn set_connections_tracked(&self, n: usize) {
+        self.connections_tracked
+            .store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
+    }
+
+    /// Records the capture path once it is attached.
+    pub fn set_capture_path(&self, path: &'static str) {
+        let _ = self.capture_path.set(path);
+    }
+
+    /// Ring-buffer records read so far.
+    pub fn events_read(&self) -> u64 {
+        self.events_read.load(Ordering::Relaxed)
+    }
+
+    /// Records lost in the kernel so far.
+    pub fn events_lost(&self) -> u64 {
+        self.events_lost.load(Ordering::Relaxed)
+    }
+
+    /// Parse errors of a protocol so far.
+    pub fn parse_errors(&self, protocol: Protocol) -> u64 {
+        self.parse_errors[protocol as usize].load(Ordering::Relaxed)
+    }
+
+    /// Spans assembled so far.
+    pub fn spans_produced(&self) -> u64 {
+        self.spans_produced.load(Ordering::Relaxed)
+    }
+
+    /// Spans dropped for a reason so far.
+    pub fn spans_dropped(&self, reason: DropReason) -> u64 {
+        self.spans_dropped[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// Processes instrumented now.
+    pub fn instrumented_processes(&self) -> i64 {
+        self.instrumented_processes.load(Ordering::Relaxed)
+    }
+
+    /// Programs attached now.
+    pub fn probes_attached(&self) -> i64 {
+        self.probes_attached.load(Ordering::Relaxed)
+    }
+
+    /// Connections tracked now.
+    pub fn connections_tracked(&self) -> i64 {
+        self.connections_tracked.load(Ordering::Relaxed)
+    }
+
+    /// The capture path in use, once attached.
+    pub fn capture_path(&self) -> Option<&'static str> {
+        self.capture_path.get().copied()
+    }
+}
