@@ -2,8 +2,11 @@
 //! and drives the per-connection protocol parsers.
 
 pub mod btf;
+pub mod conntrack;
+pub mod event;
 pub mod kernel;
 pub mod loader;
+pub mod stage;
 pub mod sys;
 
 use thiserror::Error;
