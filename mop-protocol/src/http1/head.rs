@@ -163,7 +163,9 @@ pub(crate) fn parse_head(buf: &[u8], complete: bool) -> Result<Head<'_>, ParseEr
         None if complete => return Err(ParseError::InvalidStartLine),
         None => (trim_cr(buf), &[][..], false),
     };
-    let (start, version) = if first.starts_with(b"HTTP/") {
+    // A cut line that is a prefix of `HTTP/1.` is a response whose status was not captured.
+    let response = first.starts_with(b"HTTP/") || (!first_complete && b"HTTP/1.".starts_with(first) && !first.is_empty());
+    let (start, version) = if response {
         parse_status_line(first, first_complete)?
     } else {
         parse_request_line(first, first_complete)?

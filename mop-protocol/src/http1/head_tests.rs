@@ -165,6 +165,8 @@ fn truncated_heads() {
     assert_eq!(h.version, Some(HttpVersion::Http10));
     assert_eq!(parse_head(b"GET", false), Err(ParseError::TruncatedStartLine));
     assert_eq!(parse_head(b"GET ", false), Err(ParseError::TruncatedStartLine));
+    let h = parse_head(b"HTT", false).unwrap();
+    assert_eq!((h.start, h.version), (StartLine::Response { status: None }, None));
     let h = parse_head(b"HTTP/1.1 20", false).unwrap();
     assert_eq!(h.start, StartLine::Response { status: None });
     let h = parse_head(b"HTTP/1.1 200 OK\r\nContent-Le", false).unwrap();
