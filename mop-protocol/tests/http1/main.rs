@@ -2,4 +2,5 @@
 //! broken on purpose.
 
 mod fixtures;
+mod splits;
 mod support;
