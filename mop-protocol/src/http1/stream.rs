@@ -407,7 +407,11 @@ impl Stream {
                         self.msg = Some(Msg { request: false, seq: None });
                         return Some(Framing::Empty);
                     }
-                    Some(code) => head.fields.response_framing(code, head_request, connect_request),
+                    // A cut head without a length may only have lost it: not close-delimited.
+                    Some(code) => match head.fields.response_framing(code, head_request, connect_request) {
+                        (Framing::UntilClose, p) if !complete && !head.fields.transfer_encoding => (Framing::Unknown, p),
+                        other => other,
+                    },
                     None => (Framing::Unknown, Some(ParseError::TruncatedStartLine)),
                 };
                 if let Some(p) = problem {
