@@ -88,6 +88,9 @@ pub struct HttpExchange {
     pub content_type: Option<String>,
     /// Entry of the syscall that carried the first request byte.
     pub request_start_ns: u64,
+    /// Exit of the syscall that carried the first request byte: when a server had the request
+    /// in hand (the entry of a blocking read is when it began waiting, not when bytes came).
+    pub request_first_exit_ns: u64,
     /// Exit of the syscall that carried the last request byte.
     pub request_end_ns: u64,
     /// Entry of the syscall that carried the first byte of the final (non-1xx) response; 0 when

@@ -72,6 +72,7 @@ pub(crate) struct Stream {
     first_line_done: bool,
     /// Entry time and thread of the segment holding the first byte of the current head.
     head_enter_ns: u64,
+    head_exit_ns: u64,
     head_tid: u32,
     msg: Option<Msg>,
     /// After an interim (1xx) response: the request still waiting for its final response.
@@ -242,6 +243,7 @@ impl Stream {
             return &[];
         }
         self.head_enter_ns = cx.enter_ns;
+        self.head_exit_ns = cx.exit_ns;
         self.head_tid = cx.tid;
         // Fast path: the whole header block is in `data`; parse it in place.
         if let Some(end) = find_head_end(data, 0)
@@ -457,6 +459,7 @@ impl Stream {
             },
             content_type: keep(f.content_type),
             request_start_ns: self.head_enter_ns,
+            request_first_exit_ns: self.head_exit_ns,
             request_end_ns: cx.exit_ns,
             response_start_ns: 0,
             response_end_ns: 0,

@@ -118,6 +118,7 @@ pub fn exchange(role: Role, method: &str, target: &str, host: Option<&str>) -> H
         trace_headers: TraceHeaders::default(),
         content_type: None,
         request_start_ns: 0,
+        request_first_exit_ns: 0,
         request_end_ns: 0,
         response_start_ns: 0,
         response_end_ns: 0,
@@ -133,6 +134,7 @@ pub fn exchange(role: Role, method: &str, target: &str, host: Option<&str>) -> H
 /// Sets request segments `req` (first, last) and response segments `resp` (first, last) times.
 pub fn timed(mut x: HttpExchange, req: (usize, usize), resp: (usize, usize)) -> HttpExchange {
     x.request_start_ns = times(req.0).0;
+    x.request_first_exit_ns = times(req.0).1;
     x.request_tid = times(req.0).2;
     x.request_end_ns = times(req.1).1;
     x.response_start_ns = times(resp.0).0;
