@@ -100,7 +100,13 @@ pub(crate) fn emit_conn_event(
     // SAFETY: every field is written by fill_header before submit.
     let h = unsafe { &mut *entry.as_mut_ptr() };
     fill_header(h, kind, conn, pid_tgid, fd, enter_ns, exit_ns);
-    entry.submit(wakeup_flag(cfg));
+    // Discovery waits on exec reports: never let them sit until the next poll.
+    let flags = if matches!(kind, EventKind::ProcExec) {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        wakeup_flag(cfg)
+    };
+    entry.submit(flags);
     bump(Counter::EventsSubmitted);
 }
 

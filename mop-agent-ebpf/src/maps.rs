@@ -58,6 +58,8 @@ pub(crate) static MOP_SCRATCH: PerCpuArray<EventBuffer> = PerCpuArray::with_max_
 pub(crate) static MOP_CONFIG: Global<KernelConfig> = Global::new(KernelConfig {
     capture_bytes: 256,
     wakeup_bytes: 0,
+    flags: 0,
+    pad: 0,
     regs_arg_offsets: [0; 6],
     offsets: KernelOffsets {
         task_files: 0,

@@ -9,7 +9,7 @@ use aya_ebpf::{
 use mop_common::{
     ConnInfo, ConnKey, Counter, EventKind, InflightSyscall, KernelConfig, SyscallOp,
     event::{ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN},
-    maps::{CONN_OTHER, CONN_TCP},
+    maps::{CONN_OTHER, CONN_TCP, FLAG_WATCH_EXEC, PID_PENDING},
     ops::SYSCALL_TABLE_LEN,
 };
 
@@ -202,4 +202,26 @@ fn on_close(pid_tgid: u64, fd: i32, now: u64, cfg: &KernelConfig) {
     if info.kind == CONN_TCP {
         emit_conn_event(EventKind::ConnClose, &info, pid_tgid, fd, now, now, cfg);
     }
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub(crate) fn mop_sched_exec(_ctx: RawTracePointContext) -> i32 {
+    let cfg = MOP_CONFIG.load();
+    if cfg.flags & FLAG_WATCH_EXEC == 0 {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid = (pid_tgid >> 32) as u32;
+    // A new program: capture it until discovery decides, even if its old image was selected.
+    let _ = MOP_PIDS.insert(&pid, &PID_PENDING, 0);
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let none = ConnInfo {
+        conn_id: 0,
+        addrs: mop_common::ConnAddrs::default(),
+        kind: 0,
+        role: ROLE_UNKNOWN,
+    };
+    emit_conn_event(EventKind::ProcExec, &none, pid_tgid, -1, now, now, &cfg);
+    0
 }

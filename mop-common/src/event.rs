@@ -24,6 +24,9 @@ pub enum EventKind {
     Data = 2,
     /// A TCP socket the agent had seen was closed by the process.
     ConnClose = 3,
+    /// A process called `execve` while exec watching is on: the kernel already captures it
+    /// (its pid is in the filter as pending) until discovery decides about it.
+    ProcExec = 4,
 }
 
 impl EventKind {
@@ -33,6 +36,7 @@ impl EventKind {
             1 => Some(Self::ConnOpen),
             2 => Some(Self::Data),
             3 => Some(Self::ConnClose),
+            4 => Some(Self::ProcExec),
             _ => None,
         }
     }

@@ -117,6 +117,8 @@ impl ConnTracker {
                 self.insert(key, ev);
             }
             EventKind::Data => self.on_data(key, ev, emit),
+            // Not about a connection: the capture stage routes exec reports to discovery.
+            EventKind::ProcExec => {}
             EventKind::ConnClose => {
                 if let Some(mut conn) = self.conns.remove(&key) {
                     if let Protocol::Http1(parser) = &mut conn.protocol {

@@ -45,6 +45,11 @@ impl Assembler {
         self.processes.insert(pid, resource);
     }
 
+    /// True when the process's resource is known.
+    pub fn knows(&self, pid: u32) -> bool {
+        self.processes.contains_key(&pid)
+    }
+
     /// Forgets a process that exited.
     pub fn process_exited(&mut self, pid: u32) {
         self.processes.remove(&pid);
@@ -236,6 +241,10 @@ mod tests {
                 response_end_ns: 2_000,
                 request_tid: 42,
                 request_head_truncated: false,
+                request_target_truncated: false,
+                response_head_truncated: false,
+                request_body_size_unknown: false,
+                response_body_size_unknown: false,
             },
         }
     }
