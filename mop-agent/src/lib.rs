@@ -6,4 +6,5 @@
 //! -> `metrics` (RED aggregation) and `export` (OTLP, Prometheus, printers). `config` reads every
 //! setting in one place; `telemetry` holds the agent's own counters.
 
+pub mod config;
 pub mod span;
