@@ -49,7 +49,7 @@ impl Default for KubeConfig {
             cluster_name: None,
             kubeconfig_path: None,
             informers_sync_timeout: Duration::from_secs(30),
-            informers_resync_period: Duration::from_secs(30 * 60),
+            informers_resync_period: Duration::from_mins(30),
             meta_restrict_local_node: false,
         }
     }
@@ -128,7 +128,7 @@ struct RawHostId {
 pub(super) fn build(raw: &RawAttributes, ctx: &mut Ctx<'_>) -> AttributesConfig {
     let d = KubeConfig::default();
     let k = &raw.kubernetes;
-    let timeouts = value::duration(Duration::from_secs(1), Duration::from_secs(24 * 3600));
+    let timeouts = value::duration(Duration::from_secs(1), Duration::from_hours(24));
     let kubernetes = KubeConfig {
         enable: ctx
             .get(

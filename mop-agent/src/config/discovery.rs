@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, fmt, time::Duration};
 use serde::Deserialize;
 
 use super::{
-    error::Origin,
+    error::{ConfigError, Origin},
     glob::Glob,
     value::{self, Bad, Ctx, Parsed},
     yaml::{self, Node, map, text},
@@ -91,17 +91,17 @@ pub struct Selector {
     pub k8s_pod_name: Option<Glob>,
     /// Glob on the owning Deployment.
     pub k8s_deployment_name: Option<Glob>,
-    /// Glob on the owning ReplicaSet.
+    /// Glob on the owning `ReplicaSet`.
     pub k8s_replicaset_name: Option<Glob>,
-    /// Glob on the owning StatefulSet.
+    /// Glob on the owning `StatefulSet`.
     pub k8s_statefulset_name: Option<Glob>,
-    /// Glob on the owning DaemonSet.
+    /// Glob on the owning `DaemonSet`.
     pub k8s_daemonset_name: Option<Glob>,
     /// Glob on the owning Job.
     pub k8s_job_name: Option<Glob>,
-    /// Glob on the owning CronJob.
+    /// Glob on the owning `CronJob`.
     pub k8s_cronjob_name: Option<Glob>,
-    /// Glob on the top owner of any kind (Deployment, ReplicaSet, DaemonSet, StatefulSet).
+    /// Glob on the top owner of any kind (`Deployment`, `ReplicaSet`, `DaemonSet`, `StatefulSet`).
     pub k8s_owner_name: Option<Glob>,
     /// Glob on the container name inside the Pod.
     pub k8s_container_name: Option<Glob>,
@@ -251,7 +251,7 @@ pub(super) fn build(raw: RawDiscovery, open_port: Option<&Node>, ctx: &mut Ctx<'
                 "discovery.poll_interval",
                 raw.poll_interval.as_ref(),
                 &[ENV_POLL_INTERVAL],
-                value::duration(Duration::from_millis(10), Duration::from_secs(3600)),
+                value::duration(Duration::from_millis(10), Duration::from_hours(1)),
             )
             .unwrap_or(DEFAULT_POLL_INTERVAL),
         skip_self: ctx.yaml("discovery.skip_self", raw.skip_self.as_ref(), value::boolean).unwrap_or(true),
@@ -269,17 +269,23 @@ fn selectors(raw: Vec<RawSelector>, key: &str, ctx: &mut Ctx<'_>) -> Vec<Selecto
         .enumerate()
         .filter_map(|(i, raw)| {
             let key = format!("{key}[{i}]");
+            let shown = raw.name.as_ref().map_or_else(|| "{}".to_owned(), |n| format!("{{name: {}}}", n.display()));
             let selector = selector(raw, &key, ctx);
-            if selector.has_criteria() {
-                Some(selector)
-            } else {
+            // An entry whose keys were all refused already has its errors.
+            let prefix = format!("{key}.");
+            let refused = ctx.errors.iter().any(|e| match e {
+                ConfigError::UnknownKey { key, .. } | ConfigError::UnsupportedKey { key, .. } => key.starts_with(&prefix),
+                ConfigError::InvalidValue { origin: Origin::Key(key), .. } => key.starts_with(&prefix),
+                _ => false,
+            });
+            if !selector.has_criteria() && !refused {
                 ctx.invalid(
                     Origin::Key(key),
-                    "{}",
+                    shown,
                     "a selector with at least one of open_ports, exe_path, k8s_* (name and namespace only rename)",
                 );
-                None
             }
+            selector.has_criteria().then_some(selector)
         })
         .collect()
 }

@@ -179,7 +179,7 @@ struct RawBufferSizes {
 }
 
 /// Validates `ebpf` and its variables.
-pub(super) fn build(raw: RawEbpf, ctx: &mut Ctx<'_>) -> EbpfConfig {
+pub(super) fn build(raw: &RawEbpf, ctx: &mut Ctx<'_>) -> EbpfConfig {
     let d = EbpfConfig::default();
     EbpfConfig {
         buffer_size: ctx

@@ -135,5 +135,9 @@ fn note_text(note: &str) -> String {
 }
 
 fn list_text(errors: &[ConfigError]) -> String {
-    errors.iter().map(|e| format!("\n  {e}")).collect()
+    use std::fmt::Write as _;
+    errors.iter().fold(String::new(), |mut s, e| {
+        let _ = write!(s, "\n  {e}");
+        s
+    })
 }

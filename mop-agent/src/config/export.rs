@@ -20,8 +20,8 @@ pub const DEFAULT_DURATION_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.075, 
 /// Default histogram bounds for body sizes, in bytes (OBI's defaults).
 pub const DEFAULT_SIZE_BUCKETS: &[f64] = &[0.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0];
 /// Default series expiry for both metric exporters (OBI's default).
-pub const DEFAULT_METRICS_TTL: Duration = Duration::from_secs(300);
-const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const DEFAULT_METRICS_TTL: Duration = Duration::from_mins(5);
+const MAX_TTL: Duration = Duration::from_hours(168);
 
 /// The OTLP trace exporter, validated; disabled when `endpoint` is `None`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -279,6 +279,7 @@ pub(super) struct RawMetrics {
 /// `buckets` as written (both exporters).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[expect(clippy::struct_field_names, reason = "OBI's key names")]
 pub(super) struct RawBuckets {
     duration_histogram: Option<Node>,
     request_size_histogram: Option<Node>,
@@ -331,12 +332,12 @@ pub(super) fn build_traces(raw: &RawTraces, ctx: &mut Ctx<'_>) -> (TracesExportC
     let d = BatchConfig::default();
     let size = value::integer(1, 1 << 20);
     let delay = ctx
-        .env(&["OTEL_EBPF_OTLP_TRACES_BATCH_TIMEOUT"], value::duration(Duration::from_millis(1), Duration::from_secs(3600)))
-        .or_else(|| ctx.env(&["OTEL_BSP_SCHEDULE_DELAY"], value::millis(Duration::from_millis(1), Duration::from_secs(3600))));
+        .env(&["OTEL_EBPF_OTLP_TRACES_BATCH_TIMEOUT"], value::duration(Duration::from_millis(1), Duration::from_hours(1)))
+        .or_else(|| ctx.env(&["OTEL_BSP_SCHEDULE_DELAY"], value::millis(Duration::from_millis(1), Duration::from_hours(1))));
     let yaml_delay = ctx.yaml(
         "otel_traces_export.batch_timeout",
         raw.batch_timeout.as_ref(),
-        value::duration(Duration::from_millis(1), Duration::from_secs(3600)),
+        value::duration(Duration::from_millis(1), Duration::from_hours(1)),
     );
     let batch = BatchConfig {
         schedule_delay: delay.or(yaml_delay).unwrap_or(d.schedule_delay),
@@ -429,7 +430,7 @@ pub(super) fn build_metrics(raw: &RawMetrics, features: MetricFeatures, ctx: &mu
     };
     let OtlpCommon { endpoint, protocol, headers, timeout, compression, ca_file, insecure_skip_verify } =
         otlp::build(&METRICS, &nodes, ctx);
-    let range = (Duration::from_millis(100), Duration::from_secs(24 * 3600));
+    let range = (Duration::from_millis(100), Duration::from_hours(24));
     let yaml_interval = ctx.yaml("otel_metrics_export.interval", raw.interval.as_ref(), value::duration(range.0, range.1));
     let env_interval = ctx
         .env(&["OTEL_EBPF_METRICS_INTERVAL"], value::duration(range.0, range.1))
@@ -442,7 +443,7 @@ pub(super) fn build_metrics(raw: &RawMetrics, features: MetricFeatures, ctx: &mu
         compression,
         ca_file,
         insecure_skip_verify,
-        interval: env_interval.or(yaml_interval).unwrap_or(Duration::from_secs(60)),
+        interval: env_interval.or(yaml_interval).unwrap_or(Duration::from_mins(1)),
         ttl: ctx
             .get("otel_metrics_export.ttl", raw.ttl.as_ref(), &["OTEL_EBPF_METRICS_TTL"], value::duration(Duration::from_secs(1), MAX_TTL))
             .unwrap_or(DEFAULT_METRICS_TTL),
@@ -477,7 +478,9 @@ pub(super) fn build_printer(node: Option<&Node>, ctx: &mut Ctx<'_>) -> TracePrin
 }
 
 fn buckets_node(b: &Buckets) -> Node {
-    let list = |v: &[f64]| Some(Node::Seq(v.iter().map(|x| Node::Float(*x)).collect()));
+    #[expect(clippy::cast_possible_truncation, reason = "only integral values below 2^53 become integers")]
+    let number = |x: f64| if x.fract() == 0.0 && x.abs() < 9e15 { Node::Int(x as i128) } else { Node::Float(x) };
+    let list = |v: &[f64]| Some(Node::Seq(v.iter().map(|x| number(*x)).collect()));
     map([
         ("duration_histogram", list(&b.duration_histogram)),
         ("request_size_histogram", list(&b.request_size_histogram)),

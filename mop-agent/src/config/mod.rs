@@ -215,7 +215,7 @@ fn build(raw: RawConfig, ctx: &mut Ctx<'_>) -> Config {
             "shutdown_timeout",
             raw.shutdown_timeout.as_ref(),
             &["OTEL_EBPF_SHUTDOWN_TIMEOUT"],
-            value::duration(Duration::from_millis(1), Duration::from_secs(3600)),
+            value::duration(Duration::from_millis(1), Duration::from_hours(1)),
         )
         .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
     let service_name =
@@ -230,8 +230,8 @@ fn build(raw: RawConfig, ctx: &mut Ctx<'_>) -> Config {
         service_name,
         service_namespace,
         discovery: discovery::build(raw.discovery, raw.open_port.as_ref(), ctx),
-        ebpf: ebpf::build(raw.ebpf, ctx),
-        routes: routes::build(raw.routes, ctx),
+        ebpf: ebpf::build(&raw.ebpf, ctx),
+        routes: routes::build(&raw.routes, ctx),
         traces,
         metrics: export::build_metrics(&raw.otel_metrics_export, features, ctx),
         prometheus: export::build_prometheus(&raw.prometheus_export, ctx),

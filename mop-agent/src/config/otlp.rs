@@ -298,7 +298,7 @@ pub(super) fn build(signal: &Signal, nodes: &CommonNodes<'_>, ctx: &mut Ctx<'_>)
             merge_headers(&mut all_headers, h);
         }
     }
-    let timeout_range = (Duration::from_millis(1), Duration::from_secs(3600));
+    let timeout_range = (Duration::from_millis(1), Duration::from_hours(1));
     let yaml_timeout = ctx.yaml(&key("timeout"), nodes.timeout, value::duration(timeout_range.0, timeout_range.1));
     let env_timeout = ctx.env(&[&var("TIMEOUT"), &shared("TIMEOUT")], value::millis(timeout_range.0, timeout_range.1));
     OtlpCommon {
@@ -343,6 +343,6 @@ impl OtlpCommon {
 }
 
 /// Builds a mapping of the shared keys followed by `extra`.
-pub(super) fn section_node<'k>(common: &OtlpCommon, secrets: bool, extra: Vec<(&'k str, Option<Node>)>) -> Node {
+pub(super) fn section_node(common: &OtlpCommon, secrets: bool, extra: Vec<(&str, Option<Node>)>) -> Node {
     map(common.to_entries(secrets).into_iter().chain(extra))
 }

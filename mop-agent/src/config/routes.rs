@@ -215,12 +215,23 @@ fn looks_like_id(segment: &str) -> bool {
     })
 }
 
-fn pattern_list(node: &Node) -> Parsed<Vec<RoutePattern>> {
-    let items = value::string_list(node)?;
-    items
-        .iter()
-        .map(|p| RoutePattern::parse(p).map_err(|e| Bad::Invalid(format!("route patterns like /users/{{id}}: `{p}` {e}"))))
-        .collect()
+fn pattern(node: &Node) -> Parsed<RoutePattern> {
+    const EXPECTED: &str = "a route pattern like /users/{id} or /users/:id";
+    let s = value::scalar(node, EXPECTED)?;
+    RoutePattern::parse(s.trim()).map_err(|e| Bad::Invalid(format!("{EXPECTED} ({e})")))
+}
+
+fn pattern_list(key: &str, node: Option<&Node>, ctx: &mut Ctx<'_>) -> Vec<RoutePattern> {
+    let items = match node {
+        None | Some(Node::Null) => return Vec::new(),
+        Some(Node::Seq(items)) => items.clone(),
+        Some(Node::Str(s)) => s.split(',').map(|p| Node::Str(p.trim().to_owned())).collect(),
+        Some(other) => {
+            ctx.yaml(key, Some(other), |_| Err::<(), _>(Bad::WrongType("a list of route patterns".to_owned())));
+            return Vec::new();
+        }
+    };
+    items.iter().enumerate().filter_map(|(i, item)| ctx.yaml(&format!("{key}[{i}]"), Some(item), pattern)).collect()
 }
 
 fn wildcard_char(node: &Node) -> Parsed<char> {
@@ -245,7 +256,7 @@ pub(super) struct RawRoutes {
 }
 
 /// Validates `routes`.
-pub(super) fn build(raw: RawRoutes, ctx: &mut Ctx<'_>) -> RoutesConfig {
+pub(super) fn build(raw: &RawRoutes, ctx: &mut Ctx<'_>) -> RoutesConfig {
     let d = RoutesConfig::default();
     // `unmatched: ''` is explicitly `wildcard` in OBI, so it is not treated as absent.
     let unmatched = match &raw.unmatched {
@@ -257,8 +268,8 @@ pub(super) fn build(raw: RawRoutes, ctx: &mut Ctx<'_>) -> RoutesConfig {
         ),
     };
     RoutesConfig {
-        patterns: ctx.yaml("routes.patterns", raw.patterns.as_ref(), pattern_list).unwrap_or_default(),
-        ignored_patterns: ctx.yaml("routes.ignored_patterns", raw.ignored_patterns.as_ref(), pattern_list).unwrap_or_default(),
+        patterns: pattern_list("routes.patterns", raw.patterns.as_ref(), ctx),
+        ignored_patterns: pattern_list("routes.ignored_patterns", raw.ignored_patterns.as_ref(), ctx),
         ignore_mode: ctx
             .yaml("routes.ignore_mode", raw.ignore_mode.as_ref(), value::choice(IgnoreMode::CHOICES, &[]))
             .unwrap_or(d.ignore_mode),

@@ -276,7 +276,7 @@ pub(super) fn format_duration(d: Duration) -> String {
         return "0s".to_owned();
     }
     for (unit, scale) in [("h", 3_600_000_000_000), ("m", 60_000_000_000), ("s", 1_000_000_000), ("ms", 1_000_000), ("us", 1_000)] {
-        if nanos % scale == 0 {
+        if nanos.is_multiple_of(scale) {
             return format!("{}{unit}", nanos / scale);
         }
     }
@@ -299,7 +299,7 @@ fn parse_bytes(s: &str) -> Option<u64> {
 /// Writes a byte count with the largest binary unit that divides it exactly.
 pub(super) fn format_bytes(n: u64) -> String {
     for (unit, scale) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if n != 0 && n % scale == 0 {
+        if n != 0 && n.is_multiple_of(scale) {
             return format!("{}{unit}", n / scale);
         }
     }

@@ -321,7 +321,7 @@ fn join(path: &str, key: &str) -> String {
 static EMPTY_ENTRIES: Vec<(String, Node)> = Vec::new();
 static EMPTY_ITEMS: Vec<Node> = Vec::new();
 
-impl<'de, 'a> Deserializer<'de> for NodeDe<'a> {
+impl<'de> Deserializer<'de> for NodeDe<'_> {
     type Error = DeError;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
