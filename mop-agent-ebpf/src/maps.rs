@@ -6,11 +6,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use mop_common::{
-    ConnInfo, ConnKey, Counter, InflightSyscall, KernelConfig, KernelOffsets,
+    ConnInfo, ConnKey, Counter, InflightSyscall, KernelConfig, KernelOffsets, MAX_CAPTURE_BYTES,
     event::DataEventHeader,
     maps::{COUNTER_SLOTS, MAX_CONNS, MAX_INFLIGHT, MAX_PIDS},
     ops::SYSCALL_TABLE_LEN,
-    MAX_CAPTURE_BYTES,
 };
 
 /// Default ring buffer size; userspace resizes it from `ebpf.ring_buffer_size` at load.

@@ -15,9 +15,7 @@ use mop_common::{
 
 use crate::{
     emit::{DataSyscall, emit_conn_event, emit_data},
-    maps::{
-        MOP_CONFIG, MOP_CONNS, MOP_INFLIGHT, MOP_PIDS, MOP_SYSCALL_OPS, bump, next_conn_id,
-    },
+    maps::{MOP_CONFIG, MOP_CONNS, MOP_INFLIGHT, MOP_PIDS, MOP_SYSCALL_OPS, bump, next_conn_id},
     sock::{FdKind, classify_fd},
 };
 
@@ -102,10 +100,24 @@ pub(crate) fn mop_sys_exit(ctx: RawTracePointContext) -> i32 {
     let now = unsafe { bpf_ktime_get_ns() };
     match op {
         SyscallOp::Accept if ret >= 0 => {
-            on_open(pid_tgid, ret as i32, ROLE_SERVER, inflight.enter_ns, now, &cfg);
+            on_open(
+                pid_tgid,
+                ret as i32,
+                ROLE_SERVER,
+                inflight.enter_ns,
+                now,
+                &cfg,
+            );
         }
         SyscallOp::Connect if ret == 0 || ret == EINPROGRESS => {
-            on_open(pid_tgid, inflight.fd, ROLE_CLIENT, inflight.enter_ns, now, &cfg);
+            on_open(
+                pid_tgid,
+                inflight.fd,
+                ROLE_CLIENT,
+                inflight.enter_ns,
+                now,
+                &cfg,
+            );
         }
         _ if ret > 0 && (op.is_ingress() || op.is_egress()) => {
             let sc = DataSyscall {
@@ -165,7 +177,15 @@ fn on_open(pid_tgid: u64, fd: i32, role: u32, enter_ns: u64, exit_ns: u64, cfg: 
         fd,
     };
     if let Some(info) = track(&key, role, cfg) {
-        emit_conn_event(EventKind::ConnOpen, &info, pid_tgid, fd, enter_ns, exit_ns, cfg);
+        emit_conn_event(
+            EventKind::ConnOpen,
+            &info,
+            pid_tgid,
+            fd,
+            enter_ns,
+            exit_ns,
+            cfg,
+        );
     }
 }
 

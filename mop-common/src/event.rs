@@ -124,7 +124,7 @@ pub const EVENT_HEADER_LEN: usize = core::mem::size_of::<DataEventHeader>();
 
 const _: () = assert!(core::mem::size_of::<ConnAddrs>() == 40);
 const _: () = assert!(EVENT_HEADER_LEN == 128);
-const _: () = assert!(EVENT_HEADER_LEN % 8 == 0);
+const _: () = assert!(EVENT_HEADER_LEN.is_multiple_of(8));
 
 #[cfg(feature = "user")]
 // SAFETY: `repr(C)`, `Copy`, every bit pattern valid, no implicit padding (asserted above).

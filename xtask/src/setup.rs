@@ -84,7 +84,13 @@ fn rust_src() -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("setup: installing rust-src for the nightly toolchain");
-    cmd::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+    cmd::run(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]))
 }
 
 fn bpf_linker() -> anyhow::Result<()> {
@@ -149,7 +155,13 @@ fn pip_packages() -> anyhow::Result<()> {
     eprintln!("setup: installing Python packages: {}", missing.join(" "));
     cmd::run(
         Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
             .args(&missing),
     )
 }

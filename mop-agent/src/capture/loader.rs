@@ -21,7 +21,8 @@ use super::{
 };
 
 /// The eBPF object built by `build.rs`.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mop-agent-ebpf"));
+static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mop-agent-ebpf"));
 
 /// The capture paths the agent knows, best first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,7 +84,10 @@ impl PidFilter {
     pub fn add(&mut self, pid: u32) -> Result<(), CaptureError> {
         self.map
             .insert(pid, PID_SELECTED, 0)
-            .map_err(|source| CaptureError::Map { name: MAP_PIDS, source })
+            .map_err(|source| CaptureError::Map {
+                name: MAP_PIDS,
+                source,
+            })
     }
 
     /// Stops capturing `pid`; a pid that was not there is fine.
@@ -102,8 +106,7 @@ impl KernelCounters {
     pub fn read(&self, counter: Counter) -> u64 {
         self.map
             .get(&(counter as u32), 0)
-            .map(|per_cpu| per_cpu.iter().sum())
-            .unwrap_or(0)
+            .map_or(0, |per_cpu| per_cpu.iter().sum())
     }
 }
 
@@ -131,7 +134,11 @@ pub fn load(settings: &LoadSettings) -> Result<Loaded, CaptureError> {
     let config = KernelConfig {
         capture_bytes: settings.capture_bytes.min(MAX_CAPTURE_BYTES as u32),
         wakeup_bytes: settings.wakeup_bytes,
-        flags: if settings.watch_exec { FLAG_WATCH_EXEC } else { 0 },
+        flags: if settings.watch_exec {
+            FLAG_WATCH_EXEC
+        } else {
+            0
+        },
         pad: 0,
         regs_arg_offsets: kernel::syscall_arg_offsets(&btf)?,
         offsets: kernel::kernel_offsets(&btf)?,
@@ -149,12 +156,23 @@ pub fn load(settings: &LoadSettings) -> Result<Loaded, CaptureError> {
         attach_raw_tracepoint(&mut ebpf, PROG_SCHED_EXEC, "sched_process_exec")?;
         attached += 1;
     }
-    let ring = RingBuf::try_from(take_map(&mut ebpf, MAP_EVENTS)?)
-        .map_err(|source| CaptureError::Map { name: MAP_EVENTS, source })?;
-    let pids = HashMap::try_from(take_map(&mut ebpf, MAP_PIDS)?)
-        .map_err(|source| CaptureError::Map { name: MAP_PIDS, source })?;
-    let counters = PerCpuArray::try_from(take_map(&mut ebpf, MAP_COUNTERS)?)
-        .map_err(|source| CaptureError::Map { name: MAP_COUNTERS, source })?;
+    let ring = RingBuf::try_from(take_map(&mut ebpf, MAP_EVENTS)?).map_err(|source| {
+        CaptureError::Map {
+            name: MAP_EVENTS,
+            source,
+        }
+    })?;
+    let pids =
+        HashMap::try_from(take_map(&mut ebpf, MAP_PIDS)?).map_err(|source| CaptureError::Map {
+            name: MAP_PIDS,
+            source,
+        })?;
+    let counters = PerCpuArray::try_from(take_map(&mut ebpf, MAP_COUNTERS)?).map_err(|source| {
+        CaptureError::Map {
+            name: MAP_COUNTERS,
+            source,
+        }
+    })?;
     debug_assert_eq!(counters.len(), COUNTER_SLOTS);
     Ok(Loaded {
         probes: Probes {
@@ -181,18 +199,18 @@ fn fill_syscall_ops(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
             kind: "map",
             name: MAP_SYSCALL_OPS,
         })?;
-    let mut ops: Array<&mut MapData, u8> = Array::try_from(map).map_err(|source| {
-        CaptureError::Map {
-            name: MAP_SYSCALL_OPS,
-            source,
-        }
-    })?;
-    for &(nr, op) in kernel::syscall_table() {
-        debug_assert_ne!(op, SyscallOp::Ignore);
-        ops.set(nr, op as u8, 0).map_err(|source| CaptureError::Map {
+    let mut ops: Array<&mut MapData, u8> =
+        Array::try_from(map).map_err(|source| CaptureError::Map {
             name: MAP_SYSCALL_OPS,
             source,
         })?;
+    for &(nr, op) in kernel::syscall_table() {
+        debug_assert_ne!(op, SyscallOp::Ignore);
+        ops.set(nr, op as u8, 0)
+            .map_err(|source| CaptureError::Map {
+                name: MAP_SYSCALL_OPS,
+                source,
+            })?;
     }
     Ok(())
 }
@@ -210,13 +228,20 @@ fn attach_raw_tracepoint(
             name: prog,
         })?
         .try_into()
-        .map_err(|source| CaptureError::Attach { program: prog, source })?;
-    program
-        .load()
-        .map_err(|source| CaptureError::Attach { program: prog, source })?;
+        .map_err(|source| CaptureError::Attach {
+            program: prog,
+            source,
+        })?;
+    program.load().map_err(|source| CaptureError::Attach {
+        program: prog,
+        source,
+    })?;
     program
         .attach(tracepoint)
-        .map_err(|source| CaptureError::Attach { program: prog, source })?;
+        .map_err(|source| CaptureError::Attach {
+            program: prog,
+            source,
+        })?;
     Ok(())
 }
 
@@ -243,7 +268,13 @@ mod tests {
     #[test]
     fn object_has_every_named_map_and_program() {
         let obj = aya_obj::Object::parse(EBPF_OBJECT).unwrap();
-        for map in [MAP_EVENTS, MAP_PIDS, MAP_SYSCALL_OPS, MAP_CONNS, MAP_COUNTERS] {
+        for map in [
+            MAP_EVENTS,
+            MAP_PIDS,
+            MAP_SYSCALL_OPS,
+            MAP_CONNS,
+            MAP_COUNTERS,
+        ] {
             assert!(obj.maps.contains_key(map), "map {map} missing");
         }
         for prog in [PROG_SYS_ENTER, PROG_SYS_EXIT, PROG_SCHED_EXEC] {

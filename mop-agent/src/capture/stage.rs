@@ -74,7 +74,10 @@ impl Sink<'_> {
             match RawEvent::decode(&item) {
                 Ok(ev) if ev.kind == EventKind::ProcExec => {
                     if self.execs.try_send(ev.header.pid).is_err() {
-                        tracing::warn!(pid = ev.header.pid, "Exec report dropped: discovery is behind.");
+                        tracing::warn!(
+                            pid = ev.header.pid,
+                            "Exec report dropped: discovery is behind."
+                        );
                     }
                 }
                 Ok(ev) => {

@@ -103,7 +103,10 @@ pub fn resource(
     let service_instance_id =
         env_instance.unwrap_or_else(|| format!("{}-{}", ctx.host_name, p.pid));
     let mut attributes: Vec<(String, AttrValue)> = vec![
-        ("host.name".to_owned(), AttrValue::Str(ctx.host_name.clone())),
+        (
+            "host.name".to_owned(),
+            AttrValue::Str(ctx.host_name.clone()),
+        ),
         ("process.pid".to_owned(), AttrValue::Int(i64::from(p.pid))),
         (
             "process.executable.name".to_owned(),
@@ -159,11 +162,14 @@ mod tests {
         let r = resource(&ctx(None), &p, &Selection { selector: None });
         assert_eq!(r.service_name, "python3.11");
         assert_eq!(r.service_instance_id, "node1-7");
-        assert!(r.attributes.contains(&("process.pid".into(), AttrValue::Int(7))));
         assert!(
             r.attributes
-                .contains(&("telemetry.sdk.name".into(), AttrValue::Str("mop-agent".into())))
+                .contains(&("process.pid".into(), AttrValue::Int(7)))
         );
+        assert!(r.attributes.contains(&(
+            "telemetry.sdk.name".into(),
+            AttrValue::Str("mop-agent".into())
+        )));
     }
 
     #[test]
@@ -193,9 +199,21 @@ mod tests {
             name: Some("from-selector".into()),
             ..Selector::default()
         };
-        let r = resource(&ctx(None), &p, &Selection { selector: Some(&named) });
+        let r = resource(
+            &ctx(None),
+            &p,
+            &Selection {
+                selector: Some(&named),
+            },
+        );
         assert_eq!(r.service_name, "from-selector");
-        let r = resource(&ctx(Some("global")), &p, &Selection { selector: Some(&named) });
+        let r = resource(
+            &ctx(Some("global")),
+            &p,
+            &Selection {
+                selector: Some(&named),
+            },
+        );
         assert_eq!(r.service_name, "global");
         let env = HashMap::from([(
             "OTEL_RESOURCE_ATTRIBUTES".to_owned(),

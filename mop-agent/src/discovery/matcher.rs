@@ -118,7 +118,10 @@ mod tests {
             vec![sel(None, Some("/usr/bin/*"))],
         );
         assert!(select(&c, &CURL).is_none());
-        let c = cfg(vec![sel(Some("1"), None), sel(None, Some("*/curl"))], vec![]);
+        let c = cfg(
+            vec![sel(Some("1"), None), sel(None, Some("*/curl"))],
+            vec![],
+        );
         assert!(select(&c, &CURL).is_some());
     }
 

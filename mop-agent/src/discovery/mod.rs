@@ -37,8 +37,10 @@ pub enum Change {
         /// Its resource.
         resource: Arc<ServiceResource>,
     },
-    /// An instrumented process exited, or a freshly exec'd program is not to be instrumented.
+    /// An instrumented process exited.
     Exited(u32),
+    /// A freshly exec'd program (captured while undecided) is not to be instrumented.
+    Rejected(u32),
 }
 
 /// What discovery remembers of a process between passes.
@@ -100,7 +102,7 @@ impl Scanner {
     }
 
     /// Decides about a process that just called `execve` (the kernel captures it meanwhile):
-    /// `Started` when it is to be instrumented, else `Exited` so that everything drops it.
+    /// `Started` when it is to be instrumented, else `Rejected` so that everything drops it.
     pub fn exec(&mut self, pid: u32) -> Vec<Change> {
         let mut changes = Vec::new();
         // A new program in an old pid: forget the old decision.
@@ -108,8 +110,8 @@ impl Scanner {
         if pid != self.self_pid || !self.config.skip_self {
             self.visit(pid, matcher::needs_ports(&self.config), &mut changes);
         }
-        if changes.is_empty() {
-            changes.push(Change::Exited(pid));
+        if !changes.iter().any(|c| matches!(c, Change::Started { .. })) {
+            changes.push(Change::Rejected(pid));
         }
         changes
     }
@@ -168,11 +170,14 @@ impl Scanner {
         };
         let Ok(exe) = self.procfs.exe(pid) else {
             // Kernel threads and processes gone meanwhile have no executable.
-            self.tracked.insert(pid, Tracked {
-                start_time: stat.start_time,
-                net_ns: 0,
-                state: TrackState::NoExe,
-            });
+            self.tracked.insert(
+                pid,
+                Tracked {
+                    start_time: stat.start_time,
+                    net_ns: 0,
+                    state: TrackState::NoExe,
+                },
+            );
             return;
         };
         let net_ns = self.procfs.net_ns(pid).unwrap_or(0);
@@ -210,11 +215,14 @@ impl Scanner {
                 scanned_generation: generation,
             }
         };
-        self.tracked.insert(pid, Tracked {
-            start_time: stat.start_time,
-            net_ns,
-            state,
-        });
+        self.tracked.insert(
+            pid,
+            Tracked {
+                start_time: stat.start_time,
+                net_ns,
+                state,
+            },
+        );
     }
 
     /// The listening-set generation of a namespace, reading its tables once per pass.
@@ -294,7 +302,8 @@ pub async fn run(
         for change in changes {
             apply(&mut out, change).await;
         }
-        out.metrics.set_instrumented_processes(scanner.instrumented());
+        out.metrics
+            .set_instrumented_processes(scanner.instrumented());
         if let Some(tx) = first_pass.take() {
             let _ = tx.send(());
         }
@@ -318,8 +327,10 @@ async fn apply(out: &mut DiscoveryOutputs, change: Change) {
                 tracing::warn!(pid, error = %e, "Cannot add the process to the pid filter.");
             }
         }
-        Change::Exited(pid) => {
-            tracing::info!(pid, "Instrumented process exited.");
+        Change::Exited(pid) | Change::Rejected(pid) => {
+            if matches!(change, Change::Exited(_)) {
+                tracing::info!(pid, "Instrumented process exited.");
+            }
             out.pids.remove(pid);
             let _ = out.capture.send(CaptureControl::ProcessExited(pid)).await;
             let _ = out.spans.send(SpanControl::ProcessExited(pid)).await;

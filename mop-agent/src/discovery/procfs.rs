@@ -168,7 +168,8 @@ pub fn parse_listeners(text: &str, out: &mut HashMap<u64, u16>) {
     for line in text.lines().skip(1) {
         let cols: Vec<&str> = line.split_whitespace().collect();
         // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
-        let (Some(local), Some(state), Some(inode)) = (cols.get(1), cols.get(3), cols.get(9)) else {
+        let (Some(local), Some(state), Some(inode)) = (cols.get(1), cols.get(3), cols.get(9))
+        else {
             continue;
         };
         if *state != "0A" {
@@ -230,7 +231,10 @@ mod tests {
         assert_eq!(procfs.socket_inodes(77).unwrap(), vec![4242]);
         assert_eq!(procfs.net_ns(77).unwrap(), 4_026_531_840);
         let env = procfs.environ(77, &["OTEL_SERVICE_NAME", "B"]).unwrap();
-        assert_eq!(env.get("OTEL_SERVICE_NAME").map(String::as_str), Some("shop"));
+        assert_eq!(
+            env.get("OTEL_SERVICE_NAME").map(String::as_str),
+            Some("shop")
+        );
         assert_eq!(env.len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }

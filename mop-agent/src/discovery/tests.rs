@@ -28,9 +28,7 @@ impl FakeProc {
         for d in ["fd", "ns", "net"] {
             fs::create_dir_all(p.join(d)).unwrap();
         }
-        let stat = format!(
-            "{pid} (x) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {start} 0 0"
-        );
+        let stat = format!("{pid} (x) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {start} 0 0");
         fs::write(p.join("stat"), stat).unwrap();
         symlink(exe, p.join("exe")).unwrap();
         symlink("net:[4026531840]", p.join("ns/net")).unwrap();
@@ -43,7 +41,9 @@ impl FakeProc {
 
     /// Writes the TCP table `pid` sees: `(inode, port)` listeners.
     fn set_listeners(&self, pid: u32, listeners: &[(u64, u16)]) {
-        let mut t = String::from("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n");
+        let mut t = String::from(
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n",
+        );
         for (i, (inode, port)) in listeners.iter().enumerate() {
             t.push_str(&format!(
                 "   {i}: 0100007F:{port:04X} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 {inode} 1 0 100 0 0 10 0\n"
@@ -87,7 +87,7 @@ fn started(changes: &[Change]) -> Vec<(u32, String)> {
         .iter()
         .filter_map(|c| match c {
             Change::Started { pid, resource } => Some((*pid, resource.service_name.clone())),
-            Change::Exited(_) => None,
+            Change::Exited(_) | Change::Rejected(_) => None,
         })
         .collect()
 }
@@ -159,4 +159,20 @@ fn without_selectors_every_listener_but_the_agent() {
     }
     let mut s = scanner(&fake, vec![]);
     assert_eq!(started(&s.scan()), vec![(50, "nginx".to_owned())]);
+}
+
+#[test]
+fn exec_decides_at_once() {
+    let fake = FakeProc::new("exec");
+    let sel = Selector {
+        exe_path: Some(Glob::new("*/curl").unwrap()),
+        ..Selector::default()
+    };
+    let mut s = scanner(&fake, vec![sel]);
+    fake.add(60, "/usr/bin/curl", 1, &[]);
+    assert_eq!(started(&s.exec(60)), vec![(60, "curl".to_owned())]);
+    fake.add(61, "/usr/bin/ls", 1, &[]);
+    assert_eq!(s.exec(61), vec![Change::Rejected(61)]);
+    // The scan that follows does not announce the exec'd process a second time.
+    assert!(started(&s.scan()).is_empty());
 }

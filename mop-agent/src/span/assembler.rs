@@ -182,10 +182,7 @@ fn attributes(
     let (url_path, url_query, url_full) = match kind {
         SpanKind::Server => (Some(path.to_owned()), query.map(str::to_owned), None),
         SpanKind::Client => {
-            let authority = ex
-                .host
-                .clone()
-                .unwrap_or_else(|| server.to_string());
+            let authority = ex.host.clone().unwrap_or_else(|| server.to_string());
             let full = if ex.target.contains("://") {
                 ex.target.clone()
             } else {
@@ -262,9 +259,15 @@ mod tests {
         assert_eq!(span.status, SpanStatus::Unset);
         assert_eq!(span.attributes.url_path.as_deref(), Some("/a/b"));
         assert_eq!(span.attributes.url_query.as_deref(), Some("x=1"));
-        assert_eq!(span.attributes.server_address.as_deref(), Some("example.test"));
+        assert_eq!(
+            span.attributes.server_address.as_deref(),
+            Some("example.test")
+        );
         assert_eq!(span.attributes.server_port, Some(8080));
-        assert_eq!(span.attributes.client_address, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(
+            span.attributes.client_address,
+            Some("127.0.0.1".parse().unwrap())
+        );
         assert_eq!(span.end_unix_nano - span.start_unix_nano, 1_000);
         assert_eq!(span.parent_span_id, None);
         assert_eq!(span.resource.service_name, "unknown_service");
@@ -318,10 +321,15 @@ mod tests {
             attributes: vec![],
         });
         a.process_started(42, Arc::clone(&resource));
-        assert_eq!(a.build(&exchange(Role::Server, "/", Some(200))).resource, resource);
+        assert_eq!(
+            a.build(&exchange(Role::Server, "/", Some(200))).resource,
+            resource
+        );
         a.process_exited(42);
         assert_eq!(
-            a.build(&exchange(Role::Server, "/", Some(200))).resource.service_name,
+            a.build(&exchange(Role::Server, "/", Some(200)))
+                .resource
+                .service_name,
             "unknown_service"
         );
     }

@@ -9,7 +9,10 @@ use std::{
 
 use tokio::sync::mpsc;
 
-use super::{assembler::Assembler, model::{ServiceResource, Span}};
+use super::{
+    assembler::Assembler,
+    model::{ServiceResource, Span},
+};
 use crate::{
     capture::conntrack::ConnExchange,
     telemetry::{DropReason, SelfMetrics},
@@ -72,7 +75,7 @@ impl SpanStage {
     /// Runs until the exchange channel closes (the capture stage stopped and everything it
     /// sent is handled): shutdown flows down the pipeline. Every span goes to `sink`.
     pub async fn run(mut self, mut sink: impl FnMut(Arc<Span>)) {
-        let mut clock_refresh = tokio::time::interval(Duration::from_secs(60));
+        let mut clock_refresh = tokio::time::interval(Duration::from_mins(1));
         clock_refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
@@ -113,7 +116,8 @@ impl SpanStage {
             return;
         }
         if !self.undecided.contains_key(&ex.pid) && self.undecided.len() >= MAX_UNDECIDED_PIDS {
-            self.metrics.add_spans_dropped(DropReason::UnknownProcess, 1);
+            self.metrics
+                .add_spans_dropped(DropReason::UnknownProcess, 1);
             return;
         }
         let u = self.undecided.entry(ex.pid).or_insert_with(|| Undecided {
@@ -123,7 +127,8 @@ impl SpanStage {
         if u.held.len() < MAX_HELD_PER_PID {
             u.held.push(ex);
         } else {
-            self.metrics.add_spans_dropped(DropReason::UnknownProcess, 1);
+            self.metrics
+                .add_spans_dropped(DropReason::UnknownProcess, 1);
         }
     }
 
