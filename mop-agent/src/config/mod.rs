@@ -181,6 +181,9 @@ impl Config {
         ctx.errors = errors.into_inner();
         ctx.errors.extend(keys::unsupported_env(env));
         let config = build(raw, &mut ctx);
+        // Shared variables (OTEL_EXPORTER_OTLP_*) are checked once per signal: report once.
+        let mut seen = std::collections::HashSet::new();
+        ctx.errors.retain(|e| seen.insert(e.to_string()));
         ConfigError::from_list(ctx.errors).map_or(Ok(config), Err)
     }
 
