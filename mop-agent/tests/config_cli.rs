@@ -32,7 +32,10 @@ fn text(bytes: &[u8]) -> String {
 fn version_works_without_root() {
     let out = mop(&["--version"], &[]);
     assert!(out.status.success());
-    assert_eq!(text(&out.stdout).trim(), format!("mop-agent {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("mop-agent {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
@@ -40,7 +43,12 @@ fn help_lists_the_flags_and_commands() {
     let out = mop(&["--help"], &[]);
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for needle in ["--config <FILE>", "OTEL_EBPF_CONFIG_PATH", "--version", "config"] {
+    for needle in [
+        "--config <FILE>",
+        "OTEL_EBPF_CONFIG_PATH",
+        "--version",
+        "config",
+    ] {
         assert!(help.contains(needle), "{needle} missing from:\n{help}");
     }
 }
@@ -64,7 +72,10 @@ fn check_lists_every_problem_and_fails() {
         "discovery:\n  instrument:\n    - open_ports: 80-70\notel_traces_export:\n  protocl: grpc\n  endpoint: collector\n\
          otel_metrics_export:\n  histogram_aggregation: base2_exponential_bucket_histogram\n",
     );
-    let out = mop(&["config", "check", file.to_str().unwrap()], &[("OTEL_EBPF_LOG_LEVEL", "loud")]);
+    let out = mop(
+        &["config", "check", file.to_str().unwrap()],
+        &[("OTEL_EBPF_LOG_LEVEL", "loud")],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
     let stderr = text(&out.stderr);
@@ -77,7 +88,10 @@ fn check_lists_every_problem_and_fails() {
         "error: `otel_traces_export.endpoint`: invalid value `collector`",
         "error: environment variable OTEL_EBPF_LOG_LEVEL: invalid value `loud`",
     ] {
-        assert!(lines.iter().any(|l| l.starts_with(needle)), "{needle} missing from:\n{stderr}");
+        assert!(
+            lines.iter().any(|l| l.starts_with(needle)),
+            "{needle} missing from:\n{stderr}"
+        );
     }
 }
 
@@ -85,7 +99,9 @@ fn check_lists_every_problem_and_fails() {
 fn check_reports_a_missing_file() {
     let out = mop(&["config", "check", "/nonexistent/mop.yaml"], &[]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).starts_with("error: cannot read config file /nonexistent/mop.yaml: "));
+    assert!(
+        text(&out.stderr).starts_with("error: cannot read config file /nonexistent/mop.yaml: ")
+    );
 }
 
 #[test]
@@ -93,14 +109,23 @@ fn print_output_is_accepted_by_check() {
     let file = temp_file("print-src.yaml", "routes:\n  patterns: ['/users/{id}']\n");
     let out = mop(
         &["--config", file.to_str().unwrap(), "config", "print"],
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"), ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=secret")],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=secret"),
+        ],
     );
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     let printed = text(&out.stdout);
-    assert!(printed.contains("endpoint: http://collector:4317"), "{printed}");
+    assert!(
+        printed.contains("endpoint: http://collector:4317"),
+        "{printed}"
+    );
     assert!(printed.contains("protocol: grpc"), "{printed}");
     assert!(printed.contains("/users/{id}"), "{printed}");
-    assert!(!printed.contains("secret"), "headers must be redacted:\n{printed}");
+    assert!(
+        !printed.contains("secret"),
+        "headers must be redacted:\n{printed}"
+    );
     let again = temp_file("printed.yaml", &printed);
     let check = mop(&["config", "check", again.to_str().unwrap()], &[]);
     assert!(check.status.success(), "stderr: {}", text(&check.stderr));
@@ -109,7 +134,10 @@ fn print_output_is_accepted_by_check() {
 #[test]
 fn print_reads_the_config_path_variable() {
     let file = temp_file("env-path.yaml", "log_level: error\n");
-    let out = mop(&["config", "print"], &[("OTEL_EBPF_CONFIG_PATH", file.to_str().unwrap())]);
+    let out = mop(
+        &["config", "print"],
+        &[("OTEL_EBPF_CONFIG_PATH", file.to_str().unwrap())],
+    );
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     assert!(text(&out.stdout).starts_with("log_level: ERROR\n"));
 }

@@ -67,11 +67,18 @@ pub enum KubeEnable {
 }
 
 impl KubeEnable {
-    const CHOICES: &[(&str, Self)] = &[("autodetect", Self::Autodetect), ("true", Self::True), ("false", Self::False)];
+    const CHOICES: &[(&str, Self)] = &[
+        ("autodetect", Self::Autodetect),
+        ("true", Self::True),
+        ("false", Self::False),
+    ];
 
     /// The configuration spelling.
     pub fn as_str(self) -> &'static str {
-        Self::CHOICES.iter().find(|(_, v)| *v == self).map_or("autodetect", |(n, _)| n)
+        Self::CHOICES
+            .iter()
+            .find(|(_, v)| *v == self)
+            .map_or("autodetect", |(n, _)| n)
     }
 }
 
@@ -86,7 +93,10 @@ pub struct InstanceIdConfig {
 
 impl Default for InstanceIdConfig {
     fn default() -> Self {
-        Self { dns: true, override_hostname: None }
+        Self {
+            dns: true,
+            override_hostname: None,
+        }
     }
 }
 
@@ -145,7 +155,12 @@ pub(super) fn build(raw: &RawAttributes, ctx: &mut Ctx<'_>) -> AttributesConfig 
             value::string,
         ),
         kubeconfig_path: ctx
-            .get("attributes.kubernetes.kubeconfig_path", k.kubeconfig_path.as_ref(), &["KUBECONFIG"], value::string)
+            .get(
+                "attributes.kubernetes.kubeconfig_path",
+                k.kubeconfig_path.as_ref(),
+                &["KUBECONFIG"],
+                value::string,
+            )
             .map(PathBuf::from),
         informers_sync_timeout: ctx
             .get(
@@ -174,7 +189,12 @@ pub(super) fn build(raw: &RawAttributes, ctx: &mut Ctx<'_>) -> AttributesConfig 
     };
     let instance_id = InstanceIdConfig {
         dns: ctx
-            .get("attributes.instance_id.dns", raw.instance_id.dns.as_ref(), &["OTEL_EBPF_HOSTNAME_DNS_RESOLUTION"], value::boolean)
+            .get(
+                "attributes.instance_id.dns",
+                raw.instance_id.dns.as_ref(),
+                &["OTEL_EBPF_HOSTNAME_DNS_RESOLUTION"],
+                value::boolean,
+            )
             .unwrap_or(true),
         override_hostname: ctx.get(
             "attributes.instance_id.override_hostname",
@@ -183,9 +203,17 @@ pub(super) fn build(raw: &RawAttributes, ctx: &mut Ctx<'_>) -> AttributesConfig 
             value::string,
         ),
     };
-    let host_id_override =
-        ctx.get("attributes.host_id.override", raw.host_id.override_.as_ref(), &["OTEL_EBPF_HOST_ID"], value::string);
-    AttributesConfig { kubernetes, instance_id, host_id_override }
+    let host_id_override = ctx.get(
+        "attributes.host_id.override",
+        raw.host_id.override_.as_ref(),
+        &["OTEL_EBPF_HOST_ID"],
+        value::string,
+    );
+    AttributesConfig {
+        kubernetes,
+        instance_id,
+        host_id_override,
+    }
 }
 
 impl AttributesConfig {
@@ -198,20 +226,40 @@ impl AttributesConfig {
                 Some(map([
                     ("enable", Some(text(k.enable.as_str()))),
                     ("cluster_name", k.cluster_name.clone().map(text)),
-                    ("kubeconfig_path", k.kubeconfig_path.as_ref().map(|p| text(p.display().to_string()))),
-                    ("informers_sync_timeout", Some(text(value::format_duration(k.informers_sync_timeout)))),
-                    ("informers_resync_period", Some(text(value::format_duration(k.informers_resync_period)))),
-                    ("meta_restrict_local_node", Some(Node::Bool(k.meta_restrict_local_node))),
+                    (
+                        "kubeconfig_path",
+                        k.kubeconfig_path
+                            .as_ref()
+                            .map(|p| text(p.display().to_string())),
+                    ),
+                    (
+                        "informers_sync_timeout",
+                        Some(text(value::format_duration(k.informers_sync_timeout))),
+                    ),
+                    (
+                        "informers_resync_period",
+                        Some(text(value::format_duration(k.informers_resync_period))),
+                    ),
+                    (
+                        "meta_restrict_local_node",
+                        Some(Node::Bool(k.meta_restrict_local_node)),
+                    ),
                 ])),
             ),
             (
                 "instance_id",
                 Some(map([
                     ("dns", Some(Node::Bool(self.instance_id.dns))),
-                    ("override_hostname", self.instance_id.override_hostname.clone().map(text)),
+                    (
+                        "override_hostname",
+                        self.instance_id.override_hostname.clone().map(text),
+                    ),
                 ])),
             ),
-            ("host_id", Some(map([("override", self.host_id_override.clone().map(text))]))),
+            (
+                "host_id",
+                Some(map([("override", self.host_id_override.clone().map(text))])),
+            ),
         ])
     }
 }

@@ -30,8 +30,7 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Executables never instrumented unless `default_exclude_instrument` is overridden: mop
 /// itself, OBI and its predecessors, and OpenTelemetry collectors (OBI's list plus mop).
-pub const DEFAULT_EXCLUDE_EXE: &str =
-    "{*/mop-agent,*/obi,*beyla,*alloy,*ebpf-instrument,*otelcol,*otelcol-contrib,*otelcol-contrib[!/]*}";
+pub const DEFAULT_EXCLUDE_EXE: &str = "{*/mop-agent,*/obi,*beyla,*alloy,*ebpf-instrument,*otelcol,*otelcol-contrib,*otelcol-contrib[!/]*}";
 /// Kubernetes namespaces excluded by default, as in OBI.
 pub const DEFAULT_EXCLUDE_K8S_NAMESPACES: &str = "{kube-system,kube-node-lease,local-path-storage,grafana-alloy,\
 cert-manager,monitoring,gke-connect,gke-gmp-system,gke-managed-cim,gke-managed-filestorecsi,\
@@ -68,8 +67,14 @@ impl Default for DiscoveryConfig {
 fn default_excludes() -> Vec<Selector> {
     let glob = |p: &str| Some(Glob::new(p).expect("default globs are valid"));
     vec![
-        Selector { exe_path: glob(DEFAULT_EXCLUDE_EXE), ..Selector::default() },
-        Selector { k8s_namespace: glob(DEFAULT_EXCLUDE_K8S_NAMESPACES), ..Selector::default() },
+        Selector {
+            exe_path: glob(DEFAULT_EXCLUDE_EXE),
+            ..Selector::default()
+        },
+        Selector {
+            k8s_namespace: glob(DEFAULT_EXCLUDE_K8S_NAMESPACES),
+            ..Selector::default()
+        },
     ]
 }
 
@@ -167,7 +172,9 @@ impl PortSet {
 
     /// Whether `port` is in the set.
     pub fn contains(&self, port: u16) -> bool {
-        self.ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&port))
+        self.ranges
+            .iter()
+            .any(|(lo, hi)| (*lo..=*hi).contains(&port))
     }
 
     /// The ranges as written (a single port is `(p, p)`).
@@ -182,7 +189,11 @@ impl fmt::Display for PortSet {
             if i > 0 {
                 f.write_str(",")?;
             }
-            if lo == hi { write!(f, "{lo}")? } else { write!(f, "{lo}-{hi}")? }
+            if lo == hi {
+                write!(f, "{lo}")?
+            } else {
+                write!(f, "{lo}-{hi}")?
+            }
         }
         Ok(())
     }
@@ -190,7 +201,8 @@ impl fmt::Display for PortSet {
 
 /// Parser for a port set value (`8080` or `"80,443,8000-8999"`).
 pub(super) fn port_set(node: &Node) -> Parsed<PortSet> {
-    const EXPECTED: &str = "a comma-separated list of ports (1-65535) and ranges, like 80,443,8000-8999";
+    const EXPECTED: &str =
+        "a comma-separated list of ports (1-65535) and ranges, like 80,443,8000-8999";
     let s = value::scalar(node, EXPECTED)?;
     PortSet::parse(&s).map_err(|e| Bad::Invalid(format!("{EXPECTED} ({e})")))
 }
@@ -201,7 +213,9 @@ pub(super) fn glob(node: &Node) -> Parsed<Option<Glob>> {
     if s.is_empty() {
         return Ok(None);
     }
-    Glob::new(&s).map(Some).map_err(|e| Bad::Invalid(format!("a glob pattern ({e})")))
+    Glob::new(&s)
+        .map(Some)
+        .map_err(|e| Bad::Invalid(format!("a glob pattern ({e})")))
 }
 
 /// The `discovery` section as written.
@@ -239,13 +253,19 @@ pub(super) struct RawSelector {
 }
 
 /// Validates `discovery`, the top-level `open_port` key and the discovery variables.
-pub(super) fn build(raw: RawDiscovery, open_port: Option<&Node>, ctx: &mut Ctx<'_>) -> DiscoveryConfig {
+pub(super) fn build(
+    raw: RawDiscovery,
+    open_port: Option<&Node>,
+    ctx: &mut Ctx<'_>,
+) -> DiscoveryConfig {
     let mut config = DiscoveryConfig {
         instrument: selectors(raw.instrument, "discovery.instrument", ctx),
         exclude_instrument: selectors(raw.exclude_instrument, "discovery.exclude_instrument", ctx),
         default_exclude_instrument: raw
             .default_exclude_instrument
-            .map_or_else(default_excludes, |list| selectors(list, "discovery.default_exclude_instrument", ctx)),
+            .map_or_else(default_excludes, |list| {
+                selectors(list, "discovery.default_exclude_instrument", ctx)
+            }),
         poll_interval: ctx
             .get(
                 "discovery.poll_interval",
@@ -254,12 +274,24 @@ pub(super) fn build(raw: RawDiscovery, open_port: Option<&Node>, ctx: &mut Ctx<'
                 value::duration(Duration::from_millis(10), Duration::from_hours(1)),
             )
             .unwrap_or(DEFAULT_POLL_INTERVAL),
-        skip_self: ctx.yaml("discovery.skip_self", raw.skip_self.as_ref(), value::boolean).unwrap_or(true),
+        skip_self: ctx
+            .yaml(
+                "discovery.skip_self",
+                raw.skip_self.as_ref(),
+                value::boolean,
+            )
+            .unwrap_or(true),
     };
     let ports = ctx.get("open_port", open_port, &[ENV_OPEN_PORT], port_set);
-    let exe = ctx.env(&[ENV_AUTO_TARGET_EXE, ENV_GO_AUTO_TARGET_EXE], glob).flatten();
+    let exe = ctx
+        .env(&[ENV_AUTO_TARGET_EXE, ENV_GO_AUTO_TARGET_EXE], glob)
+        .flatten();
     if ports.is_some() || exe.is_some() {
-        config.instrument.push(Selector { open_ports: ports, exe_path: exe, ..Selector::default() });
+        config.instrument.push(Selector {
+            open_ports: ports,
+            exe_path: exe,
+            ..Selector::default()
+        });
     }
     config
 }
@@ -291,7 +323,10 @@ fn selectors(raw: Vec<RawSelector>, key: &str, ctx: &mut Ctx<'_>) -> Vec<Selecto
 }
 
 fn selector(raw: RawSelector, key: &str, ctx: &mut Ctx<'_>) -> Selector {
-    let mut glob_at = |field: &str, node: Option<Node>| ctx.yaml(&format!("{key}.{field}"), node.as_ref(), glob).flatten();
+    let mut glob_at = |field: &str, node: Option<Node>| {
+        ctx.yaml(&format!("{key}.{field}"), node.as_ref(), glob)
+            .flatten()
+    };
     let mut s = Selector {
         exe_path: glob_at("exe_path", raw.exe_path),
         k8s_namespace: glob_at("k8s_namespace", raw.k8s_namespace),
@@ -306,18 +341,36 @@ fn selector(raw: RawSelector, key: &str, ctx: &mut Ctx<'_>) -> Selector {
         k8s_container_name: glob_at("k8s_container_name", raw.k8s_container_name),
         ..Selector::default()
     };
-    s.open_ports = ctx.yaml(&format!("{key}.open_ports"), raw.open_ports.as_ref(), port_set);
+    s.open_ports = ctx.yaml(
+        &format!("{key}.open_ports"),
+        raw.open_ports.as_ref(),
+        port_set,
+    );
     s.name = ctx.yaml(&format!("{key}.name"), raw.name.as_ref(), value::string);
-    s.namespace = ctx.yaml(&format!("{key}.namespace"), raw.namespace.as_ref(), value::string);
-    s.k8s_pod_labels = glob_map(raw.k8s_pod_labels.as_ref(), &format!("{key}.k8s_pod_labels"), ctx);
-    s.k8s_pod_annotations = glob_map(raw.k8s_pod_annotations.as_ref(), &format!("{key}.k8s_pod_annotations"), ctx);
+    s.namespace = ctx.yaml(
+        &format!("{key}.namespace"),
+        raw.namespace.as_ref(),
+        value::string,
+    );
+    s.k8s_pod_labels = glob_map(
+        raw.k8s_pod_labels.as_ref(),
+        &format!("{key}.k8s_pod_labels"),
+        ctx,
+    );
+    s.k8s_pod_annotations = glob_map(
+        raw.k8s_pod_annotations.as_ref(),
+        &format!("{key}.k8s_pod_annotations"),
+        ctx,
+    );
     s
 }
 
 fn glob_map(node: Option<&Node>, key: &str, ctx: &mut Ctx<'_>) -> BTreeMap<String, Glob> {
     let entries = ctx.yaml(key, node, |n| match n {
         Node::Map(entries) => Ok(entries.clone()),
-        _ => Err(Bad::WrongType("a mapping of names to glob patterns".to_owned())),
+        _ => Err(Bad::WrongType(
+            "a mapping of names to glob patterns".to_owned(),
+        )),
     });
     entries
         .unwrap_or_default()
@@ -336,8 +389,14 @@ impl DiscoveryConfig {
         map([
             ("instrument", list(&self.instrument)),
             ("exclude_instrument", list(&self.exclude_instrument)),
-            ("default_exclude_instrument", list(&self.default_exclude_instrument)),
-            ("poll_interval", Some(text(value::format_duration(self.poll_interval)))),
+            (
+                "default_exclude_instrument",
+                list(&self.default_exclude_instrument),
+            ),
+            (
+                "poll_interval",
+                Some(text(value::format_duration(self.poll_interval))),
+            ),
             ("skip_self", Some(Node::Bool(self.skip_self))),
         ])
     }
@@ -346,15 +405,27 @@ impl DiscoveryConfig {
 impl Selector {
     fn to_node(&self) -> Node {
         let globs = |m: &BTreeMap<String, Glob>| {
-            (!m.is_empty()).then(|| Node::Map(m.iter().map(|(k, g)| (k.clone(), text(g.as_str()))).collect()))
+            (!m.is_empty()).then(|| {
+                Node::Map(
+                    m.iter()
+                        .map(|(k, g)| (k.clone(), text(g.as_str())))
+                        .collect(),
+                )
+            })
         };
         let mut entries = vec![
             ("name", self.name.clone().map(text)),
             ("namespace", self.namespace.clone().map(text)),
-            ("open_ports", self.open_ports.as_ref().map(|p| text(p.to_string()))),
+            (
+                "open_ports",
+                self.open_ports.as_ref().map(|p| text(p.to_string())),
+            ),
             ("exe_path", self.exe_path.as_ref().map(|g| text(g.as_str()))),
         ];
-        entries.extend(self.k8s_globs().map(|(k, g)| (k, g.map(|g| text(g.as_str())))));
+        entries.extend(
+            self.k8s_globs()
+                .map(|(k, g)| (k, g.map(|g| text(g.as_str())))),
+        );
         entries.push(("k8s_pod_labels", globs(&self.k8s_pod_labels)));
         entries.push(("k8s_pod_annotations", globs(&self.k8s_pod_annotations)));
         map(entries)

@@ -76,12 +76,19 @@ pub enum CapturePath {
 }
 
 impl CapturePath {
-    const CHOICES: &[(&str, Self)] =
-        &[("auto", Self::Auto), ("fentry", Self::Fentry), ("kprobe", Self::Kprobe), ("tracepoint", Self::Tracepoint)];
+    const CHOICES: &[(&str, Self)] = &[
+        ("auto", Self::Auto),
+        ("fentry", Self::Fentry),
+        ("kprobe", Self::Kprobe),
+        ("tracepoint", Self::Tracepoint),
+    ];
 
     /// The configuration spelling.
     pub fn as_str(self) -> &'static str {
-        Self::CHOICES.iter().find(|(_, v)| *v == self).map_or("auto", |(n, _)| n)
+        Self::CHOICES
+            .iter()
+            .find(|(_, v)| *v == self)
+            .map_or("auto", |(n, _)| n)
     }
 }
 
@@ -125,7 +132,11 @@ fn context_propagation(node: &Node) -> Parsed<ContextPropagation> {
         match part {
             "headers" | "http" => headers = true,
             "tcp" => tcp = true,
-            "ip" => return Err(Bad::Invalid(format!("{EXPECTED} (`ip` has no effect in OBI any more; use tcp)"))),
+            "ip" => {
+                return Err(Bad::Invalid(format!(
+                    "{EXPECTED} (`ip` has no effect in OBI any more; use tcp)"
+                )));
+            }
             _ => return Err(Bad::Invalid(EXPECTED.to_owned())),
         }
     }
@@ -137,7 +148,9 @@ fn context_propagation(node: &Node) -> Parsed<ContextPropagation> {
 }
 
 fn buffer_size(node: &Node) -> Parsed<u32> {
-    let expected = format!("0 (the default, {DEFAULT_BUFFER_SIZE}) or {MIN_BUFFER_SIZE} to {MAX_BUFFER_SIZE} bytes");
+    let expected = format!(
+        "0 (the default, {DEFAULT_BUFFER_SIZE}) or {MIN_BUFFER_SIZE} to {MAX_BUFFER_SIZE} bytes"
+    );
     let n = value::integer(0, u64::MAX)(node).map_err(|e| match e {
         Bad::WrongType(_) => Bad::WrongType(expected.clone()),
         _ => Bad::Invalid(expected.clone()),
@@ -145,7 +158,9 @@ fn buffer_size(node: &Node) -> Parsed<u32> {
     match n {
         0 => Ok(DEFAULT_BUFFER_SIZE),
         n if (u64::from(MIN_BUFFER_SIZE)..=u64::from(MAX_BUFFER_SIZE)).contains(&n) => Ok(n as u32),
-        n if n > u64::from(MAX_BUFFER_SIZE) && n <= 65_536 => Err(Bad::Unsupported(format!("up to {MAX_BUFFER_SIZE} bytes"))),
+        n if n > u64::from(MAX_BUFFER_SIZE) && n <= 65_536 => {
+            Err(Bad::Unsupported(format!("up to {MAX_BUFFER_SIZE} bytes")))
+        }
         _ => Err(Bad::Invalid(expected)),
     }
 }
@@ -183,7 +198,12 @@ pub(super) fn build(raw: &RawEbpf, ctx: &mut Ctx<'_>) -> EbpfConfig {
     let d = EbpfConfig::default();
     EbpfConfig {
         buffer_size: ctx
-            .get("ebpf.buffer_sizes.http", raw.buffer_sizes.http.as_ref(), &["OTEL_EBPF_BPF_BUFFER_SIZE_HTTP"], buffer_size)
+            .get(
+                "ebpf.buffer_sizes.http",
+                raw.buffer_sizes.http.as_ref(),
+                &["OTEL_EBPF_BPF_BUFFER_SIZE_HTTP"],
+                buffer_size,
+            )
             .unwrap_or(d.buffer_size),
         capture_path: ctx
             .get(
@@ -232,12 +252,27 @@ impl EbpfConfig {
     /// The effective `ebpf` section in OBI's key names (plus mop's extensions).
     pub(super) fn to_node(&self) -> Node {
         map([
-            ("buffer_sizes", Some(map([("http", Some(Node::Int(self.buffer_size.into())))]))),
-            ("context_propagation", Some(text(self.context_propagation.as_str()))),
-            ("track_request_headers", Some(Node::Bool(self.track_request_headers))),
+            (
+                "buffer_sizes",
+                Some(map([("http", Some(Node::Int(self.buffer_size.into())))])),
+            ),
+            (
+                "context_propagation",
+                Some(text(self.context_propagation.as_str())),
+            ),
+            (
+                "track_request_headers",
+                Some(Node::Bool(self.track_request_headers)),
+            ),
             ("capture_path", Some(text(self.capture_path.as_str()))),
-            ("ring_buffer_size", Some(text(value::format_bytes(self.ring_buffer_size.into())))),
-            ("max_connections", Some(Node::Int(self.max_connections.into()))),
+            (
+                "ring_buffer_size",
+                Some(text(value::format_bytes(self.ring_buffer_size.into()))),
+            ),
+            (
+                "max_connections",
+                Some(Node::Int(self.max_connections.into())),
+            ),
         ])
     }
 }

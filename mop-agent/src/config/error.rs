@@ -64,7 +64,10 @@ pub enum ConfigError {
         note: &'static str,
     },
     /// An OBI environment variable that mop recognises but does not implement yet.
-    #[error("environment variable {var} is not supported by mop yet{}", note_text(note))]
+    #[error(
+        "environment variable {var} is not supported by mop yet{}",
+        note_text(note)
+    )]
     UnsupportedEnv {
         /// The variable's name.
         var: String,
@@ -131,7 +134,11 @@ fn suggestion_text(suggestion: Option<&str>) -> String {
 }
 
 fn note_text(note: &str) -> String {
-    if note.is_empty() { String::new() } else { format!(" ({note})") }
+    if note.is_empty() {
+        String::new()
+    } else {
+        format!(" ({note})")
+    }
 }
 
 fn list_text(errors: &[ConfigError]) -> String {

@@ -12,13 +12,25 @@ use super::{
     yaml::{Node, map, text},
 };
 
-const TRACES: Signal = Signal { section: "otel_traces_export", env: "TRACES", path: "/v1/traces" };
-const METRICS: Signal = Signal { section: "otel_metrics_export", env: "METRICS", path: "/v1/metrics" };
+const TRACES: Signal = Signal {
+    section: "otel_traces_export",
+    env: "TRACES",
+    path: "/v1/traces",
+};
+const METRICS: Signal = Signal {
+    section: "otel_metrics_export",
+    env: "METRICS",
+    path: "/v1/metrics",
+};
 
 /// Default histogram bounds for durations, in seconds (OpenTelemetry HTTP semantic conventions).
-pub const DEFAULT_DURATION_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+pub const DEFAULT_DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
 /// Default histogram bounds for body sizes, in bytes (OBI's defaults).
-pub const DEFAULT_SIZE_BUCKETS: &[f64] = &[0.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0];
+pub const DEFAULT_SIZE_BUCKETS: &[f64] = &[
+    0.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0,
+];
 /// Default series expiry for both metric exporters (OBI's default).
 pub const DEFAULT_METRICS_TTL: Duration = Duration::from_mins(5);
 const MAX_TTL: Duration = Duration::from_hours(168);
@@ -59,7 +71,11 @@ pub struct BatchConfig {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        Self { schedule_delay: Duration::from_secs(5), max_export_batch_size: 512, max_queue_size: 4096 }
+        Self {
+            schedule_delay: Duration::from_secs(5),
+            max_export_batch_size: 512,
+            max_queue_size: 4096,
+        }
     }
 }
 
@@ -143,11 +159,18 @@ pub enum TracePrinter {
 }
 
 impl TracePrinter {
-    const CHOICES: &[(&str, Self)] = &[("disabled", Self::Disabled), ("text", Self::Text), ("json", Self::Json)];
+    const CHOICES: &[(&str, Self)] = &[
+        ("disabled", Self::Disabled),
+        ("text", Self::Text),
+        ("json", Self::Json),
+    ];
 
     /// The configuration spelling.
     pub fn as_str(self) -> &'static str {
-        Self::CHOICES.iter().find(|(_, v)| *v == self).map_or("disabled", |(n, _)| n)
+        Self::CHOICES
+            .iter()
+            .find(|(_, v)| *v == self)
+            .map_or("disabled", |(n, _)| n)
     }
 }
 
@@ -204,7 +227,11 @@ const SAMPLERS: &[(&str, SamplerName)] = &[
 fn ratio(node: &Node) -> Parsed<f64> {
     const EXPECTED: &str = "a ratio from 0 to 1";
     let s = value::scalar(node, EXPECTED)?;
-    s.trim().parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r)).ok_or_else(|| Bad::Invalid(EXPECTED.to_owned()))
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|r| (0.0..=1.0).contains(r))
+        .ok_or_else(|| Bad::Invalid(EXPECTED.to_owned()))
 }
 
 fn features(node: &Node) -> Parsed<MetricFeatures> {
@@ -212,13 +239,31 @@ fn features(node: &Node) -> Parsed<MetricFeatures> {
     for f in value::string_list(node)? {
         match f.to_ascii_lowercase().as_str() {
             "application" => out.application = true,
-            "all" | "*" | "network" | "network_inter_zone" | "network_flow_packets" | "application_span"
-            | "application_span_otel" | "application_span_sizes" | "application_host" | "application_runtime"
-            | "application_jvm" | "application_service_graph" | "stats" | "stats_tcp_rtt"
-            | "stats_tcp_failed_connections" | "stats_tcp_retransmits" | "stats_tcp_io" | "ebpf" => {
+            "all"
+            | "*"
+            | "network"
+            | "network_inter_zone"
+            | "network_flow_packets"
+            | "application_span"
+            | "application_span_otel"
+            | "application_span_sizes"
+            | "application_host"
+            | "application_runtime"
+            | "application_jvm"
+            | "application_service_graph"
+            | "stats"
+            | "stats_tcp_rtt"
+            | "stats_tcp_failed_connections"
+            | "stats_tcp_retransmits"
+            | "stats_tcp_io"
+            | "ebpf" => {
                 return Err(Bad::Unsupported("application".to_owned()));
             }
-            _ => return Err(Bad::Invalid("a list of metric groups: application".to_owned())),
+            _ => {
+                return Err(Bad::Invalid(
+                    "a list of metric groups: application".to_owned(),
+                ));
+            }
         }
     }
     Ok(out)
@@ -229,7 +274,9 @@ fn prometheus_path(node: &Node) -> Parsed<String> {
     if s.starts_with('/') && s != "/healthz" && s != "/readyz" && !s.contains(char::is_whitespace) {
         Ok(s)
     } else {
-        Err(Bad::Invalid("a path starting with `/`, other than /healthz and /readyz".to_owned()))
+        Err(Bad::Invalid(
+            "a path starting with `/`, other than /healthz and /readyz".to_owned(),
+        ))
     }
 }
 
@@ -307,17 +354,33 @@ pub(super) struct RawMetricsCommon {
 fn buckets(raw: &RawBuckets, section: &str, ctx: &mut Ctx<'_>) -> Buckets {
     let d = Buckets::default();
     let mut get = |name: &str, node: Option<&Node>, default: Vec<f64>| {
-        ctx.yaml(&format!("{section}.buckets.{name}"), node, value::buckets).unwrap_or(default)
+        ctx.yaml(&format!("{section}.buckets.{name}"), node, value::buckets)
+            .unwrap_or(default)
     };
     Buckets {
-        duration_histogram: get("duration_histogram", raw.duration_histogram.as_ref(), d.duration_histogram),
-        request_size_histogram: get("request_size_histogram", raw.request_size_histogram.as_ref(), d.request_size_histogram),
-        response_size_histogram: get("response_size_histogram", raw.response_size_histogram.as_ref(), d.response_size_histogram),
+        duration_histogram: get(
+            "duration_histogram",
+            raw.duration_histogram.as_ref(),
+            d.duration_histogram,
+        ),
+        request_size_histogram: get(
+            "request_size_histogram",
+            raw.request_size_histogram.as_ref(),
+            d.request_size_histogram,
+        ),
+        response_size_histogram: get(
+            "response_size_histogram",
+            raw.response_size_histogram.as_ref(),
+            d.response_size_histogram,
+        ),
     }
 }
 
 /// Validates `otel_traces_export` and the trace exporter variables; also returns the sampler.
-pub(super) fn build_traces(raw: &RawTraces, ctx: &mut Ctx<'_>) -> (TracesExportConfig, SamplerConfig) {
+pub(super) fn build_traces(
+    raw: &RawTraces,
+    ctx: &mut Ctx<'_>,
+) -> (TracesExportConfig, SamplerConfig) {
     let nodes = CommonNodes {
         endpoint: raw.endpoint.as_ref(),
         protocol: raw.protocol.as_ref(),
@@ -327,13 +390,28 @@ pub(super) fn build_traces(raw: &RawTraces, ctx: &mut Ctx<'_>) -> (TracesExportC
         ca_file: raw.ca_file.as_ref(),
         insecure_skip_verify: raw.insecure_skip_verify.as_ref(),
     };
-    let OtlpCommon { endpoint, protocol, headers, timeout, compression, ca_file, insecure_skip_verify } =
-        otlp::build(&TRACES, &nodes, ctx);
+    let OtlpCommon {
+        endpoint,
+        protocol,
+        headers,
+        timeout,
+        compression,
+        ca_file,
+        insecure_skip_verify,
+    } = otlp::build(&TRACES, &nodes, ctx);
     let d = BatchConfig::default();
     let size = value::integer(1, 1 << 20);
     let delay = ctx
-        .env(&["OTEL_EBPF_OTLP_TRACES_BATCH_TIMEOUT"], value::duration(Duration::from_millis(1), Duration::from_hours(1)))
-        .or_else(|| ctx.env(&["OTEL_BSP_SCHEDULE_DELAY"], value::millis(Duration::from_millis(1), Duration::from_hours(1))));
+        .env(
+            &["OTEL_EBPF_OTLP_TRACES_BATCH_TIMEOUT"],
+            value::duration(Duration::from_millis(1), Duration::from_hours(1)),
+        )
+        .or_else(|| {
+            ctx.env(
+                &["OTEL_BSP_SCHEDULE_DELAY"],
+                value::millis(Duration::from_millis(1), Duration::from_hours(1)),
+            )
+        });
     let yaml_delay = ctx.yaml(
         "otel_traces_export.batch_timeout",
         raw.batch_timeout.as_ref(),
@@ -353,7 +431,10 @@ pub(super) fn build_traces(raw: &RawTraces, ctx: &mut Ctx<'_>) -> (TracesExportC
             .get(
                 "otel_traces_export.max_queue_size",
                 raw.max_queue_size.as_ref(),
-                &["OTEL_EBPF_OTLP_TRACES_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_QUEUE_SIZE"],
+                &[
+                    "OTEL_EBPF_OTLP_TRACES_MAX_QUEUE_SIZE",
+                    "OTEL_BSP_MAX_QUEUE_SIZE",
+                ],
                 &size,
             )
             .map_or(d.max_queue_size, |n| n as usize),
@@ -373,7 +454,11 @@ pub(super) fn build_traces(raw: &RawTraces, ctx: &mut Ctx<'_>) -> (TracesExportC
         compression,
         batch,
         queue_memory_cap_bytes: ctx
-            .yaml("otel_traces_export.queue_memory_cap", raw.queue_memory_cap.as_ref(), value::byte_size(1 << 20, 16 << 30))
+            .yaml(
+                "otel_traces_export.queue_memory_cap",
+                raw.queue_memory_cap.as_ref(),
+                value::byte_size(1 << 20, 16 << 30),
+            )
             .unwrap_or(64 << 20),
         ca_file,
         insecure_skip_verify,
@@ -383,16 +468,26 @@ pub(super) fn build_traces(raw: &RawTraces, ctx: &mut Ctx<'_>) -> (TracesExportC
 
 fn sampler(raw: &RawSampler, ctx: &mut Ctx<'_>) -> SamplerConfig {
     let name = ctx
-        .get("otel_traces_export.sampler.name", raw.name.as_ref(), &["OTEL_TRACES_SAMPLER"], value::choice(SAMPLERS, &[
-            "jaeger_remote",
-            "parentbased_jaeger_remote",
-            "xray",
-        ]))
+        .get(
+            "otel_traces_export.sampler.name",
+            raw.name.as_ref(),
+            &["OTEL_TRACES_SAMPLER"],
+            value::choice(
+                SAMPLERS,
+                &["jaeger_remote", "parentbased_jaeger_remote", "xray"],
+            ),
+        )
         .unwrap_or(SamplerName::ParentBasedAlwaysOn);
     // Per the specification the argument only matters for ratio samplers (default 1.0).
     let needs_arg = matches!(name, SamplerName::Ratio | SamplerName::ParentBasedRatio);
     let arg = if needs_arg {
-        ctx.get("otel_traces_export.sampler.arg", raw.arg.as_ref(), &["OTEL_TRACES_SAMPLER_ARG"], ratio).unwrap_or(1.0)
+        ctx.get(
+            "otel_traces_export.sampler.arg",
+            raw.arg.as_ref(),
+            &["OTEL_TRACES_SAMPLER_ARG"],
+            ratio,
+        )
+        .unwrap_or(1.0)
     } else {
         1.0
     };
@@ -408,17 +503,39 @@ fn sampler(raw: &RawSampler, ctx: &mut Ctx<'_>) -> SamplerConfig {
 
 /// Validates the metric feature list: `OTEL_EBPF_METRICS_FEATURES`, then `metrics.features`,
 /// then OBI's deprecated per-exporter `features` keys.
-pub(super) fn build_features(common: &RawMetricsCommon, otel: &RawMetrics, prom: &RawPrometheus, ctx: &mut Ctx<'_>) -> MetricFeatures {
-    let deprecated_otel = ctx.yaml("otel_metrics_export.features", otel.features.as_ref(), features);
-    let deprecated_prom = ctx.yaml("prometheus_export.features", prom.features.as_ref(), features);
-    ctx.get("metrics.features", common.features.as_ref(), &["OTEL_EBPF_METRICS_FEATURES"], features)
-        .or(deprecated_otel)
-        .or(deprecated_prom)
-        .unwrap_or(MetricFeatures { application: true })
+pub(super) fn build_features(
+    common: &RawMetricsCommon,
+    otel: &RawMetrics,
+    prom: &RawPrometheus,
+    ctx: &mut Ctx<'_>,
+) -> MetricFeatures {
+    let deprecated_otel = ctx.yaml(
+        "otel_metrics_export.features",
+        otel.features.as_ref(),
+        features,
+    );
+    let deprecated_prom = ctx.yaml(
+        "prometheus_export.features",
+        prom.features.as_ref(),
+        features,
+    );
+    ctx.get(
+        "metrics.features",
+        common.features.as_ref(),
+        &["OTEL_EBPF_METRICS_FEATURES"],
+        features,
+    )
+    .or(deprecated_otel)
+    .or(deprecated_prom)
+    .unwrap_or(MetricFeatures { application: true })
 }
 
 /// Validates `otel_metrics_export` and the metric exporter variables.
-pub(super) fn build_metrics(raw: &RawMetrics, features: MetricFeatures, ctx: &mut Ctx<'_>) -> MetricsExportConfig {
+pub(super) fn build_metrics(
+    raw: &RawMetrics,
+    features: MetricFeatures,
+    ctx: &mut Ctx<'_>,
+) -> MetricsExportConfig {
     let nodes = CommonNodes {
         endpoint: raw.endpoint.as_ref(),
         protocol: raw.protocol.as_ref(),
@@ -428,13 +545,32 @@ pub(super) fn build_metrics(raw: &RawMetrics, features: MetricFeatures, ctx: &mu
         ca_file: raw.ca_file.as_ref(),
         insecure_skip_verify: raw.insecure_skip_verify.as_ref(),
     };
-    let OtlpCommon { endpoint, protocol, headers, timeout, compression, ca_file, insecure_skip_verify } =
-        otlp::build(&METRICS, &nodes, ctx);
+    let OtlpCommon {
+        endpoint,
+        protocol,
+        headers,
+        timeout,
+        compression,
+        ca_file,
+        insecure_skip_verify,
+    } = otlp::build(&METRICS, &nodes, ctx);
     let range = (Duration::from_millis(100), Duration::from_hours(24));
-    let yaml_interval = ctx.yaml("otel_metrics_export.interval", raw.interval.as_ref(), value::duration(range.0, range.1));
+    let yaml_interval = ctx.yaml(
+        "otel_metrics_export.interval",
+        raw.interval.as_ref(),
+        value::duration(range.0, range.1),
+    );
     let env_interval = ctx
-        .env(&["OTEL_EBPF_METRICS_INTERVAL"], value::duration(range.0, range.1))
-        .or_else(|| ctx.env(&["OTEL_METRIC_EXPORT_INTERVAL"], value::millis(range.0, range.1)));
+        .env(
+            &["OTEL_EBPF_METRICS_INTERVAL"],
+            value::duration(range.0, range.1),
+        )
+        .or_else(|| {
+            ctx.env(
+                &["OTEL_METRIC_EXPORT_INTERVAL"],
+                value::millis(range.0, range.1),
+            )
+        });
     MetricsExportConfig {
         endpoint,
         protocol,
@@ -443,9 +579,16 @@ pub(super) fn build_metrics(raw: &RawMetrics, features: MetricFeatures, ctx: &mu
         compression,
         ca_file,
         insecure_skip_verify,
-        interval: env_interval.or(yaml_interval).unwrap_or(Duration::from_mins(1)),
+        interval: env_interval
+            .or(yaml_interval)
+            .unwrap_or(Duration::from_mins(1)),
         ttl: ctx
-            .get("otel_metrics_export.ttl", raw.ttl.as_ref(), &["OTEL_EBPF_METRICS_TTL"], value::duration(Duration::from_secs(1), MAX_TTL))
+            .get(
+                "otel_metrics_export.ttl",
+                raw.ttl.as_ref(),
+                &["OTEL_EBPF_METRICS_TTL"],
+                value::duration(Duration::from_secs(1), MAX_TTL),
+            )
             .unwrap_or(DEFAULT_METRICS_TTL),
         buckets: buckets(&raw.buckets, "otel_metrics_export", ctx),
         features,
@@ -454,16 +597,36 @@ pub(super) fn build_metrics(raw: &RawMetrics, features: MetricFeatures, ctx: &mu
 
 /// Validates `prometheus_export`; `None` when no port (or port 0) is set.
 pub(super) fn build_prometheus(raw: &RawPrometheus, ctx: &mut Ctx<'_>) -> Option<PrometheusConfig> {
-    let port = ctx.get("prometheus_export.port", raw.port.as_ref(), &["OTEL_EBPF_PROMETHEUS_PORT"], value::integer(0, 65_535));
+    let port = ctx.get(
+        "prometheus_export.port",
+        raw.port.as_ref(),
+        &["OTEL_EBPF_PROMETHEUS_PORT"],
+        value::integer(0, 65_535),
+    );
     let path = ctx
-        .get("prometheus_export.path", raw.path.as_ref(), &["OTEL_EBPF_PROMETHEUS_PATH"], prometheus_path)
+        .get(
+            "prometheus_export.path",
+            raw.path.as_ref(),
+            &["OTEL_EBPF_PROMETHEUS_PATH"],
+            prometheus_path,
+        )
         .unwrap_or_else(|| "/metrics".to_owned());
     let ttl = ctx
-        .get("prometheus_export.ttl", raw.ttl.as_ref(), &["OTEL_EBPF_PROMETHEUS_TTL"], value::duration(Duration::from_secs(1), MAX_TTL))
+        .get(
+            "prometheus_export.ttl",
+            raw.ttl.as_ref(),
+            &["OTEL_EBPF_PROMETHEUS_TTL"],
+            value::duration(Duration::from_secs(1), MAX_TTL),
+        )
         .unwrap_or(DEFAULT_METRICS_TTL);
     let buckets = buckets(&raw.buckets, "prometheus_export", ctx);
     let port = port.filter(|p| *p != 0)? as u16;
-    Some(PrometheusConfig { port, path, ttl, buckets })
+    Some(PrometheusConfig {
+        port,
+        path,
+        ttl,
+        buckets,
+    })
 }
 
 /// Validates `trace_printer` / `OTEL_EBPF_TRACE_PRINTER`.
@@ -478,8 +641,17 @@ pub(super) fn build_printer(node: Option<&Node>, ctx: &mut Ctx<'_>) -> TracePrin
 }
 
 fn buckets_node(b: &Buckets) -> Node {
-    #[expect(clippy::cast_possible_truncation, reason = "only integral values below 2^53 become integers")]
-    let number = |x: f64| if x.fract() == 0.0 && x.abs() < 9e15 { Node::Int(x as i128) } else { Node::Float(x) };
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "only integral values below 2^53 become integers"
+    )]
+    let number = |x: f64| {
+        if x.fract() == 0.0 && x.abs() < 9e15 {
+            Node::Int(x as i128)
+        } else {
+            Node::Float(x)
+        }
+    };
     let list = |v: &[f64]| Some(Node::Seq(v.iter().map(|x| number(*x)).collect()));
     map([
         ("duration_histogram", list(&b.duration_histogram)),
@@ -501,13 +673,35 @@ impl TracesExportConfig {
             insecure_skip_verify: self.insecure_skip_verify,
         };
         let (name, arg) = sampler.name_and_arg();
-        otlp::section_node(&common, secrets, vec![
-            ("sampler", Some(map([("name", Some(text(name))), ("arg", arg.map(|a| text(a.to_string())))]))),
-            ("batch_timeout", Some(text(value::format_duration(self.batch.schedule_delay)))),
-            ("max_export_batch_size", Some(Node::Int(self.batch.max_export_batch_size as i128))),
-            ("max_queue_size", Some(Node::Int(self.batch.max_queue_size as i128))),
-            ("queue_memory_cap", Some(text(value::format_bytes(self.queue_memory_cap_bytes)))),
-        ])
+        otlp::section_node(
+            &common,
+            secrets,
+            vec![
+                (
+                    "sampler",
+                    Some(map([
+                        ("name", Some(text(name))),
+                        ("arg", arg.map(|a| text(a.to_string()))),
+                    ])),
+                ),
+                (
+                    "batch_timeout",
+                    Some(text(value::format_duration(self.batch.schedule_delay))),
+                ),
+                (
+                    "max_export_batch_size",
+                    Some(Node::Int(self.batch.max_export_batch_size as i128)),
+                ),
+                (
+                    "max_queue_size",
+                    Some(Node::Int(self.batch.max_queue_size as i128)),
+                ),
+                (
+                    "queue_memory_cap",
+                    Some(text(value::format_bytes(self.queue_memory_cap_bytes))),
+                ),
+            ],
+        )
     }
 }
 
@@ -523,18 +717,29 @@ impl MetricsExportConfig {
             ca_file: self.ca_file.clone(),
             insecure_skip_verify: self.insecure_skip_verify,
         };
-        otlp::section_node(&common, secrets, vec![
-            ("interval", Some(text(value::format_duration(self.interval)))),
-            ("ttl", Some(text(value::format_duration(self.ttl)))),
-            ("buckets", Some(buckets_node(&self.buckets))),
-        ])
+        otlp::section_node(
+            &common,
+            secrets,
+            vec![
+                (
+                    "interval",
+                    Some(text(value::format_duration(self.interval))),
+                ),
+                ("ttl", Some(text(value::format_duration(self.ttl)))),
+                ("buckets", Some(buckets_node(&self.buckets))),
+            ],
+        )
     }
 }
 
 impl MetricFeatures {
     /// The effective top-level `metrics` section.
     pub(super) fn to_node(self) -> Node {
-        let list = if self.application { vec![text("application")] } else { Vec::new() };
+        let list = if self.application {
+            vec![text("application")]
+        } else {
+            Vec::new()
+        };
         map([("features", Some(Node::Seq(list)))])
     }
 }

@@ -26,7 +26,10 @@ enum Token {
     Literal(char),
     AnyChar,
     AnyRun,
-    Class { negated: bool, ranges: Vec<(char, char)> },
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
 }
 
 #[derive(Debug)]
@@ -41,16 +44,23 @@ impl Glob {
         let chars: Vec<char> = pattern.chars().collect();
         let mut pos = 0;
         let pieces = parse_sequence(&chars, &mut pos, false)?;
-        let Some(sequence) = pieces.into_iter().next() else { return Err("empty pattern".to_owned()) };
+        let Some(sequence) = pieces.into_iter().next() else {
+            return Err("empty pattern".to_owned());
+        };
         let mut alternatives = vec![Vec::new()];
         expand(&sequence, &mut alternatives)?;
-        Ok(Self { pattern: pattern.to_owned(), alternatives })
+        Ok(Self {
+            pattern: pattern.to_owned(),
+            alternatives,
+        })
     }
 
     /// Whether the whole of `input` matches the pattern.
     pub fn matches(&self, input: &str) -> bool {
         let text: Vec<char> = input.chars().collect();
-        self.alternatives.iter().any(|tokens| match_tokens(tokens, &text))
+        self.alternatives
+            .iter()
+            .any(|tokens| match_tokens(tokens, &text))
     }
 
     /// The pattern as written.
@@ -81,7 +91,11 @@ impl fmt::Display for Glob {
 
 /// Parses until the end (top level) or the closing `}` (in a group); in a group, returns one
 /// sequence per comma-separated alternative.
-fn parse_sequence(chars: &[char], pos: &mut usize, in_group: bool) -> Result<Vec<Vec<Piece>>, String> {
+fn parse_sequence(
+    chars: &[char],
+    pos: &mut usize,
+    in_group: bool,
+) -> Result<Vec<Vec<Piece>>, String> {
     let mut alternatives = vec![Vec::new()];
     while *pos < chars.len() {
         let c = chars[*pos];
@@ -105,7 +119,11 @@ fn parse_sequence(chars: &[char], pos: &mut usize, in_group: bool) -> Result<Vec
         };
         alternatives.last_mut().expect("never empty").push(piece);
     }
-    if in_group { Err("unclosed `{`".to_owned()) } else { Ok(alternatives) }
+    if in_group {
+        Err("unclosed `{`".to_owned())
+    } else {
+        Ok(alternatives)
+    }
 }
 
 fn parse_class(chars: &[char], pos: &mut usize) -> Result<Token, String> {
@@ -153,7 +171,9 @@ fn expand(pieces: &[Piece], partials: &mut Vec<Vec<Token>>) -> Result<(), String
                     expand(alternative, &mut branch)?;
                     next.append(&mut branch);
                     if next.len() > MAX_ALTERNATIVES {
-                        return Err(format!("more than {MAX_ALTERNATIVES} alternatives in `{{...}}`"));
+                        return Err(format!(
+                            "more than {MAX_ALTERNATIVES} alternatives in `{{...}}`"
+                        ));
                     }
                 }
                 *partials = next;
@@ -168,7 +188,9 @@ fn match_one(token: &Token, c: char) -> bool {
         Token::Literal(l) => *l == c,
         Token::AnyChar => true,
         Token::AnyRun => false,
-        Token::Class { negated, ranges } => ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c)) != *negated,
+        Token::Class { negated, ranges } => {
+            ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c)) != *negated
+        }
     }
 }
 

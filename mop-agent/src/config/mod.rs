@@ -104,8 +104,12 @@ pub enum LogLevel {
 }
 
 impl LogLevel {
-    const CHOICES: &[(&str, Self)] =
-        &[("debug", Self::Debug), ("info", Self::Info), ("warn", Self::Warn), ("error", Self::Error)];
+    const CHOICES: &[(&str, Self)] = &[
+        ("debug", Self::Debug),
+        ("info", Self::Info),
+        ("warn", Self::Warn),
+        ("error", Self::Error),
+    ];
 
     /// OBI's spelling (`DEBUG`, `INFO`, `WARN`, `ERROR`).
     pub fn as_str(self) -> &'static str {
@@ -157,22 +161,36 @@ impl Default for Config {
 impl Config {
     /// Loads the file at `path` (or `OTEL_EBPF_CONFIG_PATH`, or none: defaults) with the
     /// environment given by `env` on top.
-    pub fn load(path: Option<&Path>, env: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let path = path.map(Path::to_path_buf).or_else(|| env(ENV_CONFIG_PATH).filter(|p| !p.is_empty()).map(PathBuf::from));
+    pub fn load(
+        path: Option<&Path>,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let path = path.map(Path::to_path_buf).or_else(|| {
+            env(ENV_CONFIG_PATH)
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+        });
         let text = match path {
-            Some(path) => std::fs::read_to_string(&path).map_err(|source| ConfigError::ReadFile { path, source })?,
+            Some(path) => std::fs::read_to_string(&path)
+                .map_err(|source| ConfigError::ReadFile { path, source })?,
             None => String::new(),
         };
         Self::from_yaml_str(&text, env)
     }
 
     /// Validates YAML text with the environment given by `env` on top.
-    pub fn from_yaml_str(text: &str, env: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub fn from_yaml_str(
+        text: &str,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let env: &dyn Fn(&str) -> Option<String> = env;
         let node = yaml::parse(&yaml::substitute_env(text, env))?;
         if !matches!(node, Node::Map(_)) {
             return Err(ConfigError::Yaml {
-                message: format!("the top level must be a mapping of keys, found {}", node.kind()),
+                message: format!(
+                    "the top level must be a mapping of keys, found {}",
+                    node.kind()
+                ),
             });
         }
         let errors = RefCell::new(Vec::new());
@@ -192,17 +210,32 @@ impl Config {
     pub fn to_yaml(&self, show_secrets: bool) -> String {
         let node = map([
             ("log_level", Some(text(self.log_level.as_str()))),
-            ("shutdown_timeout", Some(text(value::format_duration(self.shutdown_timeout)))),
+            (
+                "shutdown_timeout",
+                Some(text(value::format_duration(self.shutdown_timeout))),
+            ),
             ("service_name", self.service_name.clone().map(text)),
-            ("service_namespace", self.service_namespace.clone().map(text)),
+            (
+                "service_namespace",
+                self.service_namespace.clone().map(text),
+            ),
             ("trace_printer", Some(text(self.trace_printer.as_str()))),
             ("discovery", Some(self.discovery.to_node())),
             ("ebpf", Some(self.ebpf.to_node())),
             ("routes", Some(self.routes.to_node())),
-            ("otel_traces_export", Some(self.traces.to_node(self.sampler, show_secrets))),
-            ("otel_metrics_export", Some(self.metrics.to_node(show_secrets))),
+            (
+                "otel_traces_export",
+                Some(self.traces.to_node(self.sampler, show_secrets)),
+            ),
+            (
+                "otel_metrics_export",
+                Some(self.metrics.to_node(show_secrets)),
+            ),
             ("metrics", Some(self.metrics.features.to_node())),
-            ("prometheus_export", self.prometheus.as_ref().map(PrometheusConfig::to_node)),
+            (
+                "prometheus_export",
+                self.prometheus.as_ref().map(PrometheusConfig::to_node),
+            ),
             ("attributes", Some(self.attributes.to_node())),
         ]);
         serde_saphyr::to_string(&node).expect("a node tree always serializes")
@@ -211,7 +244,12 @@ impl Config {
 
 fn build(raw: RawConfig, ctx: &mut Ctx<'_>) -> Config {
     let log_level = ctx
-        .get("log_level", raw.log_level.as_ref(), &["OTEL_EBPF_LOG_LEVEL"], value::choice(LogLevel::CHOICES, &[]))
+        .get(
+            "log_level",
+            raw.log_level.as_ref(),
+            &["OTEL_EBPF_LOG_LEVEL"],
+            value::choice(LogLevel::CHOICES, &[]),
+        )
         .unwrap_or(LogLevel::Info);
     let shutdown_timeout = ctx
         .get(
@@ -221,12 +259,25 @@ fn build(raw: RawConfig, ctx: &mut Ctx<'_>) -> Config {
             value::duration(Duration::from_millis(1), Duration::from_hours(1)),
         )
         .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
-    let service_name =
-        ctx.get("service_name", raw.service_name.as_ref(), &["OTEL_SERVICE_NAME", "OTEL_EBPF_SERVICE_NAME"], value::string);
-    let service_namespace =
-        ctx.get("service_namespace", raw.service_namespace.as_ref(), &["OTEL_EBPF_SERVICE_NAMESPACE"], value::string);
+    let service_name = ctx.get(
+        "service_name",
+        raw.service_name.as_ref(),
+        &["OTEL_SERVICE_NAME", "OTEL_EBPF_SERVICE_NAME"],
+        value::string,
+    );
+    let service_namespace = ctx.get(
+        "service_namespace",
+        raw.service_namespace.as_ref(),
+        &["OTEL_EBPF_SERVICE_NAMESPACE"],
+        value::string,
+    );
     let (traces, sampler) = export::build_traces(&raw.otel_traces_export, ctx);
-    let features = export::build_features(&raw.metrics, &raw.otel_metrics_export, &raw.prometheus_export, ctx);
+    let features = export::build_features(
+        &raw.metrics,
+        &raw.otel_metrics_export,
+        &raw.prometheus_export,
+        ctx,
+    );
     Config {
         log_level,
         shutdown_timeout,

@@ -50,15 +50,26 @@ impl OtlpEndpoint {
             return Err("credentials in the URL are not supported; use headers".to_owned());
         }
         let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !port.contains(']') => {
-                (host, Some(port.parse::<u16>().ok().filter(|p| *p != 0).ok_or(format!("bad port `{port}`"))?))
-            }
+            Some((host, port)) if !port.contains(']') => (
+                host,
+                Some(
+                    port.parse::<u16>()
+                        .ok()
+                        .filter(|p| *p != 0)
+                        .ok_or(format!("bad port `{port}`"))?,
+                ),
+            ),
             _ => (authority, None),
         };
         let host_ok = if let Some(inner) = host.strip_prefix('[') {
-            inner.strip_suffix(']').is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+            inner
+                .strip_suffix(']')
+                .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
         } else {
-            !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || "-._~%".contains(c))
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._~%".contains(c))
         };
         if !host_ok {
             return Err(format!("bad host `{host}`"));
@@ -210,7 +221,9 @@ fn compression(node: &Node) -> Parsed<Option<Compression>> {
 pub fn parse_header_list(s: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     for item in s.split(',').filter(|i| !i.trim().is_empty()) {
-        let (k, v) = item.split_once('=').ok_or_else(|| format!("`{}` has no `=`", item.trim()))?;
+        let (k, v) = item
+            .split_once('=')
+            .ok_or_else(|| format!("`{}` has no `=`", item.trim()))?;
         let k = percent_decode(k.trim())?;
         let v = percent_decode(v.trim())?;
         check_header(&k, &v)?;
@@ -236,7 +249,9 @@ fn percent_decode(s: &str) -> Result<String, String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
             out.push(hex.ok_or_else(|| format!("bad percent escape in `{s}`"))?);
             i += 3;
         } else {
@@ -277,9 +292,19 @@ pub(super) fn build(signal: &Signal, nodes: &CommonNodes<'_>, ctx: &mut Ctx<'_>)
     let var = |k: &str| format!("OTEL_EXPORTER_OTLP_{}_{k}", signal.env);
     let shared = |k: &str| format!("OTEL_EXPORTER_OTLP_{k}");
 
-    let own = ctx.get(&key("endpoint"), nodes.endpoint, &[&var("ENDPOINT")], endpoint);
+    let own = ctx.get(
+        &key("endpoint"),
+        nodes.endpoint,
+        &[&var("ENDPOINT")],
+        endpoint,
+    );
     let shared_endpoint = ctx.env(&[&shared("ENDPOINT")], endpoint);
-    let explicit = ctx.get(&key("protocol"), nodes.protocol, &[&var("PROTOCOL"), &shared("PROTOCOL")], protocol);
+    let explicit = ctx.get(
+        &key("protocol"),
+        nodes.protocol,
+        &[&var("PROTOCOL"), &shared("PROTOCOL")],
+        protocol,
+    );
     let base = own.as_ref().or(shared_endpoint.as_ref());
     // As OBI: without an explicit protocol, a port ending in 4317 means gRPC, else HTTP.
     let protocol = explicit.unwrap_or_else(|| match base {
@@ -288,32 +313,58 @@ pub(super) fn build(signal: &Signal, nodes: &CommonNodes<'_>, ctx: &mut Ctx<'_>)
     });
     let endpoint = match (own, shared_endpoint) {
         (Some(own), _) => Some(own),
-        (None, Some(base)) if protocol == OtlpProtocol::HttpProtobuf => Some(base.with_signal_path(signal.path)),
+        (None, Some(base)) if protocol == OtlpProtocol::HttpProtobuf => {
+            Some(base.with_signal_path(signal.path))
+        }
         (None, base) => base,
     };
 
-    let mut all_headers = ctx.yaml(&key("headers"), nodes.headers, headers).unwrap_or_default();
+    let mut all_headers = ctx
+        .yaml(&key("headers"), nodes.headers, headers)
+        .unwrap_or_default();
     for name in [shared("HEADERS"), var("HEADERS")] {
         if let Some(h) = ctx.env(&[&name], headers) {
             merge_headers(&mut all_headers, h);
         }
     }
     let timeout_range = (Duration::from_millis(1), Duration::from_hours(1));
-    let yaml_timeout = ctx.yaml(&key("timeout"), nodes.timeout, value::duration(timeout_range.0, timeout_range.1));
-    let env_timeout = ctx.env(&[&var("TIMEOUT"), &shared("TIMEOUT")], value::millis(timeout_range.0, timeout_range.1));
+    let yaml_timeout = ctx.yaml(
+        &key("timeout"),
+        nodes.timeout,
+        value::duration(timeout_range.0, timeout_range.1),
+    );
+    let env_timeout = ctx.env(
+        &[&var("TIMEOUT"), &shared("TIMEOUT")],
+        value::millis(timeout_range.0, timeout_range.1),
+    );
     OtlpCommon {
         endpoint,
         protocol,
         headers: all_headers,
         timeout: env_timeout.or(yaml_timeout).unwrap_or(DEFAULT_TIMEOUT),
         compression: ctx
-            .get(&key("compression"), nodes.compression, &[&var("COMPRESSION"), &shared("COMPRESSION")], compression)
+            .get(
+                &key("compression"),
+                nodes.compression,
+                &[&var("COMPRESSION"), &shared("COMPRESSION")],
+                compression,
+            )
             .flatten(),
         ca_file: ctx
-            .get(&key("ca_file"), nodes.ca_file, &[&var("CERTIFICATE"), &shared("CERTIFICATE")], value::string)
+            .get(
+                &key("ca_file"),
+                nodes.ca_file,
+                &[&var("CERTIFICATE"), &shared("CERTIFICATE")],
+                value::string,
+            )
             .map(PathBuf::from),
         insecure_skip_verify: ctx
-            .get(&key("insecure_skip_verify"), nodes.insecure_skip_verify, &["OTEL_EBPF_INSECURE_SKIP_VERIFY"], value::boolean)
+            .get(
+                &key("insecure_skip_verify"),
+                nodes.insecure_skip_verify,
+                &["OTEL_EBPF_INSECURE_SKIP_VERIFY"],
+                value::boolean,
+            )
             .unwrap_or(false),
     }
 }
@@ -326,7 +377,12 @@ impl OtlpCommon {
             Node::Map(
                 self.headers
                     .iter()
-                    .map(|(k, v)| (k.clone(), text(if secrets { v.as_str() } else { "<redacted>" })))
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            text(if secrets { v.as_str() } else { "<redacted>" }),
+                        )
+                    })
                     .collect(),
             )
         });
@@ -335,14 +391,31 @@ impl OtlpCommon {
             ("protocol", Some(text(self.protocol.as_str()))),
             ("headers", headers),
             ("timeout", Some(text(value::format_duration(self.timeout)))),
-            ("compression", Some(text(if self.compression.is_some() { "gzip" } else { "none" }))),
-            ("ca_file", self.ca_file.as_ref().map(|p| text(p.display().to_string()))),
-            ("insecure_skip_verify", Some(Node::Bool(self.insecure_skip_verify))),
+            (
+                "compression",
+                Some(text(if self.compression.is_some() {
+                    "gzip"
+                } else {
+                    "none"
+                })),
+            ),
+            (
+                "ca_file",
+                self.ca_file.as_ref().map(|p| text(p.display().to_string())),
+            ),
+            (
+                "insecure_skip_verify",
+                Some(Node::Bool(self.insecure_skip_verify)),
+            ),
         ]
     }
 }
 
 /// Builds a mapping of the shared keys followed by `extra`.
-pub(super) fn section_node(common: &OtlpCommon, secrets: bool, extra: Vec<(&str, Option<Node>)>) -> Node {
+pub(super) fn section_node(
+    common: &OtlpCommon,
+    secrets: bool,
+    extra: Vec<(&str, Option<Node>)>,
+) -> Node {
     map(common.to_entries(secrets).into_iter().chain(extra))
 }

@@ -61,12 +61,20 @@ pub enum UnmatchedRoutes {
 }
 
 impl UnmatchedRoutes {
-    const CHOICES: &[(&str, Self)] =
-        &[("heuristic", Self::Heuristic), ("path", Self::Path), ("wildcard", Self::Wildcard), ("unset", Self::Unset), ("", Self::Wildcard)];
+    const CHOICES: &[(&str, Self)] = &[
+        ("heuristic", Self::Heuristic),
+        ("path", Self::Path),
+        ("wildcard", Self::Wildcard),
+        ("unset", Self::Unset),
+        ("", Self::Wildcard),
+    ];
 
     /// The configuration spelling.
     pub fn as_str(self) -> &'static str {
-        Self::CHOICES.iter().find(|(_, v)| *v == self).map_or("heuristic", |(n, _)| n)
+        Self::CHOICES
+            .iter()
+            .find(|(_, v)| *v == self)
+            .map_or("heuristic", |(n, _)| n)
     }
 }
 
@@ -82,11 +90,18 @@ pub enum IgnoreMode {
 }
 
 impl IgnoreMode {
-    const CHOICES: &[(&str, Self)] = &[("all", Self::All), ("traces", Self::Traces), ("metrics", Self::Metrics)];
+    const CHOICES: &[(&str, Self)] = &[
+        ("all", Self::All),
+        ("traces", Self::Traces),
+        ("metrics", Self::Metrics),
+    ];
 
     /// The configuration spelling.
     pub fn as_str(self) -> &'static str {
-        Self::CHOICES.iter().find(|(_, v)| *v == self).map_or("all", |(n, _)| n)
+        Self::CHOICES
+            .iter()
+            .find(|(_, v)| *v == self)
+            .map_or("all", |(n, _)| n)
     }
 }
 
@@ -109,7 +124,9 @@ enum Segment {
 impl RoutePattern {
     /// Parses a pattern; it must start with `/` and name its parameters.
     pub fn parse(pattern: &str) -> Result<Self, String> {
-        let Some(rest) = pattern.strip_prefix('/') else { return Err("must start with `/`".to_owned()) };
+        let Some(rest) = pattern.strip_prefix('/') else {
+            return Err("must start with `/`".to_owned());
+        };
         let mut segments = Vec::new();
         for seg in rest.split('/').filter(|s| !s.is_empty()) {
             let segment = if seg == "*" {
@@ -117,15 +134,25 @@ impl RoutePattern {
             } else if let Some(name) = seg.strip_prefix(':') {
                 param_name(name, seg)?
             } else if let Some(inner) = seg.strip_prefix('{') {
-                param_name(inner.strip_suffix('}').ok_or_else(|| format!("unclosed `{{` in `{seg}`"))?, seg)?
+                param_name(
+                    inner
+                        .strip_suffix('}')
+                        .ok_or_else(|| format!("unclosed `{{` in `{seg}`"))?,
+                    seg,
+                )?
             } else if seg.contains(['{', '}']) {
-                return Err(format!("a parameter must be a whole segment, like `{{id}}`, not `{seg}`"));
+                return Err(format!(
+                    "a parameter must be a whole segment, like `{{id}}`, not `{seg}`"
+                ));
             } else {
                 Segment::Literal(seg.to_owned())
             };
             segments.push(segment);
         }
-        Ok(Self { pattern: pattern.to_owned(), segments })
+        Ok(Self {
+            pattern: pattern.to_owned(),
+            segments,
+        })
     }
 
     /// The pattern as written; this is the `http.route` value.
@@ -150,10 +177,16 @@ impl RoutePattern {
 }
 
 fn param_name(name: &str, seg: &str) -> Result<Segment, String> {
-    if !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-') {
+    if !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+    {
         Ok(Segment::Param)
     } else {
-        Err(format!("bad parameter `{seg}`: write `{{name}}` or `:name`"))
+        Err(format!(
+            "bad parameter `{seg}`: write `{{name}}` or `:name`"
+        ))
     }
 }
 
@@ -198,7 +231,10 @@ fn looks_like_id(segment: &str) -> bool {
     if segment.is_empty() {
         return false;
     }
-    if !segment.chars().all(|c| c.is_ascii_alphabetic() || c == '-' || c == '_') {
+    if !segment
+        .chars()
+        .all(|c| c.is_ascii_alphabetic() || c == '-' || c == '_')
+    {
         return true;
     }
     // Letters only: ids have no vowels, long consonant runs, or case changes mid-word.
@@ -210,7 +246,11 @@ fn looks_like_id(segment: &str) -> bool {
             run = if "aeiouy".contains(c) { 0 } else { run + 1 };
             max.max(run)
         });
-        let case_changes = word.as_bytes().windows(2).filter(|w| w[0].is_ascii_lowercase() && w[1].is_ascii_uppercase()).count();
+        let case_changes = word
+            .as_bytes()
+            .windows(2)
+            .filter(|w| w[0].is_ascii_lowercase() && w[1].is_ascii_uppercase())
+            .count();
         (word.len() > 3 && vowels == 0) || max_run > 4 || case_changes > 1 || word.len() > 24
     })
 }
@@ -225,13 +265,22 @@ fn pattern_list(key: &str, node: Option<&Node>, ctx: &mut Ctx<'_>) -> Vec<RouteP
     let items = match node {
         None | Some(Node::Null) => return Vec::new(),
         Some(Node::Seq(items)) => items.clone(),
-        Some(Node::Str(s)) => s.split(',').map(|p| Node::Str(p.trim().to_owned())).collect(),
+        Some(Node::Str(s)) => s
+            .split(',')
+            .map(|p| Node::Str(p.trim().to_owned()))
+            .collect(),
         Some(other) => {
-            ctx.yaml(key, Some(other), |_| Err::<(), _>(Bad::WrongType("a list of route patterns".to_owned())));
+            ctx.yaml(key, Some(other), |_| {
+                Err::<(), _>(Bad::WrongType("a list of route patterns".to_owned()))
+            });
             return Vec::new();
         }
     };
-    items.iter().enumerate().filter_map(|(i, item)| ctx.yaml(&format!("{key}[{i}]"), Some(item), pattern)).collect()
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| ctx.yaml(&format!("{key}[{i}]"), Some(item), pattern))
+        .collect()
 }
 
 fn wildcard_char(node: &Node) -> Parsed<char> {
@@ -269,14 +318,32 @@ pub(super) fn build(raw: &RawRoutes, ctx: &mut Ctx<'_>) -> RoutesConfig {
     };
     RoutesConfig {
         patterns: pattern_list("routes.patterns", raw.patterns.as_ref(), ctx),
-        ignored_patterns: pattern_list("routes.ignored_patterns", raw.ignored_patterns.as_ref(), ctx),
+        ignored_patterns: pattern_list(
+            "routes.ignored_patterns",
+            raw.ignored_patterns.as_ref(),
+            ctx,
+        ),
         ignore_mode: ctx
-            .yaml("routes.ignore_mode", raw.ignore_mode.as_ref(), value::choice(IgnoreMode::CHOICES, &[]))
+            .yaml(
+                "routes.ignore_mode",
+                raw.ignore_mode.as_ref(),
+                value::choice(IgnoreMode::CHOICES, &[]),
+            )
             .unwrap_or(d.ignore_mode),
         unmatched: unmatched.unwrap_or(d.unmatched),
-        wildcard_char: ctx.yaml("routes.wildcard_char", raw.wildcard_char.as_ref(), wildcard_char).unwrap_or(d.wildcard_char),
+        wildcard_char: ctx
+            .yaml(
+                "routes.wildcard_char",
+                raw.wildcard_char.as_ref(),
+                wildcard_char,
+            )
+            .unwrap_or(d.wildcard_char),
         max_routes_per_service: ctx
-            .yaml("routes.max_routes_per_service", raw.max_routes_per_service.as_ref(), value::integer(1, 1_000_000))
+            .yaml(
+                "routes.max_routes_per_service",
+                raw.max_routes_per_service.as_ref(),
+                value::integer(1, 1_000_000),
+            )
             .map_or(d.max_routes_per_service, |n| n as usize),
     }
 }
@@ -284,14 +351,18 @@ pub(super) fn build(raw: &RawRoutes, ctx: &mut Ctx<'_>) -> RoutesConfig {
 impl RoutesConfig {
     /// The effective `routes` section.
     pub(super) fn to_node(&self) -> Node {
-        let list = |v: &[RoutePattern]| Some(Node::Seq(v.iter().map(|p| text(p.as_str())).collect()));
+        let list =
+            |v: &[RoutePattern]| Some(Node::Seq(v.iter().map(|p| text(p.as_str())).collect()));
         map([
             ("patterns", list(&self.patterns)),
             ("ignored_patterns", list(&self.ignored_patterns)),
             ("ignore_mode", Some(text(self.ignore_mode.as_str()))),
             ("unmatched", Some(text(self.unmatched.as_str()))),
             ("wildcard_char", Some(text(self.wildcard_char.to_string()))),
-            ("max_routes_per_service", Some(Node::Int(self.max_routes_per_service as i128))),
+            (
+                "max_routes_per_service",
+                Some(Node::Int(self.max_routes_per_service as i128)),
+            ),
         ])
     }
 }

@@ -36,7 +36,10 @@ pub(super) struct Ctx<'e> {
 impl<'e> Ctx<'e> {
     /// A context reading variables through `env`.
     pub(super) fn new(env: &'e dyn Fn(&str) -> Option<String>) -> Self {
-        Self { env, errors: Vec::new() }
+        Self {
+            env,
+            errors: Vec::new(),
+        }
     }
 
     /// The value of an environment variable; empty counts as unset.
@@ -45,13 +48,22 @@ impl<'e> Ctx<'e> {
     }
 
     /// Parses the YAML value at `key` (null counts as absent).
-    pub(super) fn yaml<T>(&mut self, key: &str, node: Option<&Node>, parse: impl Fn(&Node) -> Parsed<T>) -> Option<T> {
+    pub(super) fn yaml<T>(
+        &mut self,
+        key: &str,
+        node: Option<&Node>,
+        parse: impl Fn(&Node) -> Parsed<T>,
+    ) -> Option<T> {
         let node = node.filter(|n| !matches!(n, Node::Null))?;
         self.check(Origin::Key(key.to_owned()), node, &parse)
     }
 
     /// Parses the first set variable of `vars` (checking all of them).
-    pub(super) fn env<T>(&mut self, vars: &[&str], parse: impl Fn(&Node) -> Parsed<T>) -> Option<T> {
+    pub(super) fn env<T>(
+        &mut self,
+        vars: &[&str],
+        parse: impl Fn(&Node) -> Parsed<T>,
+    ) -> Option<T> {
         let mut first = None;
         for var in vars {
             if let Some(value) = self.var(var) {
@@ -78,23 +90,45 @@ impl<'e> Ctx<'e> {
     }
 
     /// Records "invalid value" for a value that parsed but fails a cross-field rule.
-    pub(super) fn invalid(&mut self, origin: Origin, value: impl Into<String>, expected: impl Into<String>) {
-        self.errors.push(ConfigError::InvalidValue { origin, value: value.into(), expected: expected.into() });
+    pub(super) fn invalid(
+        &mut self,
+        origin: Origin,
+        value: impl Into<String>,
+        expected: impl Into<String>,
+    ) {
+        self.errors.push(ConfigError::InvalidValue {
+            origin,
+            value: value.into(),
+            expected: expected.into(),
+        });
     }
 
-    fn check<T>(&mut self, origin: Origin, node: &Node, parse: &impl Fn(&Node) -> Parsed<T>) -> Option<T> {
+    fn check<T>(
+        &mut self,
+        origin: Origin,
+        node: &Node,
+        parse: &impl Fn(&Node) -> Parsed<T>,
+    ) -> Option<T> {
         match parse(node) {
             Ok(value) => Some(value),
             Err(bad) => {
                 let value = node.display();
                 self.errors.push(match bad {
-                    Bad::Invalid(expected) => ConfigError::InvalidValue { origin, value, expected },
+                    Bad::Invalid(expected) => ConfigError::InvalidValue {
+                        origin,
+                        value,
+                        expected,
+                    },
                     Bad::WrongType(expected) => ConfigError::WrongType {
                         origin,
                         expected,
                         found: format!("{} `{value}`", node.kind()),
                     },
-                    Bad::Unsupported(supported) => ConfigError::UnsupportedValue { origin, value, supported },
+                    Bad::Unsupported(supported) => ConfigError::UnsupportedValue {
+                        origin,
+                        value,
+                        supported,
+                    },
                 });
                 None
             }
@@ -104,13 +138,18 @@ impl<'e> Ctx<'e> {
 
 /// The text of a scalar, or a wrong-type error naming `expected`.
 pub(super) fn scalar(node: &Node, expected: &str) -> Parsed<String> {
-    node.scalar_text().ok_or_else(|| Bad::WrongType(expected.to_owned()))
+    node.scalar_text()
+        .ok_or_else(|| Bad::WrongType(expected.to_owned()))
 }
 
 /// A non-empty string (numbers and booleans are taken as their text).
 pub(super) fn string(node: &Node) -> Parsed<String> {
     let s = scalar(node, "a string")?;
-    if s.trim().is_empty() { Err(Bad::Invalid("a non-empty string".to_owned())) } else { Ok(s) }
+    if s.trim().is_empty() {
+        Err(Bad::Invalid("a non-empty string".to_owned()))
+    } else {
+        Ok(s)
+    }
 }
 
 /// `true` or `false` (any case, also from a string).
@@ -132,7 +171,8 @@ pub(super) fn integer(min: u64, max: u64) -> impl Fn(&Node) -> Parsed<u64> {
             Node::Str(s) => s.trim().parse::<u64>().ok(),
             _ => return Err(Bad::WrongType(expected())),
         };
-        n.filter(|n| (min..=max).contains(n)).ok_or_else(|| Bad::Invalid(expected()))
+        n.filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| Bad::Invalid(expected()))
     }
 }
 
@@ -140,7 +180,11 @@ pub(super) fn integer(min: u64, max: u64) -> impl Fn(&Node) -> Parsed<u64> {
 pub(super) fn duration(min: Duration, max: Duration) -> impl Fn(&Node) -> Parsed<Duration> {
     move |node| {
         let expected = || {
-            format!("a duration with a unit (ns, us, ms, s, m, h) from {} to {}", format_duration(min), format_duration(max))
+            format!(
+                "a duration with a unit (ns, us, ms, s, m, h) from {} to {}",
+                format_duration(min),
+                format_duration(max)
+            )
         };
         let d = match node {
             Node::Int(0) => Some(Duration::ZERO),
@@ -148,41 +192,65 @@ pub(super) fn duration(min: Duration, max: Duration) -> impl Fn(&Node) -> Parsed
             Node::Int(_) | Node::Float(_) => None,
             _ => return Err(Bad::WrongType(expected())),
         };
-        d.filter(|d| (min..=max).contains(d)).ok_or_else(|| Bad::Invalid(expected()))
+        d.filter(|d| (min..=max).contains(d))
+            .ok_or_else(|| Bad::Invalid(expected()))
     }
 }
 
 /// An integer number of milliseconds (the unit of the OpenTelemetry SDK variables).
 pub(super) fn millis(min: Duration, max: Duration) -> impl Fn(&Node) -> Parsed<Duration> {
     move |node| {
-        let expected = || format!("an integer number of milliseconds from {} to {}", min.as_millis(), max.as_millis());
+        let expected = || {
+            format!(
+                "an integer number of milliseconds from {} to {}",
+                min.as_millis(),
+                max.as_millis()
+            )
+        };
         let ms = match node {
             Node::Int(i) => u64::try_from(*i).ok(),
             Node::Str(s) => s.trim().parse::<u64>().ok(),
             _ => return Err(Bad::WrongType(expected())),
         };
-        ms.map(Duration::from_millis).filter(|d| (min..=max).contains(d)).ok_or_else(|| Bad::Invalid(expected()))
+        ms.map(Duration::from_millis)
+            .filter(|d| (min..=max).contains(d))
+            .ok_or_else(|| Bad::Invalid(expected()))
     }
 }
 
 /// A byte count: an integer, or a number with `KiB`, `MiB` or `GiB`, within `min..=max`.
 pub(super) fn byte_size(min: u64, max: u64) -> impl Fn(&Node) -> Parsed<u64> {
     move |node| {
-        let expected =
-            || format!("a size in bytes (or with KiB, MiB, GiB) from {} to {}", format_bytes(min), format_bytes(max));
+        let expected = || {
+            format!(
+                "a size in bytes (or with KiB, MiB, GiB) from {} to {}",
+                format_bytes(min),
+                format_bytes(max)
+            )
+        };
         let n = match node {
             Node::Int(i) => u64::try_from(*i).ok(),
             Node::Str(s) => parse_bytes(s.trim()),
             _ => return Err(Bad::WrongType(expected())),
         };
-        n.filter(|n| (min..=max).contains(n)).ok_or_else(|| Bad::Invalid(expected()))
+        n.filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| Bad::Invalid(expected()))
     }
 }
 
 /// One of `choices` (compared ignoring ASCII case); `unsupported` are OBI values mop lacks.
-pub(super) fn choice<T: Copy>(choices: &'static [(&'static str, T)], unsupported: &'static [&'static str]) -> impl Fn(&Node) -> Parsed<T> {
+pub(super) fn choice<T: Copy>(
+    choices: &'static [(&'static str, T)],
+    unsupported: &'static [&'static str],
+) -> impl Fn(&Node) -> Parsed<T> {
     move |node| {
-        let names = || choices.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+        let names = || {
+            choices
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let s = scalar(node, &format!("one of {}", names()))?;
         let s = s.trim();
         if let Some((_, v)) = choices.iter().find(|(n, _)| n.eq_ignore_ascii_case(s)) {
@@ -198,24 +266,39 @@ pub(super) fn choice<T: Copy>(choices: &'static [(&'static str, T)], unsupported
 /// A list of strings: a YAML sequence of scalars, or a comma-separated string.
 pub(super) fn string_list(node: &Node) -> Parsed<Vec<String>> {
     let items = match node {
-        Node::Seq(items) => items.iter().map(|i| scalar(i, "a list of strings")).collect::<Result<Vec<_>, _>>()?,
+        Node::Seq(items) => items
+            .iter()
+            .map(|i| scalar(i, "a list of strings"))
+            .collect::<Result<Vec<_>, _>>()?,
         Node::Str(s) => s.split(',').map(str::to_owned).collect(),
         _ => return Err(Bad::WrongType("a list of strings".to_owned())),
     };
-    Ok(items.into_iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect())
 }
 
 /// Histogram bucket boundaries: a non-empty, strictly increasing list of finite numbers.
 pub(super) fn buckets(node: &Node) -> Parsed<Vec<f64>> {
     const EXPECTED: &str = "a non-empty list of strictly increasing finite numbers";
-    let Node::Seq(items) = node else { return Err(Bad::WrongType(EXPECTED.to_owned())) };
+    let Node::Seq(items) = node else {
+        return Err(Bad::WrongType(EXPECTED.to_owned()));
+    };
     let mut out = Vec::with_capacity(items.len());
     for item in items {
-        #[expect(clippy::cast_precision_loss, reason = "bucket bounds are small integers")]
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "bucket bounds are small integers"
+        )]
         let x = match item {
             Node::Int(i) => *i as f64,
             Node::Float(x) => *x,
-            Node::Str(s) => s.trim().parse::<f64>().map_err(|_| Bad::Invalid(EXPECTED.to_owned()))?,
+            Node::Str(s) => s
+                .trim()
+                .parse::<f64>()
+                .map_err(|_| Bad::Invalid(EXPECTED.to_owned()))?,
             _ => return Err(Bad::Invalid(EXPECTED.to_owned())),
         };
         if !x.is_finite() || out.last().is_some_and(|last| *last >= x) {
@@ -223,7 +306,11 @@ pub(super) fn buckets(node: &Node) -> Parsed<Vec<f64>> {
         }
         out.push(x);
     }
-    if out.is_empty() { Err(Bad::Invalid(EXPECTED.to_owned())) } else { Ok(out) }
+    if out.is_empty() {
+        Err(Bad::Invalid(EXPECTED.to_owned()))
+    } else {
+        Ok(out)
+    }
 }
 
 /// Parses Go's `time.ParseDuration` syntax, without a sign; `0` alone is allowed.
@@ -238,9 +325,13 @@ pub(super) fn parse_duration(s: &str) -> Option<Duration> {
     let mut total: u128 = 0;
     let mut rest = s;
     while !rest.is_empty() {
-        let digits_end = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+        let digits_end = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
         let (number, after) = rest.split_at(digits_end);
-        let unit_end = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
         let (unit, next) = after.split_at(unit_end);
         let scale: u128 = match unit {
             "ns" => 1,
@@ -275,7 +366,13 @@ pub(super) fn format_duration(d: Duration) -> String {
     if nanos == 0 {
         return "0s".to_owned();
     }
-    for (unit, scale) in [("h", 3_600_000_000_000), ("m", 60_000_000_000), ("s", 1_000_000_000), ("ms", 1_000_000), ("us", 1_000)] {
+    for (unit, scale) in [
+        ("h", 3_600_000_000_000),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+    ] {
         if nanos.is_multiple_of(scale) {
             return format!("{}{unit}", nanos / scale);
         }

@@ -117,8 +117,10 @@ pub(super) fn parse(text: &str) -> Result<Node, ConfigError> {
     let mut options = serde_saphyr::Options::default();
     options.strict_booleans = true;
     options.with_snippet = false;
-    let node: Node = serde_saphyr::from_str_with_options(text, options)
-        .map_err(|e| ConfigError::Yaml { message: e.to_string().trim_end().to_owned() })?;
+    let node: Node =
+        serde_saphyr::from_str_with_options(text, options).map_err(|e| ConfigError::Yaml {
+            message: e.to_string().trim_end().to_owned(),
+        })?;
     Ok(match node {
         Node::Null => Node::Map(Vec::new()),
         other => other,
@@ -132,7 +134,9 @@ pub(super) fn substitute_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -
     let mut rest = text;
     while let Some(pos) = rest.find("${") {
         let escaped = pos > 0 && rest.as_bytes()[pos - 1] == b'$';
-        let Some(end) = rest[pos..].find('}').map(|e| pos + e) else { break };
+        let Some(end) = rest[pos..].find('}').map(|e| pos + e) else {
+            break;
+        };
         let inner = &rest[pos + 2..end];
         let inner_body = inner.strip_prefix("env:").unwrap_or(inner);
         let (name, default) = match inner_body.split_once(":-") {
@@ -153,7 +157,11 @@ pub(super) fn substitute_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -
         } else {
             out.push_str(&rest[..pos]);
             let value = env(name).filter(|v| !v.is_empty());
-            out.push_str(&value.or_else(|| default.map(str::to_owned)).unwrap_or_default());
+            out.push_str(
+                &value
+                    .or_else(|| default.map(str::to_owned))
+                    .unwrap_or_default(),
+            );
         }
         rest = &rest[end + 1..];
     }
@@ -188,7 +196,9 @@ impl<'de> Visitor<'de> for NodeVisitor {
         Ok(Node::Int(v.into()))
     }
     fn visit_u128<E: de::Error>(self, v: u128) -> Result<Node, E> {
-        i128::try_from(v).map(Node::Int).map_err(|_| E::custom("integer too large"))
+        i128::try_from(v)
+            .map(Node::Int)
+            .map_err(|_| E::custom("integer too large"))
     }
     fn visit_f64<E>(self, v: f64) -> Result<Node, E> {
         Ok(Node::Float(v))
@@ -266,7 +276,11 @@ pub(super) fn from_node<T: de::DeserializeOwned>(
     path: &str,
     errors: &RefCell<Vec<ConfigError>>,
 ) -> Option<T> {
-    match T::deserialize(NodeDe { node, path: path.to_owned(), errors }) {
+    match T::deserialize(NodeDe {
+        node,
+        path: path.to_owned(),
+        errors,
+    }) {
         Ok(value) => Some(value),
         Err(e) => {
             errors.borrow_mut().push(ConfigError::Yaml { message: e.0 });
@@ -302,7 +316,11 @@ struct NodeDe<'a> {
 
 impl<'a> NodeDe<'a> {
     fn child(&self, node: &'a Node, path: String) -> Self {
-        Self { node, path, errors: self.errors }
+        Self {
+            node,
+            path,
+            errors: self.errors,
+        }
     }
 
     fn wrong_type(&self, expected: &str) {
@@ -315,7 +333,11 @@ impl<'a> NodeDe<'a> {
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 static EMPTY_ENTRIES: Vec<(String, Node)> = Vec::new();
@@ -331,8 +353,16 @@ impl<'de> Deserializer<'de> for NodeDe<'_> {
             Node::Int(i) => visitor.visit_i128(*i),
             Node::Float(x) => visitor.visit_f64(*x),
             Node::Str(s) => visitor.visit_str(s),
-            Node::Seq(items) => visitor.visit_seq(Seq { items: items.iter(), index: 0, de: &self }),
-            Node::Map(entries) => visitor.visit_map(Map { entries: entries.iter(), value: None, de: &self }),
+            Node::Seq(items) => visitor.visit_seq(Seq {
+                items: items.iter(),
+                index: 0,
+                de: &self,
+            }),
+            Node::Map(entries) => visitor.visit_map(Map {
+                entries: entries.iter(),
+                value: None,
+                de: &self,
+            }),
         }
     }
 
@@ -360,7 +390,11 @@ impl<'de> Deserializer<'de> for NodeDe<'_> {
                 &EMPTY_ITEMS
             }
         };
-        visitor.visit_seq(Seq { items: items.iter(), index: 0, de: &self })
+        visitor.visit_seq(Seq {
+            items: items.iter(),
+            index: 0,
+            de: &self,
+        })
     }
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
@@ -372,7 +406,11 @@ impl<'de> Deserializer<'de> for NodeDe<'_> {
                 &EMPTY_ENTRIES
             }
         };
-        visitor.visit_map(Map { entries: entries.iter(), value: None, de: &self })
+        visitor.visit_map(Map {
+            entries: entries.iter(),
+            value: None,
+            de: &self,
+        })
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -394,10 +432,16 @@ impl<'de> Deserializer<'de> for NodeDe<'_> {
             if fields.contains(&entry.0.as_str()) {
                 known.push(entry);
             } else {
-                self.errors.borrow_mut().push(keys::unknown_key(&join(&self.path, &entry.0), fields));
+                self.errors
+                    .borrow_mut()
+                    .push(keys::unknown_key(&join(&self.path, &entry.0), fields));
             }
         }
-        visitor.visit_map(Map { entries: known.into_iter(), value: None, de: &self })
+        visitor.visit_map(Map {
+            entries: known.into_iter(),
+            value: None,
+            de: &self,
+        })
     }
 
     serde::forward_to_deserialize_any! {
@@ -419,7 +463,9 @@ impl<'de, 'a, I: Iterator<Item = &'a Node>> SeqAccess<'de> for Seq<'a, '_, I> {
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, DeError> {
-        let Some(item) = self.items.next() else { return Ok(None) };
+        let Some(item) = self.items.next() else {
+            return Ok(None);
+        };
         let path = format!("{}[{}]", self.de.path, self.index);
         self.index += 1;
         seed.deserialize(self.de.child(item, path)).map(Some)
@@ -439,13 +485,21 @@ impl<'de, 'a, I: Iterator<Item = &'a (String, Node)>> MapAccess<'de> for Map<'a,
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, DeError> {
-        let Some((key, value)) = self.entries.next() else { return Ok(None) };
+        let Some((key, value)) = self.entries.next() else {
+            return Ok(None);
+        };
         self.value = Some((value, join(&self.de.path, key)));
         seed.deserialize(key.as_str().into_deserializer()).map(Some)
     }
 
-    fn next_value_seed<V: de::DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
-        let (node, path) = self.value.take().ok_or_else(|| de::Error::custom("value without key"))?;
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, DeError> {
+        let (node, path) = self
+            .value
+            .take()
+            .ok_or_else(|| de::Error::custom("value without key"))?;
         seed.deserialize(self.de.child(node, path))
     }
 }
@@ -453,7 +507,12 @@ impl<'de, 'a, I: Iterator<Item = &'a (String, Node)>> MapAccess<'de> for Map<'a,
 /// Builds a mapping node from `(key, value)` pairs, leaving out `None` values; used by the
 /// printers of each component.
 pub(super) fn map<'k>(entries: impl IntoIterator<Item = (&'k str, Option<Node>)>) -> Node {
-    Node::Map(entries.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v))).collect())
+    Node::Map(
+        entries
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
+            .collect(),
+    )
 }
 
 /// A string node.
@@ -463,6 +522,8 @@ pub(super) fn text(value: impl Into<String>) -> Node {
 
 /// For raw struct fields where an explicit `null` must differ from an absent key
 /// (`default_exclude_instrument:` empties the list, leaving it out keeps the default).
-pub(super) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<Option<T>, D::Error> {
+pub(super) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
     Option::<T>::deserialize(d).map(|v| Some(v.unwrap_or_default()))
 }

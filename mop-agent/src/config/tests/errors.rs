@@ -9,10 +9,16 @@ fn unknown_keys_name_the_full_path_and_a_near_match() {
         "unknown key `otel_traces_export.protocl` (did you mean `otel_traces_export.protocol`?)"
     );
     assert_eq!(
-        error("discovery:\n  instrument:\n    - open_ports: 80\n      exe_pth: x\n", &[]),
+        error(
+            "discovery:\n  instrument:\n    - open_ports: 80\n      exe_pth: x\n",
+            &[]
+        ),
         "unknown key `discovery.instrument[0].exe_pth` (did you mean `discovery.instrument[0].exe_path`?)"
     );
-    assert_eq!(error("lgo_level: info\n", &[]), "unknown key `lgo_level` (did you mean `log_level`?)");
+    assert_eq!(
+        error("lgo_level: info\n", &[]),
+        "unknown key `lgo_level` (did you mean `log_level`?)"
+    );
     assert_eq!(error("frobnicate: 1\n", &[]), "unknown key `frobnicate`");
     assert_eq!(
         error("ebpf:\n  buffer_sizes:\n    htp: 512\n", &[]),
@@ -23,18 +29,34 @@ fn unknown_keys_name_the_full_path_and_a_near_match() {
 #[test]
 fn all_unknown_keys_are_reported_not_just_the_first() {
     let all = errors("a: 1\nb: 2\nroutes:\n  c: 3\n", &[]);
-    assert_eq!(all, ["unknown key `a`", "unknown key `b`", "unknown key `routes.c`"]);
+    assert_eq!(
+        all,
+        [
+            "unknown key `a`",
+            "unknown key `b`",
+            "unknown key `routes.c`"
+        ]
+    );
 }
 
 #[test]
 fn obi_keys_mop_lacks_are_unsupported_not_unknown() {
     assert_eq!(
-        error("otel_metrics_export:\n  histogram_aggregation: base2_exponential_bucket_histogram\n", &[]),
+        error(
+            "otel_metrics_export:\n  histogram_aggregation: base2_exponential_bucket_histogram\n",
+            &[]
+        ),
         "`otel_metrics_export.histogram_aggregation` is not supported by mop yet (mop exports explicit bucket histograms)"
     );
-    assert_eq!(error("network:\n  enable: true\n", &[]), "`network` is not supported by mop yet (mop has no network metrics)");
     assert_eq!(
-        error("discovery:\n  exclude_instrument:\n    - exe_path: x\n      languages: go\n", &[]),
+        error("network:\n  enable: true\n", &[]),
+        "`network` is not supported by mop yet (mop has no network metrics)"
+    );
+    assert_eq!(
+        error(
+            "discovery:\n  exclude_instrument:\n    - exe_path: x\n      languages: go\n",
+            &[]
+        ),
         "`discovery.exclude_instrument[0].languages` is not supported by mop yet"
     );
     assert_eq!(
@@ -49,7 +71,10 @@ fn obi_keys_mop_lacks_are_unsupported_not_unknown() {
 
 #[test]
 fn wrong_types_say_what_was_expected_and_found() {
-    assert_eq!(error("prometheus_export: 5\n", &[]), "`prometheus_export`: expected a mapping, found an integer `5`");
+    assert_eq!(
+        error("prometheus_export: 5\n", &[]),
+        "`prometheus_export`: expected a mapping, found an integer `5`"
+    );
     assert_eq!(
         error("discovery:\n  instrument: {open_ports: 80}\n", &[]),
         "`discovery.instrument`: expected a list, found a mapping `{open_ports: 80}`"
@@ -59,7 +84,10 @@ fn wrong_types_say_what_was_expected_and_found() {
         "`otel_traces_export.protocol`: expected one of grpc, http/protobuf, found a list `[grpc]`"
     );
     assert_eq!(
-        error("otel_metrics_export:\n  buckets:\n    duration_histogram: 1\n", &[]),
+        error(
+            "otel_metrics_export:\n  buckets:\n    duration_histogram: 1\n",
+            &[]
+        ),
         "`otel_metrics_export.buckets.duration_histogram`: expected a non-empty list of strictly increasing finite numbers, found an integer `1`"
     );
 }
@@ -79,13 +107,24 @@ fn bad_port_sets() {
         ("'80,http'", "80,http", "http"),
         ("'80,'", "80,", ""),
     ] {
-        assert_eq!(error(&format!("discovery:\n  instrument:\n    - open_ports: {yaml}\n"), &[]), expected(v, why));
+        assert_eq!(
+            error(
+                &format!("discovery:\n  instrument:\n    - open_ports: {yaml}\n"),
+                &[]
+            ),
+            expected(v, why)
+        );
     }
 }
 
 #[test]
 fn bad_endpoints() {
-    let e = |url: &str| error(&format!("otel_traces_export:\n  endpoint: \"{url}\"\n"), &[]);
+    let e = |url: &str| {
+        error(
+            &format!("otel_traces_export:\n  endpoint: \"{url}\"\n"),
+            &[],
+        )
+    };
     assert_eq!(
         e("collector:4317"),
         "`otel_traces_export.endpoint`: invalid value `collector:4317`: expected an http:// or https:// URL (not an absolute URL)"
@@ -116,10 +155,16 @@ fn bad_endpoints() {
 #[test]
 fn bad_durations() {
     let expected = |v: &str| {
-        format!("`shutdown_timeout`: invalid value `{v}`: expected a duration with a unit (ns, us, ms, s, m, h) from 1ms to 1h")
+        format!(
+            "`shutdown_timeout`: invalid value `{v}`: expected a duration with a unit (ns, us, ms, s, m, h) from 1ms to 1h"
+        )
     };
     for v in ["5", "5 parsecs", "-5s", "2h", "1.5", "s", "5s3"] {
-        assert_eq!(error(&format!("shutdown_timeout: \"{v}\"\n"), &[]), expected(v), "{v}");
+        assert_eq!(
+            error(&format!("shutdown_timeout: \"{v}\"\n"), &[]),
+            expected(v),
+            "{v}"
+        );
     }
     assert_eq!(error("shutdown_timeout: 5\n", &[]), expected("5"));
 }
@@ -138,7 +183,10 @@ fn bad_enum_values() {
         error("trace_printer: counter\n", &[]),
         "`trace_printer`: value `counter` is not supported by mop yet (supported: disabled, text, json)"
     );
-    assert_eq!(error("log_level: verbose\n", &[]), "`log_level`: invalid value `verbose`: expected one of debug, info, warn, error");
+    assert_eq!(
+        error("log_level: verbose\n", &[]),
+        "`log_level`: invalid value `verbose`: expected one of debug, info, warn, error"
+    );
     assert_eq!(
         error("routes:\n  unmatched: low-cardinality\n", &[]),
         "`routes.unmatched`: value `low-cardinality` is not supported by mop yet (supported: heuristic, path, wildcard, unset)"
@@ -193,7 +241,10 @@ fn out_of_range_values() {
         "`prometheus_export.path`: invalid value `/healthz`: expected a path starting with `/`, other than /healthz and /readyz"
     );
     assert_eq!(
-        error("otel_traces_export:\n  sampler:\n    name: traceidratio\n    arg: 1.5\n", &[]),
+        error(
+            "otel_traces_export:\n  sampler:\n    name: traceidratio\n    arg: 1.5\n",
+            &[]
+        ),
         "`otel_traces_export.sampler.arg`: invalid value `1.5`: expected a ratio from 0 to 1"
     );
     assert_eq!(
@@ -201,7 +252,10 @@ fn out_of_range_values() {
         "`otel_traces_export.max_export_batch_size`: invalid value `5000`: expected at most max_queue_size (4096)"
     );
     assert_eq!(
-        error("otel_metrics_export:\n  buckets:\n    duration_histogram: [1, 0.5]\n", &[]),
+        error(
+            "otel_metrics_export:\n  buckets:\n    duration_histogram: [1, 0.5]\n",
+            &[]
+        ),
         "`otel_metrics_export.buckets.duration_histogram`: invalid value `[1, 0.5]`: expected a non-empty list of strictly increasing finite numbers"
     );
     assert_eq!(
@@ -218,11 +272,17 @@ fn bad_selectors_globs_and_patterns() {
          exe_path, k8s_* (name and namespace only rename)"
     );
     assert_eq!(
-        error("discovery:\n  instrument:\n    - exe_path: \"*[abc\"\n", &[]),
+        error(
+            "discovery:\n  instrument:\n    - exe_path: \"*[abc\"\n",
+            &[]
+        ),
         "`discovery.instrument[0].exe_path`: invalid value `*[abc`: expected a glob pattern (unclosed `[`)"
     );
     assert_eq!(
-        error("discovery:\n  instrument:\n    - k8s_namespace: \"{a,b\"\n", &[]),
+        error(
+            "discovery:\n  instrument:\n    - k8s_namespace: \"{a,b\"\n",
+            &[]
+        ),
         "`discovery.instrument[0].k8s_namespace`: invalid value `{a,b`: expected a glob pattern (unclosed `{`)"
     );
     assert_eq!(
@@ -292,7 +352,13 @@ fn unsupported_obi_variables_are_rejected() {
 fn malformed_yaml() {
     let e = error("discovery:\n  instrument: [\n", &[]);
     assert!(e.starts_with("invalid yaml: "), "{e}");
-    assert_eq!(error("- a\n- b\n", &[]), "invalid yaml: the top level must be a mapping of keys, found a list");
+    assert_eq!(
+        error("- a\n- b\n", &[]),
+        "invalid yaml: the top level must be a mapping of keys, found a list"
+    );
     let dup = error("log_level: info\nlog_level: debug\n", &[]);
-    assert!(dup.starts_with("invalid yaml: ") && dup.contains("log_level"), "{dup}");
+    assert!(
+        dup.starts_with("invalid yaml: ") && dup.contains("log_level"),
+        "{dup}"
+    );
 }

@@ -12,7 +12,10 @@ use super::{Config, ConfigError};
 
 /// A fake environment from `NAME=value` pairs.
 pub(super) fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
-    let map: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
     move |name| map.get(name).cloned()
 }
 
@@ -41,7 +44,8 @@ pub(super) fn error(yaml: &str, vars: &[(&str, &str)]) -> String {
 
 #[test]
 fn multiple_errors_are_all_reported_and_listed() {
-    let e = Config::from_yaml_str("log_level: loud\nshutdown_timeout: soon\n", &env(&[])).unwrap_err();
+    let e =
+        Config::from_yaml_str("log_level: loud\nshutdown_timeout: soon\n", &env(&[])).unwrap_err();
     assert!(matches!(e, ConfigError::Multiple(ref v) if v.len() == 2));
     assert_eq!(
         e.to_string(),
@@ -60,7 +64,10 @@ fn load_reads_the_file_named_by_the_environment() {
     let config = Config::load(None, &env(&[("OTEL_EBPF_CONFIG_PATH", path)])).unwrap();
     assert_eq!(config.log_level, super::LogLevel::Debug);
     let missing = Config::load(Some(&dir.join("missing.yaml")), &env(&[])).unwrap_err();
-    assert!(missing.to_string().starts_with("cannot read config file "), "{missing}");
+    assert!(
+        missing.to_string().starts_with("cannot read config file "),
+        "{missing}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
