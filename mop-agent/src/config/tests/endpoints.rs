@@ -15,6 +15,7 @@ type Case = (
 );
 
 #[test]
+#[expect(clippy::too_many_lines, reason = "one table of cases")]
 fn endpoint_resolution_table() {
     use OtlpProtocol::{Grpc, HttpProtobuf};
     let cases: &[Case] = &[

@@ -57,8 +57,8 @@ fn defaults() {
     assert_eq!(c.traces.batch.max_export_batch_size, 512);
     assert_eq!(c.traces.batch.max_queue_size, 4096);
     assert_eq!(c.traces.queue_memory_cap_bytes, 64 << 20);
-    assert_eq!(c.metrics.interval, Duration::from_secs(60));
-    assert_eq!(c.metrics.ttl, Duration::from_secs(300));
+    assert_eq!(c.metrics.interval, Duration::from_mins(1));
+    assert_eq!(c.metrics.ttl, Duration::from_mins(5));
     assert_eq!(
         c.metrics.buckets.duration_histogram,
         [
@@ -333,7 +333,7 @@ fn durations_and_sizes() {
     for bad in ["", "5", "s", "-1s", "5d", "1..5s", ".s"] {
         assert_eq!(parse_duration(bad), None, "{bad}");
     }
-    assert_eq!(format_duration(Duration::from_secs(300)), "5m");
+    assert_eq!(format_duration(Duration::from_mins(5)), "5m");
     assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
     assert_eq!(format_duration(Duration::ZERO), "0s");
     assert_eq!(format_bytes(16 << 20), "16MiB");
