@@ -306,8 +306,9 @@ fn selectors(raw: Vec<RawSelector>, key: &str, ctx: &mut Ctx<'_>) -> Vec<Selecto
             // An entry whose keys were all refused already has its errors.
             let prefix = format!("{key}.");
             let refused = ctx.errors.iter().any(|e| match e {
-                ConfigError::UnknownKey { key, .. } | ConfigError::UnsupportedKey { key, .. } => key.starts_with(&prefix),
-                ConfigError::InvalidValue { origin: Origin::Key(key), .. } => key.starts_with(&prefix),
+                ConfigError::UnknownKey { key, .. }
+                | ConfigError::UnsupportedKey { key, .. }
+                | ConfigError::InvalidValue { origin: Origin::Key(key), .. } => key.starts_with(&prefix),
                 _ => false,
             });
             if !selector.has_criteria() && !refused {

@@ -158,7 +158,9 @@ fn buffer_size(node: &Node) -> Parsed<u32> {
     match n {
         0 => Ok(DEFAULT_BUFFER_SIZE),
         n if (u64::from(MIN_BUFFER_SIZE)..=u64::from(MAX_BUFFER_SIZE)).contains(&n) => Ok(n as u32),
-        n if n <= 65_536 => Err(Bad::Unsupported(format!("up to {MAX_BUFFER_SIZE} bytes"))),
+        n if n > u64::from(MAX_BUFFER_SIZE) && n <= 65_536 => {
+            Err(Bad::Unsupported(format!("up to {MAX_BUFFER_SIZE} bytes")))
+        }
         _ => Err(Bad::Invalid(expected)),
     }
 }

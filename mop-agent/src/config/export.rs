@@ -1,5 +1,5 @@
-//! Output stages: `otel_traces_export` (with its `sampler`), `otel_metrics_export`,
-//! `prometheus_export`, the top-level `metrics.features` and `trace_printer`.
+//! The OTLP exporters: `otel_traces_export` (batching; the sampler is in `sampler`),
+//! `otel_metrics_export`, histogram buckets and the top-level `metrics.features`.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -8,6 +8,8 @@ use serde::Deserialize;
 use super::{
     error::Origin,
     otlp::{self, CommonNodes, Compression, OtlpCommon, OtlpEndpoint, OtlpProtocol, Signal},
+    output::RawPrometheus,
+    sampler::{self, RawSampler, SamplerConfig},
     value::{self, Bad, Ctx, Parsed},
     yaml::{Node, map, text},
 };
@@ -33,7 +35,7 @@ pub const DEFAULT_SIZE_BUCKETS: &[f64] = &[
 ];
 /// Default series expiry for both metric exporters (OBI's default).
 pub const DEFAULT_METRICS_TTL: Duration = Duration::from_mins(5);
-const MAX_TTL: Duration = Duration::from_hours(168);
+pub(super) const MAX_TTL: Duration = Duration::from_hours(168);
 
 /// The OTLP trace exporter, validated; disabled when `endpoint` is `None`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,106 +136,6 @@ pub struct MetricFeatures {
     pub application: bool,
 }
 
-/// The Prometheus scrape endpoint, present when a port is configured.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PrometheusConfig {
-    /// TCP port; `/healthz` and `/readyz` are served there too.
-    pub port: u16,
-    /// Path of the metrics page (default `/metrics`).
-    pub path: String,
-    /// Series not updated for this long are dropped (default 5 min).
-    pub ttl: Duration,
-    /// Histogram bounds for this exporter.
-    pub buckets: Buckets,
-}
-
-/// Spans written to stdout (`trace_printer`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TracePrinter {
-    /// Nothing printed (default).
-    Disabled,
-    /// One line of text per span.
-    Text,
-    /// One JSON object per span per line.
-    Json,
-}
-
-impl TracePrinter {
-    const CHOICES: &[(&str, Self)] = &[
-        ("disabled", Self::Disabled),
-        ("text", Self::Text),
-        ("json", Self::Json),
-    ];
-
-    /// The configuration spelling.
-    pub fn as_str(self) -> &'static str {
-        Self::CHOICES
-            .iter()
-            .find(|(_, v)| *v == self)
-            .map_or("disabled", |(n, _)| n)
-    }
-}
-
-/// Which traces are kept (OpenTelemetry sampler names and `arg`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum SamplerConfig {
-    /// Keep a trace when its parent was kept; keep all roots (default).
-    ParentBasedAlwaysOn,
-    /// Keep a trace when its parent was kept; drop all roots.
-    ParentBasedAlwaysOff,
-    /// Keep a trace when its parent was kept; keep this fraction of roots.
-    ParentBasedTraceIdRatio(f64),
-    /// Keep everything.
-    AlwaysOn,
-    /// Keep nothing.
-    AlwaysOff,
-    /// Keep this fraction of traces by trace id.
-    TraceIdRatio(f64),
-}
-
-impl SamplerConfig {
-    /// The sampler name and its argument, if it takes one.
-    pub fn name_and_arg(self) -> (&'static str, Option<f64>) {
-        match self {
-            Self::ParentBasedAlwaysOn => ("parentbased_always_on", None),
-            Self::ParentBasedAlwaysOff => ("parentbased_always_off", None),
-            Self::ParentBasedTraceIdRatio(r) => ("parentbased_traceidratio", Some(r)),
-            Self::AlwaysOn => ("always_on", None),
-            Self::AlwaysOff => ("always_off", None),
-            Self::TraceIdRatio(r) => ("traceidratio", Some(r)),
-        }
-    }
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum SamplerName {
-    ParentBasedAlwaysOn,
-    ParentBasedAlwaysOff,
-    ParentBasedRatio,
-    AlwaysOn,
-    AlwaysOff,
-    Ratio,
-}
-
-const SAMPLERS: &[(&str, SamplerName)] = &[
-    ("parentbased_always_on", SamplerName::ParentBasedAlwaysOn),
-    ("parentbased_always_off", SamplerName::ParentBasedAlwaysOff),
-    ("parentbased_traceidratio", SamplerName::ParentBasedRatio),
-    ("always_on", SamplerName::AlwaysOn),
-    ("always_off", SamplerName::AlwaysOff),
-    ("traceidratio", SamplerName::Ratio),
-];
-
-fn ratio(node: &Node) -> Parsed<f64> {
-    const EXPECTED: &str = "a ratio from 0 to 1";
-    let s = value::scalar(node, EXPECTED)?;
-    s.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|r| (0.0..=1.0).contains(r))
-        .ok_or_else(|| Bad::Invalid(EXPECTED.to_owned()))
-}
-
 fn features(node: &Node) -> Parsed<MetricFeatures> {
     let mut out = MetricFeatures { application: false };
     for f in value::string_list(node)? {
@@ -269,17 +171,6 @@ fn features(node: &Node) -> Parsed<MetricFeatures> {
     Ok(out)
 }
 
-fn prometheus_path(node: &Node) -> Parsed<String> {
-    let s = value::string(node)?;
-    if s.starts_with('/') && s != "/healthz" && s != "/readyz" && !s.contains(char::is_whitespace) {
-        Ok(s)
-    } else {
-        Err(Bad::Invalid(
-            "a path starting with `/`, other than /healthz and /readyz".to_owned(),
-        ))
-    }
-}
-
 /// `otel_traces_export` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -296,14 +187,6 @@ pub(super) struct RawTraces {
     max_export_batch_size: Option<Node>,
     max_queue_size: Option<Node>,
     queue_memory_cap: Option<Node>,
-}
-
-/// `otel_traces_export.sampler` as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawSampler {
-    name: Option<Node>,
-    arg: Option<Node>,
 }
 
 /// `otel_metrics_export` as written.
@@ -333,17 +216,6 @@ pub(super) struct RawBuckets {
     response_size_histogram: Option<Node>,
 }
 
-/// `prometheus_export` as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(super) struct RawPrometheus {
-    port: Option<Node>,
-    path: Option<Node>,
-    ttl: Option<Node>,
-    buckets: RawBuckets,
-    features: Option<Node>,
-}
-
 /// Top-level `metrics` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -351,7 +223,7 @@ pub(super) struct RawMetricsCommon {
     features: Option<Node>,
 }
 
-fn buckets(raw: &RawBuckets, section: &str, ctx: &mut Ctx<'_>) -> Buckets {
+pub(super) fn buckets(raw: &RawBuckets, section: &str, ctx: &mut Ctx<'_>) -> Buckets {
     let d = Buckets::default();
     let mut get = |name: &str, node: Option<&Node>, default: Vec<f64>| {
         ctx.yaml(&format!("{section}.buckets.{name}"), node, value::buckets)
@@ -463,42 +335,7 @@ pub(super) fn build_traces(
         ca_file,
         insecure_skip_verify,
     };
-    (traces, sampler(&raw.sampler, ctx))
-}
-
-fn sampler(raw: &RawSampler, ctx: &mut Ctx<'_>) -> SamplerConfig {
-    let name = ctx
-        .get(
-            "otel_traces_export.sampler.name",
-            raw.name.as_ref(),
-            &["OTEL_TRACES_SAMPLER"],
-            value::choice(
-                SAMPLERS,
-                &["jaeger_remote", "parentbased_jaeger_remote", "xray"],
-            ),
-        )
-        .unwrap_or(SamplerName::ParentBasedAlwaysOn);
-    // Per the specification the argument only matters for ratio samplers (default 1.0).
-    let needs_arg = matches!(name, SamplerName::Ratio | SamplerName::ParentBasedRatio);
-    let arg = if needs_arg {
-        ctx.get(
-            "otel_traces_export.sampler.arg",
-            raw.arg.as_ref(),
-            &["OTEL_TRACES_SAMPLER_ARG"],
-            ratio,
-        )
-        .unwrap_or(1.0)
-    } else {
-        1.0
-    };
-    match name {
-        SamplerName::ParentBasedAlwaysOn => SamplerConfig::ParentBasedAlwaysOn,
-        SamplerName::ParentBasedAlwaysOff => SamplerConfig::ParentBasedAlwaysOff,
-        SamplerName::ParentBasedRatio => SamplerConfig::ParentBasedTraceIdRatio(arg),
-        SamplerName::AlwaysOn => SamplerConfig::AlwaysOn,
-        SamplerName::AlwaysOff => SamplerConfig::AlwaysOff,
-        SamplerName::Ratio => SamplerConfig::TraceIdRatio(arg),
-    }
+    (traces, sampler::build(&raw.sampler, ctx))
 }
 
 /// Validates the metric feature list: `OTEL_EBPF_METRICS_FEATURES`, then `metrics.features`,
@@ -595,52 +432,7 @@ pub(super) fn build_metrics(
     }
 }
 
-/// Validates `prometheus_export`; `None` when no port (or port 0) is set.
-pub(super) fn build_prometheus(raw: &RawPrometheus, ctx: &mut Ctx<'_>) -> Option<PrometheusConfig> {
-    let port = ctx.get(
-        "prometheus_export.port",
-        raw.port.as_ref(),
-        &["OTEL_EBPF_PROMETHEUS_PORT"],
-        value::integer(0, 65_535),
-    );
-    let path = ctx
-        .get(
-            "prometheus_export.path",
-            raw.path.as_ref(),
-            &["OTEL_EBPF_PROMETHEUS_PATH"],
-            prometheus_path,
-        )
-        .unwrap_or_else(|| "/metrics".to_owned());
-    let ttl = ctx
-        .get(
-            "prometheus_export.ttl",
-            raw.ttl.as_ref(),
-            &["OTEL_EBPF_PROMETHEUS_TTL"],
-            value::duration(Duration::from_secs(1), MAX_TTL),
-        )
-        .unwrap_or(DEFAULT_METRICS_TTL);
-    let buckets = buckets(&raw.buckets, "prometheus_export", ctx);
-    let port = port.filter(|p| *p != 0)? as u16;
-    Some(PrometheusConfig {
-        port,
-        path,
-        ttl,
-        buckets,
-    })
-}
-
-/// Validates `trace_printer` / `OTEL_EBPF_TRACE_PRINTER`.
-pub(super) fn build_printer(node: Option<&Node>, ctx: &mut Ctx<'_>) -> TracePrinter {
-    ctx.get(
-        "trace_printer",
-        node,
-        &["OTEL_EBPF_TRACE_PRINTER"],
-        value::choice(TracePrinter::CHOICES, &["json_indent", "counter"]),
-    )
-    .unwrap_or(TracePrinter::Disabled)
-}
-
-fn buckets_node(b: &Buckets) -> Node {
+pub(super) fn buckets_node(b: &Buckets) -> Node {
     #[expect(
         clippy::cast_possible_truncation,
         reason = "only integral values below 2^53 become integers"
@@ -741,17 +533,5 @@ impl MetricFeatures {
             Vec::new()
         };
         map([("features", Some(Node::Seq(list)))])
-    }
-}
-
-impl PrometheusConfig {
-    /// The effective `prometheus_export` section.
-    pub(super) fn to_node(&self) -> Node {
-        map([
-            ("port", Some(Node::Int(self.port.into()))),
-            ("path", Some(text(self.path.clone()))),
-            ("ttl", Some(text(value::format_duration(self.ttl)))),
-            ("buckets", Some(buckets_node(&self.buckets))),
-        ])
     }
 }

@@ -19,7 +19,9 @@ pub mod export;
 pub mod glob;
 mod keys;
 pub mod otlp;
+pub mod output;
 pub mod routes;
+pub mod sampler;
 mod value;
 mod yaml;
 
@@ -39,13 +41,12 @@ pub use self::{
     discovery::{DiscoveryConfig, PortSet, Selector},
     ebpf::{CapturePath, ContextPropagation, EbpfConfig},
     error::{ConfigError, Origin},
-    export::{
-        BatchConfig, Buckets, MetricFeatures, MetricsExportConfig, PrometheusConfig, SamplerConfig,
-        TracePrinter, TracesExportConfig,
-    },
+    export::{BatchConfig, Buckets, MetricFeatures, MetricsExportConfig, TracesExportConfig},
     glob::Glob,
     otlp::{Compression, OtlpEndpoint, OtlpProtocol},
+    output::{PrometheusConfig, TracePrinter},
     routes::{IgnoreMode, RoutePattern, RoutesConfig, UnmatchedRoutes},
+    sampler::SamplerConfig,
 };
 use self::{
     value::Ctx,
@@ -147,7 +148,7 @@ struct RawConfig {
     routes: routes::RawRoutes,
     otel_traces_export: export::RawTraces,
     otel_metrics_export: export::RawMetrics,
-    prometheus_export: export::RawPrometheus,
+    prometheus_export: output::RawPrometheus,
     metrics: export::RawMetricsCommon,
     attributes: attributes::RawAttributes,
 }
@@ -199,6 +200,9 @@ impl Config {
         ctx.errors = errors.into_inner();
         ctx.errors.extend(keys::unsupported_env(env));
         let config = build(raw, &mut ctx);
+        // Shared variables (OTEL_EXPORTER_OTLP_*) are checked once per signal: report once.
+        let mut seen = std::collections::HashSet::new();
+        ctx.errors.retain(|e| seen.insert(e.to_string()));
         ConfigError::from_list(ctx.errors).map_or(Ok(config), Err)
     }
 
@@ -285,8 +289,8 @@ fn build(raw: RawConfig, ctx: &mut Ctx<'_>) -> Config {
         routes: routes::build(&raw.routes, ctx),
         traces,
         metrics: export::build_metrics(&raw.otel_metrics_export, features, ctx),
-        prometheus: export::build_prometheus(&raw.prometheus_export, ctx),
-        trace_printer: export::build_printer(raw.trace_printer.as_ref(), ctx),
+        prometheus: output::build_prometheus(&raw.prometheus_export, ctx),
+        trace_printer: output::build_printer(raw.trace_printer.as_ref(), ctx),
         attributes: attributes::build(&raw.attributes, ctx),
         sampler,
     }
