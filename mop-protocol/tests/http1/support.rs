@@ -179,7 +179,11 @@ pub(crate) fn exchange(role: Role, method: &str, target: &str, host: Option<&str
 }
 
 /// Sets request segments `req` (first, last) and response segments `resp` (first, last) times.
-pub(crate) fn timed(mut x: HttpExchange, req: (usize, usize), resp: (usize, usize)) -> HttpExchange {
+pub(crate) fn timed(
+    mut x: HttpExchange,
+    req: (usize, usize),
+    resp: (usize, usize),
+) -> HttpExchange {
     x.request_start_ns = times(req.0).0;
     x.request_first_exit_ns = times(req.0).1;
     x.request_tid = times(req.0).2;
