@@ -147,11 +147,14 @@ local stateful = import 'stateful.libsonnet';
         volumeMounts+: [
           k.mount('providers', '/etc/grafana/provisioning/dashboards', readOnly=true),
           k.mount('dashboards', dashboardDir, readOnly=true),
+          // The image's log directory; logs go to the console, but keep it writable.
+          k.mount('logs', '/var/log/grafana'),
         ],
       },
       [
         k.volumes.configMap('providers', 'grafana-dashboard-providers'),
         k.volumes.projectedConfigMaps('dashboards', ['grafana-dashboard-' + name for name in std.objectFields(dashboards)]),
+        k.volumes.emptyDir('logs', '64Mi'),
       ],
       'grafana-datasources',
     ) + {

@@ -50,6 +50,8 @@ local stateful = import 'stateful.libsonnet';
         ingestion_rate: 100000,
         ingestion_burst_size: 200000,
       },
+      // The default, ./metrics-activity.log, is on the read-only root filesystem.
+      activity_tracker: { filepath: '/data/metrics-activity.log' },
       usage_stats: { enabled: false },
     },
 

@@ -459,6 +459,8 @@ def check_program_configs(objects: list[dict]) -> list[str]:
         ("blocks_storage", "filesystem", "dir"): ...,
         ("blocks_storage", "tsdb", "dir"): ...,
         ("compactor", "data_dir"): ...,
+        # Mimir writes ./metrics-activity.log by default: on a read-only root it must move.
+        ("activity_tracker", "filepath"): lambda v: str(v).startswith("/data/"),
         ("limits", "otel_metric_suffixes_enabled"): True,
         ("limits", "promote_otel_resource_attributes"): lambda v: isinstance(v, str) and "service.name" in v.split(","),
     }, out)
