@@ -253,6 +253,26 @@ def check_images_pinned(objects: list[dict]) -> list[str]:
     return out
 
 
+def workspace_version() -> str:
+    import tomllib
+
+    with open(DEPLOY.parent / "Cargo.toml", "rb") as f:
+        return tomllib.load(f)["workspace"]["package"]["version"]
+
+
+def check_agent_image_version(objects: list[dict]) -> list[str]:
+    """The agent image is ghcr.io/mop-observability/mop-agent at the workspace version."""
+    ds = agent_daemonset(objects)
+    if ds is None:
+        return ["the agent DaemonSet is missing"]
+    expected = f"ghcr.io/mop-observability/mop-agent:{workspace_version()}"
+    return [
+        f"{name(ds)}: image {c.get('image')!r}, expected {expected!r} (the workspace version)"
+        for c in containers(ds)
+        if c.get("image") != expected
+    ]
+
+
 def check_resources(objects: list[dict]) -> list[str]:
     """Every container requests CPU and memory and has a memory limit."""
     out = []
@@ -701,6 +721,7 @@ CHECKS = [
     check_pod_security,
     check_probes,
     check_images_pinned,
+    check_agent_image_version,
     check_resources,
     check_selectors,
     check_storage,

@@ -132,6 +132,10 @@ def latest_tag(o):
     checks.pod_spec(find(o, "StatefulSet", "grafana"))["containers"][0]["image"] = "grafana/grafana:latest"
 
 
+def old_agent_image(o):
+    agent_container(o)["image"] = "ghcr.io/mop-observability/mop-agent:0.0.9"
+
+
 def no_memory_limit(o):
     del agent_container(o)["resources"]["limits"]["memory"]
 
@@ -204,6 +208,7 @@ BREAKAGES = {
     checks.check_pod_security: [host_path_in_restricted],
     checks.check_probes: [no_readiness],
     checks.check_images_pinned: [latest_tag],
+    checks.check_agent_image_version: [old_agent_image],
     checks.check_resources: [no_memory_limit],
     checks.check_selectors: [wrong_selector],
     checks.check_storage: [no_claims],
