@@ -35,6 +35,8 @@ function(ds)
         ],
         description='One line per agent: version, capture path chosen at start-up, probes attached, processes instrumented.',
         renames={ 'Value #C': 'probes attached', 'Value #D': 'instrumented processes' },
+        // Info metrics: the labels are the information, the value is always 1.
+        hide=['Value #A', 'Value #B'],
       ),
 
       b.row('Kernel events'),

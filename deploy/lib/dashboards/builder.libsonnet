@@ -104,13 +104,13 @@
     },
 
     // Instant queries merged into one row per label set.
-    table(title, targets, w=24, h=8, description='', renames={}):: panel('table', title, w, h, targets, description) + {
+    table(title, targets, w=24, h=8, description='', renames={}, hide=[]):: panel('table', title, w, h, targets, description) + {
       datasource: targets[0].datasource,
       fieldConfig: { defaults: {}, overrides: [] },
       options: { showHeader: true, cellHeight: 'sm' },
       transformations: [
         { id: 'merge', options: {} },
-        { id: 'organize', options: { excludeByName: { Time: true }, renameByName: renames } },
+        { id: 'organize', options: { excludeByName: { Time: true } + { [f]: true for f in hide }, renameByName: renames } },
       ],
     },
 
