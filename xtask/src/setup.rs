@@ -32,7 +32,7 @@ const APT_PACKAGES: &[&str] = &[
     "umoci",
 ];
 
-/// Python packages (PyPI) the tests use as real peers: OTLP receivers, gRPC, HTTP/2 servers,
+/// Python packages (`PyPI`) the tests use as real peers: OTLP receivers, gRPC, HTTP/2 servers,
 /// Prometheus parsing, manifest rendering and validation.
 const PIP_PACKAGES: &[(&str, &str)] = &[
     ("grpcio", "grpc"),
