@@ -134,7 +134,11 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     let capture = tokio::spawn(capture.run(capture_cancel.clone()));
 
     let spans = SpanStage::new(
-        Assembler::new(IdGenerator::from_entropy(), WallClock::measure()),
+        Assembler::new(
+            IdGenerator::from_entropy(),
+            WallClock::measure(),
+            config.routes.clone(),
+        ),
         exchange_rx,
         span_ctl_rx,
         Arc::clone(&metrics),
