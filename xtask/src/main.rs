@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's developer commands (see the README).
 
+mod bench;
 mod cmd;
 mod image;
 mod manifests;
@@ -24,6 +25,8 @@ enum Command {
     Manifests(manifests::Options),
     /// Build the agent's OCI image into target/image without a container daemon.
     Image(image::Options),
+    /// Measure the agent (`overhead`: nginx under load with and without it).
+    Bench(bench::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,5 +34,6 @@ fn main() -> anyhow::Result<()> {
         Command::Setup(opts) => setup::run(&opts),
         Command::Manifests(opts) => manifests::run(&opts),
         Command::Image(opts) => image::run(&opts),
+        Command::Bench(opts) => bench::run(&opts),
     }
 }
