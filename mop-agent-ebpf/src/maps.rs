@@ -58,7 +58,7 @@ pub(crate) static MOP_CONFIG: Global<KernelConfig> = Global::new(KernelConfig {
     capture_bytes: 256,
     wakeup_bytes: 0,
     flags: 0,
-    pad: 0,
+    http2_capture_bytes: 4096,
     regs_arg_offsets: [0; 6],
     offsets: KernelOffsets {
         task_files: 0,

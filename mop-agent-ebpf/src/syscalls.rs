@@ -9,7 +9,10 @@ use aya_ebpf::{
 use mop_common::{
     ConnInfo, ConnKey, Counter, EventKind, InflightSyscall, KernelConfig, SyscallOp,
     event::{ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN},
-    maps::{CONN_OTHER, CONN_TCP, FLAG_WATCH_EXEC, PID_PENDING},
+    maps::{
+        CONN_OTHER, CONN_TCP, FLAG_WATCH_EXEC, PID_PENDING, PROTO_HTTP2, PROTO_OTHER,
+        PROTO_UNKNOWN,
+    },
     ops::SYSCALL_TABLE_LEN,
 };
 
@@ -153,12 +156,16 @@ fn track(key: &ConnKey, role: u32, cfg: &KernelConfig) -> Option<ConnInfo> {
             addrs,
             kind: CONN_TCP,
             role,
+            proto: PROTO_UNKNOWN,
+            pad: 0,
         },
         FdKind::Other => ConnInfo {
             conn_id: 0,
             addrs: mop_common::ConnAddrs::default(),
             kind: CONN_OTHER,
             role: ROLE_UNKNOWN,
+            proto: PROTO_OTHER,
+            pad: 0,
         },
     };
     let _ = MOP_CONNS.insert(key, &info, 0);
@@ -197,7 +204,7 @@ fn on_data(sc: &DataSyscall, cfg: &KernelConfig) {
     };
     // SAFETY: the entry is copied out at once.
     let known = unsafe { MOP_CONNS.get(&key) }.copied();
-    let info = match known {
+    let mut info = match known {
         Some(info) if info.kind == CONN_TCP => info,
         Some(_) => return,
         None => match track(&key, ROLE_UNKNOWN, cfg) {
@@ -205,6 +212,18 @@ fn on_data(sc: &DataSyscall, cfg: &KernelConfig) {
             None => return,
         },
     };
+    if info.proto == PROTO_UNKNOWN {
+        info.proto = if starts_http2_preface(sc) {
+            PROTO_HTTP2
+        } else {
+            PROTO_OTHER
+        };
+        if let Some(entry) = MOP_CONNS.get_ptr_mut(&key) {
+            // SAFETY: LRU map values stay valid for the program's run; a concurrent update
+            // of the same field writes the same decision.
+            unsafe { (*entry).proto = info.proto };
+        }
+    }
     emit_data(&info, sc, cfg);
 }
 
@@ -241,7 +260,52 @@ pub(crate) fn mop_sched_exec(_ctx: RawTracePointContext) -> i32 {
         addrs: mop_common::ConnAddrs::default(),
         kind: 0,
         role: ROLE_UNKNOWN,
+        proto: PROTO_UNKNOWN,
+        pad: 0,
     };
     emit_conn_event(EventKind::ProcExec, &none, pid_tgid, -1, now, now, &cfg);
     0
+}
+
+/// The first four bytes of the HTTP/2 client preface, `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`.
+const PREFACE_START: [u8; 4] = *b"PRI ";
+
+/// True when the first bytes the syscall moved start the HTTP/2 client preface.
+#[inline(always)]
+fn starts_http2_preface(sc: &DataSyscall) -> bool {
+    if sc.ret < PREFACE_START.len() as u64 {
+        return false;
+    }
+    let first = match sc.op {
+        SyscallOp::Read | SyscallOp::Write | SyscallOp::Recvfrom | SyscallOp::Sendto => sc.buf,
+        SyscallOp::Readv | SyscallOp::Writev => first_iov_base(sc.buf),
+        SyscallOp::Recvmsg | SyscallOp::Sendmsg => {
+            let cfg = MOP_CONFIG.load();
+            // SAFETY: the helper checks the user address.
+            let iov = unsafe {
+                aya_ebpf::helpers::bpf_probe_read_user(
+                    (sc.buf + u64::from(cfg.offsets.msghdr_iov)) as *const u64,
+                )
+            }
+            .unwrap_or(0);
+            first_iov_base(iov)
+        }
+        _ => 0,
+    };
+    if first == 0 {
+        return false;
+    }
+    // SAFETY: the helper checks the user address.
+    let head = unsafe { aya_ebpf::helpers::bpf_probe_read_user(first as *const [u8; 4]) };
+    matches!(head, Ok(h) if h == PREFACE_START)
+}
+
+/// The base address of the first entry of a user iovec array (0 when unreadable).
+#[inline(always)]
+fn first_iov_base(iov: u64) -> u64 {
+    if iov == 0 {
+        return 0;
+    }
+    // SAFETY: the helper checks the user address.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_user(iov as *const u64) }.unwrap_or(0)
 }

@@ -92,7 +92,19 @@ pub struct ConnInfo {
     pub kind: u32,
     /// See [`crate::DataEventHeader::role`].
     pub role: u32,
+    /// `PROTO_*`: what the connection speaks, as far as capture needs to know.
+    pub proto: u32,
+    /// Explicit padding; always zero.
+    pub pad: u32,
 }
+
+/// `ConnInfo::proto`: no payload seen yet; the next data event peeks at its first bytes.
+pub const PROTO_UNKNOWN: u32 = 0;
+/// `ConnInfo::proto`: not HTTP/2 (HTTP/1 or anything else): the normal capture window.
+pub const PROTO_OTHER: u32 = 1;
+/// `ConnInfo::proto`: HTTP/2 (client preface seen, or userspace recognised frames): the
+/// larger HTTP/2 capture window, so HPACK header blocks arrive whole.
+pub const PROTO_HTTP2: u32 = 2;
 
 /// Value of [`MAP_INFLIGHT`]: what a syscall's exit needs from its entry.
 #[repr(C)]
@@ -166,8 +178,9 @@ pub struct KernelConfig {
     pub wakeup_bytes: u32,
     /// `FLAG_*` bits.
     pub flags: u32,
-    /// Explicit padding; always zero.
-    pub pad: u32,
+    /// Bytes captured from each buffer of an HTTP/2 connection (at most
+    /// [`crate::MAX_CAPTURE_BYTES`]).
+    pub http2_capture_bytes: u32,
     /// Offsets of the six syscall arguments in the architecture's `struct pt_regs`.
     pub regs_arg_offsets: [u32; 6],
     /// Kernel struct member offsets.
@@ -175,7 +188,7 @@ pub struct KernelConfig {
 }
 
 const _: () = assert!(core::mem::size_of::<ConnKey>() == 8);
-const _: () = assert!(core::mem::size_of::<ConnInfo>() == 56);
+const _: () = assert!(core::mem::size_of::<ConnInfo>() == 64);
 const _: () = assert!(core::mem::size_of::<InflightSyscall>() == 32);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 72);
 const _: () = assert!(core::mem::size_of::<KernelConfig>() == 112);
