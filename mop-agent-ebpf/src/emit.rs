@@ -33,6 +33,8 @@ pub(crate) struct DataSyscall {
     pub(crate) enter_ns: u64,
     pub(crate) exit_ns: u64,
     pub(crate) pid_tgid: u64,
+    /// `FLAG_*` bits the record carries (e.g. TLS plaintext).
+    pub(crate) flags: u32,
 }
 
 /// `struct iovec` of the user's address space.
@@ -304,6 +306,7 @@ pub(crate) fn emit_data(conn: &ConnInfo, sc: &DataSyscall, cfg: &KernelConfig) {
         DIR_EGRESS
     };
     ev.header.total_len = sc.ret;
+    ev.header.flags = sc.flags;
     let window = if conn.proto == PROTO_HTTP2 {
         cfg.http2_capture_bytes
     } else {
