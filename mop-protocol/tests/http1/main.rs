@@ -3,5 +3,6 @@
 
 mod capture;
 mod fixtures;
+mod malformed;
 mod splits;
 mod support;
