@@ -62,7 +62,10 @@ impl TraceHeaders {
 /// Timestamps are `CLOCK_MONOTONIC` nanoseconds from the kernel; the span stage converts them
 /// to wall-clock time.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[expect(clippy::struct_excessive_bools, reason = "independent flags on what the capture missed, read by name")]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent flags on what the capture missed, read by name"
+)]
 pub struct HttpExchange {
     /// Server when the request arrived on the connection, client when it was sent.
     pub role: Role,

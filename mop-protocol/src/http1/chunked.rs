@@ -28,8 +28,13 @@ pub(crate) fn parse_chunk_size(line: &[u8]) -> Result<u64, ParseError> {
         Some(_) => return Err(ParseError::InvalidChunkSize),
     }
     line[..digits].iter().try_fold(0u64, |acc, &d| {
-        let v = (d as char).to_digit(16).map(u64::from).ok_or(ParseError::InvalidChunkSize)?;
-        acc.checked_mul(16).and_then(|a| a.checked_add(v)).ok_or(ParseError::InvalidChunkSize)
+        let v = (d as char)
+            .to_digit(16)
+            .map(u64::from)
+            .ok_or(ParseError::InvalidChunkSize)?;
+        acc.checked_mul(16)
+            .and_then(|a| a.checked_add(v))
+            .ok_or(ParseError::InvalidChunkSize)
     })
 }
 
@@ -44,7 +49,10 @@ pub(crate) struct EndWatch {
 
 impl Default for EndWatch {
     fn default() -> Self {
-        Self { win: [0; Self::LEN], len: 0 }
+        Self {
+            win: [0; Self::LEN],
+            len: 0,
+        }
     }
 }
 
@@ -106,8 +114,21 @@ mod tests {
         assert_eq!(parse_chunk_size(b"10;ext"), Ok(16));
         assert_eq!(parse_chunk_size(b"000000000000000000000010"), Ok(16));
         assert_eq!(parse_chunk_size(b"ffffffffffffffff"), Ok(u64::MAX));
-        for bad in [&b""[..], b"-1", b"0x10", b"g", b" 10", b"10 x", b"10000000000000000", b";"] {
-            assert_eq!(parse_chunk_size(bad), Err(ParseError::InvalidChunkSize), "{bad:?}");
+        for bad in [
+            &b""[..],
+            b"-1",
+            b"0x10",
+            b"g",
+            b" 10",
+            b"10 x",
+            b"10000000000000000",
+            b";",
+        ] {
+            assert_eq!(
+                parse_chunk_size(bad),
+                Err(ParseError::InvalidChunkSize),
+                "{bad:?}"
+            );
         }
     }
 
@@ -124,7 +145,9 @@ mod tests {
         assert!(watch(&[b"0\r\n\r\n"]));
         assert!(watch(&[b"abc\r\n0\r\n\r\n"]));
         assert!(watch(&[b"abc\r\n0\r", b"\n\r\n"]));
-        assert!(watch(&[b"x\r\n0;ext=1\r\nExpires: never\r\nX-Sum: 12\r\n\r\n"]));
+        assert!(watch(&[
+            b"x\r\n0;ext=1\r\nExpires: never\r\nX-Sum: 12\r\n\r\n"
+        ]));
         assert!(watch(&[b"x\r\n0\r\nA: b\r\n\r\n"]));
         assert!(!watch(&[b"abc\r\n10\r\n\r\n"]));
         assert!(!watch(&[b"line\r\n\r\n"]));

@@ -28,7 +28,10 @@ impl Http1Limits {
 
 impl Default for Http1Limits {
     fn default() -> Self {
-        Self { max_head_bytes: Self::DEFAULT_MAX_HEAD_BYTES, max_pending: Self::DEFAULT_MAX_PENDING }
+        Self {
+            max_head_bytes: Self::DEFAULT_MAX_HEAD_BYTES,
+            max_pending: Self::DEFAULT_MAX_PENDING,
+        }
     }
 }
 
@@ -66,7 +69,11 @@ impl Shared {
         out: &mut Vec<HttpExchange>,
     ) -> u64 {
         if self.pending.len() >= self.limits.max_pending.max(1) {
-            let oldest = self.pending.iter().position(|p| !p.response_started).unwrap_or(0);
+            let oldest = self
+                .pending
+                .iter()
+                .position(|p| !p.response_started)
+                .unwrap_or(0);
             if let Some(mut old) = self.pending.remove(oldest) {
                 self.stats.record(ParseError::TooManyPending);
                 if old.exchange.status.is_none() {
@@ -96,7 +103,10 @@ impl Shared {
     /// The oldest request, sent the other way, whose response has not started.
     pub(crate) fn match_response(&self, response_dir: Direction) -> Option<u64> {
         let req_dir = response_dir.reverse();
-        self.pending.iter().find(|p| p.req_dir == req_dir && !p.response_started).map(|p| p.seq)
+        self.pending
+            .iter()
+            .find(|p| p.req_dir == req_dir && !p.response_started)
+            .map(|p| p.seq)
     }
 
     /// Emits a completed exchange.
@@ -145,7 +155,12 @@ impl Http1Connection {
     pub fn new(limits: Http1Limits) -> Self {
         Self {
             streams: [Stream::default(), Stream::default()],
-            shared: Shared { limits, stats: Http1Stats::default(), pending: VecDeque::new(), next_seq: 0 },
+            shared: Shared {
+                limits,
+                stats: Http1Stats::default(),
+                pending: VecDeque::new(),
+                next_seq: 0,
+            },
             tunnel: false,
         }
     }
@@ -156,7 +171,12 @@ impl Http1Connection {
         if self.tunnel {
             return;
         }
-        let cx = Ctx { dir, enter_ns: seg.enter_ns, exit_ns: seg.exit_ns, tid: seg.tid };
+        let cx = Ctx {
+            dir,
+            enter_ns: seg.enter_ns,
+            exit_ns: seg.exit_ns,
+            tid: seg.tid,
+        };
         let i = index(dir);
         let ev = self.streams[i].feed(&cx, seg, &mut self.shared, out);
         if ev.tunnel {

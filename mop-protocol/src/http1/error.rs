@@ -194,8 +194,12 @@ mod tests {
         assert_eq!(b.count(ParseError::LostSync), 4);
         assert_eq!(b.errors_total(), 4);
         assert_eq!(b.exchanges, 6);
-        let names: std::collections::HashSet<_> = ParseError::ALL.iter().map(|k| k.as_str()).collect();
+        let names: std::collections::HashSet<_> =
+            ParseError::ALL.iter().map(|k| k.as_str()).collect();
         assert_eq!(names.len(), ParseError::COUNT);
-        assert_eq!(ParseError::HeadTooLarge.to_string(), "header block over the size limit");
+        assert_eq!(
+            ParseError::HeadTooLarge.to_string(),
+            "header block over the size limit"
+        );
     }
 }

@@ -49,7 +49,11 @@ pub fn looks_like_response(head: &[u8]) -> bool {
         return false;
     }
     let rest = &head[n..];
-    let shape: [fn(u8) -> bool; 3] = [|b| b == b'0' || b == b'1', |b| b == b' ', |b| b.is_ascii_digit()];
+    let shape: [fn(u8) -> bool; 3] = [
+        |b| b == b'0' || b == b'1',
+        |b| b == b' ',
+        |b| b.is_ascii_digit(),
+    ];
     rest.iter().zip(shape).all(|(&b, ok)| ok(b))
 }
 
@@ -61,7 +65,11 @@ pub(crate) fn start_prefix_ok(buf: &[u8]) -> bool {
     if n > 0 && buf[..n] == HTTP[..n] {
         return true;
     }
-    let token = buf.iter().take(MAX_METHOD_LEN).take_while(|&&b| is_tchar(b)).count();
+    let token = buf
+        .iter()
+        .take(MAX_METHOD_LEN)
+        .take_while(|&&b| is_tchar(b))
+        .count();
     if token == buf.len() {
         return token > 0;
     }
@@ -164,7 +172,8 @@ pub(crate) fn parse_head(buf: &[u8], complete: bool) -> Result<Head<'_>, ParseEr
         None => (trim_cr(buf), &[][..], false),
     };
     // A cut line that is a prefix of `HTTP/1.` is a response whose status was not captured.
-    let response = first.starts_with(b"HTTP/") || (!first_complete && b"HTTP/1.".starts_with(first) && !first.is_empty());
+    let response = first.starts_with(b"HTTP/")
+        || (!first_complete && b"HTTP/1.".starts_with(first) && !first.is_empty());
     let (start, version) = if response {
         parse_status_line(first, first_complete)?
     } else {
@@ -187,7 +196,11 @@ pub(crate) fn parse_head(buf: &[u8], complete: bool) -> Result<Head<'_>, ParseEr
         }
         last_framing = header_line(line, &mut fields);
     }
-    Ok(Head { start, version, fields })
+    Ok(Head {
+        start,
+        version,
+        fields,
+    })
 }
 
 fn trim_cr(line: &[u8]) -> &[u8] {
@@ -198,7 +211,9 @@ fn parse_version(v: &[u8]) -> Result<HttpVersion, ParseError> {
     match v {
         b"HTTP/1.1" => Ok(HttpVersion::Http11),
         b"HTTP/1.0" => Ok(HttpVersion::Http10),
-        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor] if major.is_ascii_digit() && minor.is_ascii_digit() => {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
             Err(ParseError::UnsupportedVersion)
         }
         _ => Err(ParseError::InvalidStartLine),
@@ -209,7 +224,11 @@ type Start<'a> = (StartLine<'a>, Option<HttpVersion>);
 
 fn parse_request_line(line: &[u8], whole: bool) -> Result<Start<'_>, ParseError> {
     let Some(sp) = line.iter().position(|&b| b == b' ') else {
-        return Err(if whole { ParseError::InvalidStartLine } else { ParseError::TruncatedStartLine });
+        return Err(if whole {
+            ParseError::InvalidStartLine
+        } else {
+            ParseError::TruncatedStartLine
+        });
     };
     let method = &line[..sp];
     if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
@@ -231,9 +250,20 @@ fn parse_request_line(line: &[u8], whole: bool) -> Result<Start<'_>, ParseError>
     // Without a space after the target, the capture window cut the target itself.
     let cut = !whole && rest.iter().all(|&b| b != b' ');
     if target.is_empty() {
-        return Err(if cut { ParseError::TruncatedStartLine } else { ParseError::InvalidStartLine });
+        return Err(if cut {
+            ParseError::TruncatedStartLine
+        } else {
+            ParseError::InvalidStartLine
+        });
     }
-    Ok((StartLine::Request { method, target, cut }, version))
+    Ok((
+        StartLine::Request {
+            method,
+            target,
+            cut,
+        },
+        version,
+    ))
 }
 
 fn parse_status_line(line: &[u8], whole: bool) -> Result<Start<'_>, ParseError> {
@@ -256,8 +286,15 @@ fn parse_status_line(line: &[u8], whole: bool) -> Result<Start<'_>, ParseError> 
     if line.len() > 12 && line[12] != b' ' {
         return Err(ParseError::InvalidStartLine);
     }
-    let status = code.iter().fold(0u16, |acc, &d| acc * 10 + u16::from(d - b'0'));
-    Ok((StartLine::Response { status: Some(status) }, Some(version)))
+    let status = code
+        .iter()
+        .fold(0u16, |acc, &d| acc * 10 + u16::from(d - b'0'));
+    Ok((
+        StartLine::Response {
+            status: Some(status),
+        },
+        Some(version),
+    ))
 }
 
 /// Records one header line; returns true when it was a framing field (for obs-fold).
@@ -280,7 +317,9 @@ fn header_line<'a>(line: &'a [u8], f: &mut Fields<'a>) -> bool {
             return false;
         }
         10 if name.eq_ignore_ascii_case(b"connection") => {
-            f.connection_close |= value.split(|&b| b == b',').any(|t| trim_ows(t).eq_ignore_ascii_case(b"close"));
+            f.connection_close |= value
+                .split(|&b| b == b',')
+                .any(|t| trim_ows(t).eq_ignore_ascii_case(b"close"));
             return false;
         }
         10 if name.eq_ignore_ascii_case(b"tracestate") => &mut f.tracestate,
@@ -323,7 +362,9 @@ fn content_length(value: &[u8], f: &mut Fields<'_>) {
         let parsed = if item.is_empty() || !item.iter().all(u8::is_ascii_digit) {
             None
         } else {
-            item.iter().try_fold(0u64, |acc, &d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+            item.iter().try_fold(0u64, |acc, &d| {
+                acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            })
         };
         match (parsed, f.content_length) {
             (Some(n), None) => f.content_length = Some(n),
@@ -355,7 +396,9 @@ impl Fields<'_> {
             return (Framing::Unknown, Some(e));
         }
         if self.transfer_encoding {
-            let smuggle = self.content_length.map(|_| ParseError::ContentLengthWithTransferEncoding);
+            let smuggle = self
+                .content_length
+                .map(|_| ParseError::ContentLengthWithTransferEncoding);
             if self.chunked {
                 return (Framing::Chunked, smuggle);
             }
@@ -385,8 +428,14 @@ impl Fields<'_> {
             return (Framing::Unknown, Some(e));
         }
         if self.transfer_encoding {
-            let smuggle = self.content_length.map(|_| ParseError::ContentLengthWithTransferEncoding);
-            let framing = if self.chunked { Framing::Chunked } else { Framing::UntilClose };
+            let smuggle = self
+                .content_length
+                .map(|_| ParseError::ContentLengthWithTransferEncoding);
+            let framing = if self.chunked {
+                Framing::Chunked
+            } else {
+                Framing::UntilClose
+            };
             return (framing, smuggle);
         }
         match self.content_length {

@@ -6,7 +6,8 @@ use mop_protocol::{HttpExchange, HttpVersion, Role};
 use crate::support::{Side, TRACEPARENT, exchange, fixture, run, run_pieces, timed, whole};
 
 /// What each recorded connection must give, seen from the server.
-pub fn expected(name: &str) -> Vec<HttpExchange> {
+#[expect(clippy::too_many_lines, reason = "one table of expectations")]
+pub(crate) fn expected(name: &str) -> Vec<HttpExchange> {
     let s = Role::Server;
     let with = |mut x: HttpExchange, f: &dyn Fn(&mut HttpExchange)| {
         f(&mut x);
@@ -14,83 +15,191 @@ pub fn expected(name: &str) -> Vec<HttpExchange> {
     };
     match name {
         "nginx_keepalive" => vec![
-            with(timed(exchange(s, "GET", "/index.html", Some("127.0.0.1:18490")), (0, 0), (1, 2)), &|x| {
-                x.status = Some(200);
-                x.response_body_size = 38;
-                x.trace_headers.traceparent = Some(TRACEPARENT.into());
-            }),
-            with(timed(exchange(s, "GET", "/missing?x=1", Some("127.0.0.1:18490")), (3, 3), (4, 4)), &|x| {
-                x.status = Some(404);
-                x.response_body_size = 153;
-                x.trace_headers.traceparent = Some(TRACEPARENT.into());
-            }),
+            with(
+                timed(
+                    exchange(s, "GET", "/index.html", Some("127.0.0.1:18490")),
+                    (0, 0),
+                    (1, 2),
+                ),
+                &|x| {
+                    x.status = Some(200);
+                    x.response_body_size = 38;
+                    x.trace_headers.traceparent = Some(TRACEPARENT.into());
+                },
+            ),
+            with(
+                timed(
+                    exchange(s, "GET", "/missing?x=1", Some("127.0.0.1:18490")),
+                    (3, 3),
+                    (4, 4),
+                ),
+                &|x| {
+                    x.status = Some(404);
+                    x.response_body_size = 153;
+                    x.trace_headers.traceparent = Some(TRACEPARENT.into());
+                },
+            ),
         ],
-        "nginx_head" => vec![with(timed(exchange(s, "HEAD", "/index.html", Some("127.0.0.1:18491")), (0, 0), (1, 1)), &|x| {
-            x.status = Some(200);
-        })],
-        "nginx_304" => vec![with(timed(exchange(s, "GET", "/index.html", Some("127.0.0.1:18492")), (0, 0), (1, 1)), &|x| {
-            x.status = Some(304);
-        })],
-        "nginx_big" => vec![with(timed(exchange(s, "GET", "/big.bin", Some("127.0.0.1:18493")), (0, 0), (1, 5)), &|x| {
-            x.status = Some(200);
-            x.response_body_size = 262_144;
-        })],
+        "nginx_head" => vec![with(
+            timed(
+                exchange(s, "HEAD", "/index.html", Some("127.0.0.1:18491")),
+                (0, 0),
+                (1, 1),
+            ),
+            &|x| {
+                x.status = Some(200);
+            },
+        )],
+        "nginx_304" => vec![with(
+            timed(
+                exchange(s, "GET", "/index.html", Some("127.0.0.1:18492")),
+                (0, 0),
+                (1, 1),
+            ),
+            &|x| {
+                x.status = Some(304);
+            },
+        )],
+        "nginx_big" => vec![with(
+            timed(
+                exchange(s, "GET", "/big.bin", Some("127.0.0.1:18493")),
+                (0, 0),
+                (1, 5),
+            ),
+            &|x| {
+                x.status = Some(200);
+                x.response_body_size = 262_144;
+            },
+        )],
         "nginx_pipelined" => vec![
-            with(timed(exchange(s, "GET", "/index.html", Some("pipe")), (0, 0), (1, 2)), &|x| {
-                x.status = Some(200);
-                x.response_body_size = 38;
-            }),
-            with(timed(exchange(s, "HEAD", "/index.html", Some("pipe")), (0, 0), (2, 2)), &|x| {
-                x.status = Some(200);
-                x.trace_headers.b3 = Some("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1".into());
-            }),
-            with(timed(exchange(s, "GET", "/nope", Some("pipe")), (0, 0), (2, 2)), &|x| {
-                x.status = Some(404);
-                x.response_body_size = 153;
-            }),
+            with(
+                timed(
+                    exchange(s, "GET", "/index.html", Some("pipe")),
+                    (0, 0),
+                    (1, 2),
+                ),
+                &|x| {
+                    x.status = Some(200);
+                    x.response_body_size = 38;
+                },
+            ),
+            with(
+                timed(
+                    exchange(s, "HEAD", "/index.html", Some("pipe")),
+                    (0, 0),
+                    (2, 2),
+                ),
+                &|x| {
+                    x.status = Some(200);
+                    x.trace_headers.b3 =
+                        Some("80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1".into());
+                },
+            ),
+            with(
+                timed(exchange(s, "GET", "/nope", Some("pipe")), (0, 0), (2, 2)),
+                &|x| {
+                    x.status = Some(404);
+                    x.response_body_size = 153;
+                },
+            ),
         ],
-        "stock_http10" => vec![with(timed(exchange(s, "GET", "/index.html", Some("127.0.0.1:18495")), (0, 0), (1, 2)), &|x| {
-            x.version = HttpVersion::Http10;
-            x.status = Some(200);
-            x.response_body_size = 38;
-        })],
-        "py_chunked_response" => vec![with(timed(exchange(s, "GET", "/chunked", Some("127.0.0.1:18496")), (0, 0), (1, 2)), &|x| {
-            x.status = Some(200);
-            x.response_body_size = 6 + 320 + 6;
-        })],
-        "py_chunked_big" => vec![with(timed(exchange(s, "GET", "/chunked-big", Some("127.0.0.1:18497")), (0, 0), (1, 3)), &|x| {
-            x.status = Some(200);
-            x.response_body_size = 15_000;
-        })],
-        "nginx_big_headers" => {
-            let target = format!("/index.html?{}", (0..30).map(|i| format!("k{i}=v{i}")).collect::<Vec<_>>().join("&"));
-            vec![with(timed(exchange(s, "GET", &target, Some("127.0.0.1:18498")), (0, 0), (1, 1)), &|x| {
+        "stock_http10" => vec![with(
+            timed(
+                exchange(s, "GET", "/index.html", Some("127.0.0.1:18495")),
+                (0, 0),
+                (1, 2),
+            ),
+            &|x| {
+                x.version = HttpVersion::Http10;
                 x.status = Some(200);
                 x.response_body_size = 38;
-                x.trace_headers.traceparent = Some(TRACEPARENT.into());
-            })]
+            },
+        )],
+        "py_chunked_response" => vec![with(
+            timed(
+                exchange(s, "GET", "/chunked", Some("127.0.0.1:18496")),
+                (0, 0),
+                (1, 2),
+            ),
+            &|x| {
+                x.status = Some(200);
+                x.response_body_size = 6 + 320 + 6;
+            },
+        )],
+        "py_chunked_big" => vec![with(
+            timed(
+                exchange(s, "GET", "/chunked-big", Some("127.0.0.1:18497")),
+                (0, 0),
+                (1, 3),
+            ),
+            &|x| {
+                x.status = Some(200);
+                x.response_body_size = 15_000;
+            },
+        )],
+        "nginx_big_headers" => {
+            let target = format!(
+                "/index.html?{}",
+                (0..30)
+                    .map(|i| format!("k{i}=v{i}"))
+                    .collect::<Vec<_>>()
+                    .join("&")
+            );
+            vec![with(
+                timed(
+                    exchange(s, "GET", &target, Some("127.0.0.1:18498")),
+                    (0, 0),
+                    (1, 1),
+                ),
+                &|x| {
+                    x.status = Some(200);
+                    x.response_body_size = 38;
+                    x.trace_headers.traceparent = Some(TRACEPARENT.into());
+                },
+            )]
         }
-        "py_close_delimited" => vec![with(timed(exchange(s, "GET", "/close", Some("127.0.0.1:18499")), (0, 0), (1, 2)), &|x| {
-            x.status = Some(200);
-            x.response_body_size = 3 * 33;
-        })],
-        "py_expect_continue" => vec![with(timed(exchange(s, "POST", "/echo", Some("127.0.0.1:18500")), (0, 2), (3, 4)), &|x| {
-            x.status = Some(201);
-            x.content_type = Some("application/json".into());
-            x.request_body_size = 38;
-            x.response_body_size = 13;
-        })],
-        "py_chunked_request" => vec![with(timed(exchange(s, "PUT", "/upload", Some("127.0.0.1:18501")), (0, 0), (1, 1)), &|x| {
-            x.status = Some(201);
-            x.content_type = Some("application/x-www-form-urlencoded".into());
-            x.request_body_size = 38;
-            x.response_body_size = 13;
-        })],
+        "py_close_delimited" => vec![with(
+            timed(
+                exchange(s, "GET", "/close", Some("127.0.0.1:18499")),
+                (0, 0),
+                (1, 2),
+            ),
+            &|x| {
+                x.status = Some(200);
+                x.response_body_size = 3 * 33;
+            },
+        )],
+        "py_expect_continue" => vec![with(
+            timed(
+                exchange(s, "POST", "/echo", Some("127.0.0.1:18500")),
+                (0, 2),
+                (3, 4),
+            ),
+            &|x| {
+                x.status = Some(201);
+                x.content_type = Some("application/json".into());
+                x.request_body_size = 38;
+                x.response_body_size = 13;
+            },
+        )],
+        "py_chunked_request" => vec![with(
+            timed(
+                exchange(s, "PUT", "/upload", Some("127.0.0.1:18501")),
+                (0, 0),
+                (1, 1),
+            ),
+            &|x| {
+                x.status = Some(201);
+                x.content_type = Some("application/x-www-form-urlencoded".into());
+                x.request_body_size = 38;
+                x.response_body_size = 13;
+            },
+        )],
         other => panic!("no expectation for {other}"),
     }
 }
 
-pub const ALL: [&str; 12] = [
+pub(crate) const ALL: [&str; 12] = [
     "nginx_keepalive",
     "nginx_head",
     "nginx_304",
@@ -105,7 +214,7 @@ pub const ALL: [&str; 12] = [
     "py_chunked_request",
 ];
 
-pub fn as_client(mut v: Vec<HttpExchange>) -> Vec<HttpExchange> {
+pub(crate) fn as_client(mut v: Vec<HttpExchange>) -> Vec<HttpExchange> {
     for x in &mut v {
         x.role = Role::Client;
     }
@@ -161,7 +270,11 @@ fn close_delimited_body_completes_only_at_close() {
 #[test]
 fn a_connection_without_responses_emits_its_requests_at_close() {
     let rec = fixture("nginx_pipelined");
-    let (got, conn) = run_pieces(Side::Server, Http1Limits::default(), [whole(0, true, &rec[0].1)]);
+    let (got, conn) = run_pieces(
+        Side::Server,
+        Http1Limits::default(),
+        [whole(0, true, &rec[0].1)],
+    );
     let mut want = expected("nginx_pipelined");
     for x in &mut want {
         x.status = None;
@@ -177,7 +290,11 @@ fn a_connection_without_responses_emits_its_requests_at_close() {
 fn responses_without_requests_are_skipped_and_counted() {
     // The parser joined after the requests: only the response direction is seen.
     let rec = fixture("nginx_keepalive");
-    let pieces = rec.iter().enumerate().filter(|(_, (c2s, _))| !c2s).map(|(i, (c2s, b))| whole(i, *c2s, b));
+    let pieces = rec
+        .iter()
+        .enumerate()
+        .filter(|(_, (c2s, _))| !c2s)
+        .map(|(i, (c2s, b))| whole(i, *c2s, b));
     let (got, conn) = run_pieces(Side::Server, Http1Limits::default(), pieces);
     assert!(got.is_empty());
     assert_eq!(conn.stats().count(ParseError::ResponseWithoutRequest), 2);

@@ -39,7 +39,11 @@ fn every_two_way_split() {
                 });
                 let (got, conn) = run_pieces(Side::Server, Http1Limits::default(), pieces);
                 assert_eq!(got, want, "{name}: segment {cut_seg} split at {at}");
-                assert_eq!(conn.stats().errors_total(), 0, "{name}: segment {cut_seg} split at {at}");
+                assert_eq!(
+                    conn.stats().errors_total(),
+                    0,
+                    "{name}: segment {cut_seg} split at {at}"
+                );
             }
         }
     }
@@ -63,8 +67,22 @@ fn all_segments_of_a_direction_merged() {
         assert_eq!(got.len(), expected(name).len(), "{name}");
         for (g, w) in got.iter().zip(expected(name)) {
             assert_eq!(
-                (&g.method, &g.target, &g.host, g.status, g.request_body_size, g.response_body_size),
-                (&w.method, &w.target, &w.host, w.status, w.request_body_size, w.response_body_size),
+                (
+                    &g.method,
+                    &g.target,
+                    &g.host,
+                    g.status,
+                    g.request_body_size,
+                    g.response_body_size
+                ),
+                (
+                    &w.method,
+                    &w.target,
+                    &w.host,
+                    w.status,
+                    w.request_body_size,
+                    w.response_body_size
+                ),
                 "{name}"
             );
         }

@@ -1,14 +1,17 @@
 //! One direction of a connection: a state machine over captured bytes and uncaptured gaps.
 
+mod chunk;
+mod open;
+
 use std::mem;
 
-use super::chunked::{ChunkPhase, EndWatch, parse_chunk_size};
+use super::chunked::{ChunkPhase, EndWatch};
 use super::connection::Shared;
 use super::error::ParseError;
 use super::head::{
-    Framing, Head, StartLine, find_head_end, looks_like_request, looks_like_response, parse_head, start_prefix_ok,
+    Framing, find_head_end, looks_like_request, looks_like_response, start_prefix_ok,
 };
-use crate::exchange::{HttpExchange, HttpVersion, Role, TraceHeaders};
+use crate::exchange::HttpExchange;
 use crate::segment::{Direction, Segment};
 
 /// The segment being parsed.
@@ -82,7 +85,11 @@ pub(crate) struct Stream {
 /// True when a segment starts a message beyond doubt: a whole known method and a target
 /// character, or a whole status code.
 fn starts_message(head: &[u8]) -> bool {
-    let request = looks_like_request(head) && head.iter().position(|&b| b == b' ').is_some_and(|sp| sp + 1 < head.len());
+    let request = looks_like_request(head)
+        && head
+            .iter()
+            .position(|&b| b == b' ')
+            .is_some_and(|sp| sp + 1 < head.len());
     request || (head.len() >= 12 && looks_like_response(head))
 }
 
@@ -95,7 +102,13 @@ fn find_crlfcrlf(b: &[u8]) -> Option<usize> {
 }
 
 impl Stream {
-    pub(crate) fn feed(&mut self, cx: &Ctx, seg: &Segment<'_>, sh: &mut Shared, out: &mut Vec<HttpExchange>) -> Events {
+    pub(crate) fn feed(
+        &mut self,
+        cx: &Ctx,
+        seg: &Segment<'_>,
+        sh: &mut Shared,
+        out: &mut Vec<HttpExchange>,
+    ) -> Events {
         let mut ev = Events::default();
         match self.phase {
             Phase::Resync => {
@@ -110,7 +123,11 @@ impl Stream {
             _ => {}
         }
         self.bytes(cx, seg.head, sh, out, &mut ev);
-        let from = if seg.gap > 0 { self.gap(cx, seg.gap, seg.tail, sh, out, &mut ev) } else { 0 };
+        let from = if seg.gap > 0 {
+            self.gap(cx, seg.gap, seg.tail, sh, out, &mut ev)
+        } else {
+            0
+        };
         self.bytes(cx, &seg.tail[from.min(seg.tail.len())..], sh, out, &mut ev);
         if self.phase == (Phase::Absorb { watch: true }) && self.watch.ends_body() {
             self.finish(sh, out);
@@ -136,11 +153,21 @@ impl Stream {
             Phase::Head => sh.stats.record(ParseError::IncompleteAtClose),
             Phase::Idle | Phase::Resync | Phase::Tunnel => {}
         }
-        *self = Self { buf: mem::take(&mut self.buf), ..Self::default() };
+        *self = Self {
+            buf: mem::take(&mut self.buf),
+            ..Self::default()
+        };
         self.buf.clear();
     }
 
-    fn bytes(&mut self, cx: &Ctx, mut data: &[u8], sh: &mut Shared, out: &mut Vec<HttpExchange>, ev: &mut Events) {
+    fn bytes(
+        &mut self,
+        cx: &Ctx,
+        mut data: &[u8],
+        sh: &mut Shared,
+        out: &mut Vec<HttpExchange>,
+        ev: &mut Events,
+    ) {
         while !data.is_empty() {
             data = match self.phase {
                 Phase::Idle => self.idle(cx, data, sh, out, ev),
@@ -151,7 +178,9 @@ impl Stream {
                     if n == remaining {
                         self.finish(sh, out);
                     } else {
-                        self.phase = Phase::Body { remaining: remaining - n };
+                        self.phase = Phase::Body {
+                            remaining: remaining - n,
+                        };
                     }
                     &data[n as usize..]
                 }
@@ -191,7 +220,9 @@ impl Stream {
             Phase::Head => self.truncated_head(cx, tail, sh, out, ev),
             Phase::Body { remaining } if n < remaining => {
                 self.progress(sh, cx, n);
-                self.phase = Phase::Body { remaining: remaining - n };
+                self.phase = Phase::Body {
+                    remaining: remaining - n,
+                };
                 0
             }
             Phase::Body { remaining } => {
@@ -209,7 +240,9 @@ impl Stream {
                 self.phase = if n == remaining {
                     Phase::Chunk(ChunkPhase::DataEnd { need: 2 })
                 } else {
-                    Phase::Chunk(ChunkPhase::Data { remaining: remaining - n })
+                    Phase::Chunk(ChunkPhase::Data {
+                        remaining: remaining - n,
+                    })
                 };
                 0
             }
@@ -230,8 +263,18 @@ impl Stream {
         }
     }
 
-    fn idle<'d>(&mut self, cx: &Ctx, data: &'d [u8], sh: &mut Shared, out: &mut Vec<HttpExchange>, ev: &mut Events) -> &'d [u8] {
-        let skip = data.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+    fn idle<'d>(
+        &mut self,
+        cx: &Ctx,
+        data: &'d [u8],
+        sh: &mut Shared,
+        out: &mut Vec<HttpExchange>,
+        ev: &mut Events,
+    ) -> &'d [u8] {
+        let skip = data
+            .iter()
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .count();
         let data = &data[skip..];
         if data.is_empty() {
             return data;
@@ -260,7 +303,14 @@ impl Stream {
     }
 
     /// More bytes of a header block that arrives in pieces.
-    fn head_more<'d>(&mut self, cx: &Ctx, data: &'d [u8], sh: &mut Shared, out: &mut Vec<HttpExchange>, ev: &mut Events) -> &'d [u8] {
+    fn head_more<'d>(
+        &mut self,
+        cx: &Ctx,
+        data: &'d [u8],
+        sh: &mut Shared,
+        out: &mut Vec<HttpExchange>,
+        ev: &mut Events,
+    ) -> &'d [u8] {
         let max = sh.limits.max_head_bytes;
         let old = self.buf.len();
         let take = data.len().min(max.saturating_sub(old));
@@ -307,7 +357,10 @@ impl Stream {
             Some(i) => (&new[..i], true),
             None => (new, false),
         };
-        if line.iter().any(|&b| (b < b' ' && b != b'\r' && b != b'\t') || b == 0x7f) {
+        if line
+            .iter()
+            .any(|&b| (b < b' ' && b != b'\r' && b != b'\t') || b == 0x7f)
+        {
             return false;
         }
         self.first_line_done = done;
@@ -315,7 +368,14 @@ impl Stream {
     }
 
     /// A header block whose end was not captured: a gap follows the captured part in `buf`.
-    fn truncated_head(&mut self, cx: &Ctx, tail: &[u8], sh: &mut Shared, out: &mut Vec<HttpExchange>, ev: &mut Events) -> usize {
+    fn truncated_head(
+        &mut self,
+        cx: &Ctx,
+        tail: &[u8],
+        sh: &mut Shared,
+        out: &mut Vec<HttpExchange>,
+        ev: &mut Events,
+    ) -> usize {
         sh.stats.truncated_heads += 1;
         let buf = mem::take(&mut self.buf);
         let framing = self.open(cx, &buf, false, sh, out, ev);
@@ -359,206 +419,6 @@ impl Stream {
             }
         }
     }
-
-    /// Parses a header block and opens its message: queues a request, or attaches a response
-    /// to the request it answers. Returns the body framing, or `None` when the start line is
-    /// unusable (the stream then resynchronises).
-    fn open(
-        &mut self,
-        cx: &Ctx,
-        bytes: &[u8],
-        complete: bool,
-        sh: &mut Shared,
-        out: &mut Vec<HttpExchange>,
-        ev: &mut Events,
-    ) -> Option<Framing> {
-        let head = match parse_head(bytes, complete) {
-            Ok(h) => h,
-            Err(e) => {
-                sh.stats.record(e);
-                self.msg = None;
-                self.phase = Phase::Resync;
-                return None;
-            }
-        };
-        match head.start {
-            StartLine::Request { method, target, cut } => {
-                let (framing, problem) = head.fields.request_framing();
-                if let Some(p) = problem {
-                    sh.stats.record(p);
-                }
-                let exchange = self.request_exchange(cx, &head, method, target, cut, complete);
-                let seq = sh.push_request(cx.dir, method == b"HEAD", method == b"CONNECT", exchange, cx.exit_ns, out);
-                self.msg = Some(Msg { request: true, seq: Some(seq) });
-                ev.request_started = true;
-                Some(framing)
-            }
-            StartLine::Response { status } => {
-                let seq = self.awaiting_final.take().filter(|&s| sh.get(s).is_some()).or_else(|| sh.match_response(cx.dir));
-                if seq.is_none() {
-                    sh.stats.record(ParseError::ResponseWithoutRequest);
-                }
-                let (head_request, connect_request) =
-                    seq.and_then(|s| sh.get(s)).map_or((false, false), |p| (p.head_request, p.connect_request));
-                let (framing, problem) = match status {
-                    Some(code) if (100..200).contains(&code) && code != 101 => {
-                        // Interim: the final response is still to come.
-                        self.awaiting_final = seq;
-                        self.msg = Some(Msg { request: false, seq: None });
-                        return Some(Framing::Empty);
-                    }
-                    // A cut head without a length may only have lost it: not close-delimited.
-                    Some(code) => match head.fields.response_framing(code, head_request, connect_request) {
-                        (Framing::UntilClose, p) if !complete && !head.fields.transfer_encoding => (Framing::Unknown, p),
-                        other => other,
-                    },
-                    None => (Framing::Unknown, Some(ParseError::TruncatedStartLine)),
-                };
-                if let Some(p) = problem {
-                    sh.stats.record(p);
-                }
-                if let Some(p) = seq.and_then(|s| sh.get(s)) {
-                    p.response_started = true;
-                    let x = &mut p.exchange;
-                    x.status = status;
-                    x.response_start_ns = self.head_enter_ns;
-                    x.response_end_ns = cx.exit_ns;
-                    x.response_head_truncated = !complete;
-                }
-                self.msg = Some(Msg { request: false, seq });
-                Some(framing)
-            }
-        }
-    }
-
-    fn request_exchange(&self, cx: &Ctx, head: &Head<'_>, method: &[u8], target: &[u8], cut: bool, complete: bool) -> HttpExchange {
-        let f = &head.fields;
-        let keep = |v: Option<&[u8]>| v.map(lossy);
-        HttpExchange {
-            role: match cx.dir {
-                Direction::Ingress => Role::Server,
-                Direction::Egress => Role::Client,
-            },
-            version: head.version.unwrap_or(HttpVersion::Http11),
-            method: lossy(method),
-            target: lossy(target),
-            host: keep(f.host),
-            status: None,
-            request_body_size: 0,
-            response_body_size: 0,
-            trace_headers: TraceHeaders {
-                traceparent: keep(f.traceparent),
-                tracestate: keep(f.tracestate),
-                b3: keep(f.b3),
-                x_b3_traceid: keep(f.x_b3_traceid),
-                x_b3_spanid: keep(f.x_b3_spanid),
-                x_b3_parentspanid: keep(f.x_b3_parentspanid),
-                x_b3_sampled: keep(f.x_b3_sampled),
-            },
-            content_type: keep(f.content_type),
-            request_start_ns: self.head_enter_ns,
-            request_end_ns: cx.exit_ns,
-            response_start_ns: 0,
-            response_end_ns: 0,
-            request_tid: self.head_tid,
-            request_head_truncated: !complete,
-            request_target_truncated: cut,
-            response_head_truncated: false,
-            request_body_size_unknown: false,
-            response_body_size_unknown: false,
-        }
-    }
-
-    /// Starts the body of a message whose head was just parsed.
-    fn enter_body(&mut self, cx: &Ctx, framing: Framing, sh: &mut Shared, out: &mut Vec<HttpExchange>, ev: &mut Events) {
-        match framing {
-            Framing::Empty => self.finish(sh, out),
-            Framing::Length(n) => self.phase = Phase::Body { remaining: n },
-            Framing::Chunked => {
-                self.buf.clear();
-                self.phase = Phase::Chunk(ChunkPhase::Size);
-            }
-            Framing::UntilClose => self.phase = Phase::UntilClose,
-            Framing::Tunnel => {
-                self.finish(sh, out);
-                self.phase = Phase::Tunnel;
-                ev.tunnel = true;
-            }
-            Framing::Unknown => self.absorb(sh, cx, false, None),
-        }
-    }
-
-    fn chunk<'d>(&mut self, cx: &Ctx, c: ChunkPhase, data: &'d [u8], sh: &mut Shared, out: &mut Vec<HttpExchange>) -> &'d [u8] {
-        match c {
-            ChunkPhase::Data { remaining } => {
-                let n = remaining.min(data.len() as u64);
-                self.progress(sh, cx, n);
-                self.phase = if n == remaining {
-                    Phase::Chunk(ChunkPhase::DataEnd { need: 2 })
-                } else {
-                    Phase::Chunk(ChunkPhase::Data { remaining: remaining - n })
-                };
-                &data[n as usize..]
-            }
-            ChunkPhase::DataEnd { need } => {
-                self.touch(sh, cx);
-                match (need, data[0]) {
-                    (2, b'\r') => self.phase = Phase::Chunk(ChunkPhase::DataEnd { need: 1 }),
-                    (_, b'\n') => self.phase = Phase::Chunk(ChunkPhase::Size),
-                    _ => {
-                        sh.stats.record(ParseError::InvalidChunkFraming);
-                        self.absorb(sh, cx, true, None);
-                        return data;
-                    }
-                }
-                &data[1..]
-            }
-            ChunkPhase::Size | ChunkPhase::Trailer => {
-                self.touch(sh, cx);
-                let nl = data.iter().position(|&b| b == b'\n');
-                let next = nl.map_or(data.len(), |i| i + 1);
-                if nl.is_none() || !self.buf.is_empty() {
-                    if self.buf.len() + next > sh.limits.max_head_bytes {
-                        sh.stats.record(ParseError::ChunkLineTooLong);
-                        self.buf.clear();
-                        self.absorb(sh, cx, true, None);
-                        return data;
-                    }
-                    self.buf.extend_from_slice(&data[..next]);
-                    if nl.is_none() {
-                        return &[];
-                    }
-                }
-                let buf = mem::take(&mut self.buf);
-                let line = if buf.is_empty() { &data[..next] } else { &buf[..] };
-                let line = line.strip_suffix(b"\n").unwrap_or(line);
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                self.chunk_line(cx, c, line, sh, out);
-                self.buf = buf;
-                self.buf.clear();
-                &data[next..]
-            }
-        }
-    }
-
-    fn chunk_line(&mut self, cx: &Ctx, c: ChunkPhase, line: &[u8], sh: &mut Shared, out: &mut Vec<HttpExchange>) {
-        if c == ChunkPhase::Trailer {
-            // Trailer fields are not kept; the empty line ends the message.
-            if line.is_empty() {
-                self.finish(sh, out);
-            }
-            return;
-        }
-        match parse_chunk_size(line) {
-            Ok(0) => self.phase = Phase::Chunk(ChunkPhase::Trailer),
-            Ok(n) => self.phase = Phase::Chunk(ChunkPhase::Data { remaining: n }),
-            Err(e) => {
-                sh.stats.record(e);
-                self.absorb(sh, cx, true, None);
-            }
-        }
-    }
-
     /// The current message's end can no longer be found from its framing. `body` is its body
     /// size when known from its head; otherwise the size is marked unknown.
     fn absorb(&mut self, sh: &mut Shared, cx: &Ctx, watch: bool, body: Option<u64>) {
@@ -591,7 +451,11 @@ impl Stream {
 
     /// The current message is complete: a response is emitted with its request.
     fn finish(&mut self, sh: &mut Shared, out: &mut Vec<HttpExchange>) {
-        if let Some(Msg { request: false, seq: Some(seq) }) = self.msg {
+        if let Some(Msg {
+            request: false,
+            seq: Some(seq),
+        }) = self.msg
+        {
             sh.emit(seq, out);
         }
         self.msg = None;
@@ -605,7 +469,11 @@ impl Stream {
     }
 
     fn body_size<'x>(&self, x: &'x mut HttpExchange) -> &'x mut u64 {
-        if self.msg.is_some_and(|m| m.request) { &mut x.request_body_size } else { &mut x.response_body_size }
+        if self.msg.is_some_and(|m| m.request) {
+            &mut x.request_body_size
+        } else {
+            &mut x.response_body_size
+        }
     }
 
     /// The current segment carried bytes of the current message.
