@@ -12,7 +12,10 @@ pub(crate) fn check(out: &[HttpExchange]) {
             assert!(x.response_start_ns <= x.response_end_ns, "{x:?}");
         }
         if x.status.is_none() && x.response_start_ns != 0 {
-            assert!(x.response_head_truncated, "a response without a status must be cut: {x:?}");
+            assert!(
+                x.response_head_truncated,
+                "a response without a status must be cut: {x:?}"
+            );
         }
         if x.request_body_size_unknown {
             assert_eq!(x.request_body_size, 0, "{x:?}");
@@ -42,18 +45,37 @@ pub(crate) fn replay(data: &[u8]) -> Vec<HttpExchange> {
         let (bytes, next) = tail.split_at(len);
         rest = next;
         t += 10;
-        let dir = if ctl & 1 == 0 { Direction::Ingress } else { Direction::Egress };
-        let seg = |head, gap, tail| Segment { head, gap, tail, enter_ns: t, exit_ns: t + 5, tid: 7 };
+        let dir = if ctl & 1 == 0 {
+            Direction::Ingress
+        } else {
+            Direction::Egress
+        };
+        let seg = |head, gap, tail| Segment {
+            head,
+            gap,
+            tail,
+            enter_ns: t,
+            exit_ns: t + 5,
+            tid: 7,
+        };
         match (ctl >> 1) & 3 {
             0 => conn.feed(dir, &seg(bytes, 0, &[]), &mut out),
             1 if bytes.len() > window => {
                 let tail = (bytes.len() - window).min(16);
                 let extra = u64::from(ctl >> 3) * 1000;
                 let gap = (bytes.len() - window - tail) as u64 + extra;
-                conn.feed(dir, &seg(&bytes[..window], gap, &bytes[bytes.len() - tail..]), &mut out);
+                conn.feed(
+                    dir,
+                    &seg(&bytes[..window], gap, &bytes[bytes.len() - tail..]),
+                    &mut out,
+                );
             }
             1 => conn.feed(dir, &seg(bytes, 0, &[]), &mut out),
-            2 => conn.feed(dir, &seg(&[], u64::from(ctl >> 3) << (len % 40), &[]), &mut out),
+            2 => conn.feed(
+                dir,
+                &seg(&[], u64::from(ctl >> 3) << (len % 40), &[]),
+                &mut out,
+            ),
             _ => {
                 conn.on_close(t, &mut out);
                 assert_eq!(conn.pending(), 0);
@@ -68,7 +90,15 @@ pub(crate) fn replay(data: &[u8]) -> Vec<HttpExchange> {
 }
 
 fn dir() -> std::path::PathBuf {
-    [env!("CARGO_MANIFEST_DIR"), "tests", "fixtures", "fuzz", "http1"].iter().collect()
+    [
+        env!("CARGO_MANIFEST_DIR"),
+        "tests",
+        "fixtures",
+        "fuzz",
+        "http1",
+    ]
+    .iter()
+    .collect()
 }
 
 #[test]
@@ -89,5 +119,8 @@ fn cut_status_line_keeps_the_response_time_and_says_so() {
     // exchange keeps when the response came and flags the cut instead of inventing a status.
     let out = replay(&std::fs::read(dir().join("cut-status-line")).unwrap());
     let x = out.iter().find(|x| x.method == "HEAD").unwrap();
-    assert_eq!((x.status, x.response_start_ns, x.response_head_truncated), (None, 20, true));
+    assert_eq!(
+        (x.status, x.response_start_ns, x.response_head_truncated),
+        (None, 20, true)
+    );
 }

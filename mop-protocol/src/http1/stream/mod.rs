@@ -419,6 +419,7 @@ impl Stream {
             }
         }
     }
+
     /// The current message's end can no longer be found from its framing. `body` is its body
     /// size when known from its head; otherwise the size is marked unknown.
     fn absorb(&mut self, sh: &mut Shared, cx: &Ctx, watch: bool, body: Option<u64>) {
