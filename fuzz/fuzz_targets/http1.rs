@@ -49,14 +49,13 @@ fuzz_target!(|data: &[u8]| {
         let dir = if ctl & 1 == 0 { Direction::Ingress } else { Direction::Egress };
         let seg = |head, gap, tail| Segment { head, gap, tail, enter_ns: t, exit_ns: t + 5, tid: 7 };
         match (ctl >> 1) & 3 {
-            0 => conn.feed(dir, &seg(bytes, 0, &[]), &mut out),
             1 if bytes.len() > window => {
                 let tail = (bytes.len() - window).min(16);
                 let extra = u64::from(ctl >> 3) * 1000;
                 let gap = (bytes.len() - window - tail) as u64 + extra;
                 conn.feed(dir, &seg(&bytes[..window], gap, &bytes[bytes.len() - tail..]), &mut out);
             }
-            1 => conn.feed(dir, &seg(bytes, 0, &[]), &mut out),
+            0 | 1 => conn.feed(dir, &seg(bytes, 0, &[]), &mut out),
             2 => conn.feed(dir, &seg(&[], u64::from(ctl >> 3) << (len % 40), &[]), &mut out),
             _ => {
                 conn.on_close(t, &mut out);

@@ -59,7 +59,6 @@ pub(crate) fn replay(data: &[u8]) -> Vec<HttpExchange> {
             tid: 7,
         };
         match (ctl >> 1) & 3 {
-            0 => conn.feed(dir, &seg(bytes, 0, &[]), &mut out),
             1 if bytes.len() > window => {
                 let tail = (bytes.len() - window).min(16);
                 let extra = u64::from(ctl >> 3) * 1000;
@@ -70,7 +69,7 @@ pub(crate) fn replay(data: &[u8]) -> Vec<HttpExchange> {
                     &mut out,
                 );
             }
-            1 => conn.feed(dir, &seg(bytes, 0, &[]), &mut out),
+            0 | 1 => conn.feed(dir, &seg(bytes, 0, &[]), &mut out),
             2 => conn.feed(
                 dir,
                 &seg(&[], u64::from(ctl >> 3) << (len % 40), &[]),
