@@ -9,7 +9,7 @@ use super::chunked::{ChunkPhase, EndWatch};
 use super::connection::Shared;
 use super::error::ParseError;
 use super::head::{
-    Framing, find_head_end, looks_like_request, looks_like_response, start_prefix_ok,
+    Framing, find_head_end, is_ctl, looks_like_request, looks_like_response, start_prefix_ok,
 };
 use crate::exchange::HttpExchange;
 use crate::segment::{Direction, Segment};
@@ -315,8 +315,8 @@ impl Stream {
         let old = self.buf.len();
         let take = data.len().min(max.saturating_sub(old));
         self.buf.extend_from_slice(&data[..take]);
-        if !self.first_line_plausible(old) {
-            sh.stats.record(ParseError::UnexpectedBytes);
+        if let Err(e) = self.first_line_plausible(old) {
+            sh.stats.record(e);
             self.buf.clear();
             self.phase = Phase::Resync;
             return &[];
@@ -347,24 +347,25 @@ impl Stream {
     }
 
     /// Rejects, as soon as it shows, a start line that cannot become one, so that garbage is not
-    /// buffered up to the limit.
-    fn first_line_plausible(&mut self, old: usize) -> bool {
+    /// buffered up to the limit. Agrees with what [`parse_head`](super::head::parse_head) and
+    /// the fast path in [`Stream::idle`] say of the same bytes in one piece.
+    fn first_line_plausible(&mut self, old: usize) -> Result<(), ParseError> {
         if self.first_line_done {
-            return true;
+            return Ok(());
+        }
+        if self.buf.len() <= 64 && !start_prefix_ok(&self.buf) {
+            return Err(ParseError::UnexpectedBytes);
         }
         let new = &self.buf[old..];
         let (line, done) = match new.iter().position(|&b| b == b'\n') {
             Some(i) => (&new[..i], true),
             None => (new, false),
         };
-        if line
-            .iter()
-            .any(|&b| (b < b' ' && b != b'\r' && b != b'\t') || b == 0x7f)
-        {
-            return false;
+        if line.iter().any(|&b| is_ctl(b) && b != b'\r' && b != b'\t') {
+            return Err(ParseError::InvalidStartLine);
         }
         self.first_line_done = done;
-        self.buf.len() > 64 || start_prefix_ok(&self.buf)
+        Ok(())
     }
 
     /// A header block whose end was not captured: a gap follows the captured part in `buf`.
