@@ -19,7 +19,7 @@ const METHODS: [&[u8]; 9] = [
 ];
 
 /// Longest method token accepted while a request line is still arriving.
-const MAX_METHOD_LEN: usize = 32;
+pub(crate) const MAX_METHOD_LEN: usize = 32;
 
 /// True when `head` starts like an HTTP/1 request: a known method and a space, then a visible
 /// character. A shorter `head` that is a prefix of such a start also matches; an empty one

@@ -217,3 +217,33 @@ fn control_bytes_in_a_reason_phrase_are_rejected_however_the_head_arrives() {
         assert!(out.is_empty(), "{piece}");
     }
 }
+
+#[test]
+fn an_over_long_method_is_rejected_however_it_arrives() {
+    // Found by `http1_split`: a 56-byte method split after 27 bytes was accepted, because the
+    // method check only ran on short buffers; in one piece or byte by byte it was rejected.
+    let req = format!("HEA{}D /x HTTP/1.1\r\n\r\n", "t".repeat(51));
+    for cut in [1, 27, 33, 40, req.len()] {
+        let mut conn = Http1Connection::default();
+        let mut out = Vec::new();
+        let seg = |b| Segment {
+            head: b,
+            gap: 0,
+            tail: &[],
+            enter_ns: 1,
+            exit_ns: 2,
+            tid: 3,
+        };
+        for p in req.as_bytes().chunks(cut) {
+            conn.feed(Direction::Ingress, &seg(p), &mut out);
+        }
+        conn.on_close(5, &mut out);
+        assert!(out.is_empty(), "{cut}");
+        assert_eq!(
+            conn.stats()
+                .count(mop_protocol::http1::ParseError::UnexpectedBytes),
+            1,
+            "{cut}"
+        );
+    }
+}

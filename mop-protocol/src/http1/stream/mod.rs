@@ -9,7 +9,8 @@ use super::chunked::{ChunkPhase, EndWatch};
 use super::connection::Shared;
 use super::error::ParseError;
 use super::head::{
-    Framing, find_head_end, is_ctl, looks_like_request, looks_like_response, start_prefix_ok,
+    Framing, MAX_METHOD_LEN, find_head_end, is_ctl, looks_like_request, looks_like_response,
+    start_prefix_ok,
 };
 use crate::exchange::HttpExchange;
 use crate::segment::{Direction, Segment};
@@ -83,7 +84,8 @@ pub(crate) struct Stream {
 }
 
 /// True when a segment starts a message beyond doubt: a whole known method and a target
-/// character, or a whole status code.
+/// character, or a whole status code. A lost stream resynchronises only on such a segment (a
+/// one-byte segment `D` after garbage is not taken for the start of `DELETE`).
 fn starts_message(head: &[u8]) -> bool {
     let request = looks_like_request(head)
         && head
@@ -112,7 +114,7 @@ impl Stream {
         let mut ev = Events::default();
         match self.phase {
             Phase::Resync => {
-                if looks_like_request(seg.head) || looks_like_response(seg.head) {
+                if starts_message(seg.head) {
                     self.phase = Phase::Idle;
                 } else {
                     sh.stats.skipped_segments += 1;
@@ -353,7 +355,9 @@ impl Stream {
         if self.first_line_done {
             return Ok(());
         }
-        if self.buf.len() <= 64 && !start_prefix_ok(&self.buf) {
+        // `start_prefix_ok` looks at the first `MAX_METHOD_LEN + 1` bytes: check whenever new
+        // bytes reach into them.
+        if old <= MAX_METHOD_LEN && !start_prefix_ok(&self.buf) {
             return Err(ParseError::UnexpectedBytes);
         }
         let new = &self.buf[old..];
