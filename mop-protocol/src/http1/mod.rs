@@ -29,6 +29,9 @@ mod error;
 mod head;
 mod stream;
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use connection::{Http1Connection, Http1Limits};
 pub use error::{Http1Stats, ParseError};
 pub use head::{looks_like_request, looks_like_response};
