@@ -18,16 +18,8 @@ impl Stream {
         out: &mut Vec<HttpExchange>,
     ) -> &'d [u8] {
         match c {
-            ChunkPhase::Data { remaining } => {
-                let n = remaining.min(data.len() as u64);
-                self.progress(sh, cx, n);
-                self.phase = if n == remaining {
-                    Phase::Chunk(ChunkPhase::DataEnd { need: 2 })
-                } else {
-                    Phase::Chunk(ChunkPhase::Data {
-                        remaining: remaining - n,
-                    })
-                };
+            ChunkPhase::Data { .. } => {
+                let n = self.consume_known(sh, cx, out, data.len() as u64);
                 &data[n as usize..]
             }
             ChunkPhase::DataEnd { need } => {

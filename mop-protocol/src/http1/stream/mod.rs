@@ -137,6 +137,32 @@ impl Stream {
         ev
     }
 
+    /// Takes up to `n` bytes of a body of known remaining length (a `Content-Length` body or
+    /// one chunk's data); returns how many it took.
+    fn consume_known(
+        &mut self,
+        sh: &mut Shared,
+        cx: &Ctx,
+        out: &mut Vec<HttpExchange>,
+        n: u64,
+    ) -> u64 {
+        let (remaining, chunk) = match self.phase {
+            Phase::Body { remaining } => (remaining, false),
+            Phase::Chunk(ChunkPhase::Data { remaining }) => (remaining, true),
+            _ => return 0,
+        };
+        let took = remaining.min(n);
+        self.progress(sh, cx, took);
+        let left = remaining - took;
+        match (chunk, left) {
+            (false, 0) => self.finish(sh, out),
+            (false, _) => self.phase = Phase::Body { remaining: left },
+            (true, 0) => self.phase = Phase::Chunk(ChunkPhase::DataEnd { need: 2 }),
+            (true, _) => self.phase = Phase::Chunk(ChunkPhase::Data { remaining: left }),
+        }
+        took
+    }
+
     /// Ends a response that is being absorbed (its end unknown): the next request arrived.
     pub(crate) fn end_open_response(&mut self, sh: &mut Shared, out: &mut Vec<HttpExchange>) {
         if matches!(self.phase, Phase::Absorb { .. }) && self.msg.is_some_and(|m| !m.request) {
@@ -174,16 +200,8 @@ impl Stream {
             data = match self.phase {
                 Phase::Idle => self.idle(cx, data, sh, out, ev),
                 Phase::Head => self.head_more(cx, data, sh, out, ev),
-                Phase::Body { remaining } => {
-                    let n = remaining.min(data.len() as u64);
-                    self.progress(sh, cx, n);
-                    if n == remaining {
-                        self.finish(sh, out);
-                    } else {
-                        self.phase = Phase::Body {
-                            remaining: remaining - n,
-                        };
-                    }
+                Phase::Body { .. } => {
+                    let n = self.consume_known(sh, cx, out, data.len() as u64);
                     &data[n as usize..]
                 }
                 Phase::Chunk(c) => self.chunk(cx, c, data, sh, out),
@@ -220,33 +238,19 @@ impl Stream {
                 tail.len()
             }
             Phase::Head => self.truncated_head(cx, tail, sh, out, ev),
-            Phase::Body { remaining } if n < remaining => {
-                self.progress(sh, cx, n);
-                self.phase = Phase::Body {
-                    remaining: remaining - n,
-                };
-                0
-            }
-            Phase::Body { remaining } => {
-                self.progress(sh, cx, remaining);
-                self.finish(sh, out);
-                if n == remaining {
+            Phase::Body { .. } | Phase::Chunk(ChunkPhase::Data { .. }) => {
+                let body = matches!(self.phase, Phase::Body { .. });
+                if self.consume_known(sh, cx, out, n) == n {
+                    return 0;
+                }
+                // The gap goes past the end of the body or chunk.
+                if !body {
+                    self.absorb(sh, cx, true, None);
                     return 0;
                 }
                 sh.stats.record(ParseError::LostSync);
                 self.phase = Phase::Resync;
                 tail.len()
-            }
-            Phase::Chunk(ChunkPhase::Data { remaining }) if n <= remaining => {
-                self.progress(sh, cx, n);
-                self.phase = if n == remaining {
-                    Phase::Chunk(ChunkPhase::DataEnd { need: 2 })
-                } else {
-                    Phase::Chunk(ChunkPhase::Data {
-                        remaining: remaining - n,
-                    })
-                };
-                0
             }
             Phase::Chunk(_) => {
                 self.absorb(sh, cx, true, None);
