@@ -6,7 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use mop_common::{
-    ConnInfo, ConnKey, Counter, InflightSyscall, KernelConfig, KernelOffsets, SslCall, SslKey, MAX_CAPTURE_BYTES,
+    ConnInfo, ConnKey, Counter, InflightSyscall, KernelConfig, KernelOffsets, MAX_CAPTURE_BYTES,
+    SslCall, SslKey,
     event::DataEventHeader,
     maps::{COUNTER_SLOTS, MAX_CONNS, MAX_INFLIGHT, MAX_PIDS},
     ops::SYSCALL_TABLE_LEN,

@@ -10,8 +10,8 @@ use mop_common::{
     ConnInfo, ConnKey, Counter, EventKind, InflightSyscall, KernelConfig, SyscallOp,
     event::{ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN},
     maps::{
-        CONN_FLAG_TLS, CONN_OTHER, CONN_TCP, FLAG_WATCH_EXEC, INFLIGHT_IN_TLS, PID_PENDING, PROTO_HTTP2, PROTO_OTHER,
-        PROTO_UNKNOWN,
+        CONN_FLAG_TLS, CONN_OTHER, CONN_TCP, FLAG_WATCH_EXEC, INFLIGHT_IN_TLS, PID_PENDING,
+        PROTO_HTTP2, PROTO_OTHER, PROTO_UNKNOWN,
     },
     ops::SYSCALL_TABLE_LEN,
 };

@@ -14,6 +14,7 @@ use crate::{
         conntrack::ConnTracker,
         loader,
         stage::{CaptureStage, StageSettings},
+        tls::TlsProbes,
     },
     config::{Config, ebpf::CapturePath},
     discovery::{self, DiscoveryOutputs, Scanner, identity::IdentityContext, procfs::ProcFs},
@@ -98,11 +99,12 @@ fn host_name(config: &Config) -> String {
 pub async fn run(config: Config) -> Result<(), AgentError> {
     let metrics = Arc::new(SelfMetrics::default());
     let loaded = loader::load(&load_settings(&config))?;
-    metrics.set_probes_attached(loaded.probes.attached);
-    metrics.set_capture_path(loaded.probes.path.as_str());
+    let (path, attached) = (loaded.probes.path, loaded.probes.attached);
+    metrics.set_probes_attached(attached);
+    metrics.set_capture_path(path.as_str());
     tracing::info!(
-        path = loaded.probes.path.as_str(),
-        programs = loaded.probes.attached,
+        path = path.as_str(),
+        programs = attached,
         buffer_size = config.ebpf.buffer_size,
         "Capture attached."
     );
@@ -160,6 +162,9 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     let discovery = tokio::spawn(discovery::run(
         scanner,
         DiscoveryOutputs {
+            probes: loaded.probes,
+            tls: Some(TlsProbes::default()),
+            procfs: ProcFs::host(),
             pids: loaded.pids,
             spans: span_ctl_tx,
             capture: capture_ctl_tx,
@@ -191,10 +196,11 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
 
     tracing::info!("Shutting down: stopping capture, flushing exporters.");
     discovery_cancel.cancel();
-    discovery.await.map_err(|source| AgentError::Stage {
+    let discovery_result = discovery.await.map_err(|source| AgentError::Stage {
         stage: "discovery",
         source,
     })?;
+    let probes = discovery_result;
     capture_cancel.cancel();
     let captured = capture.await.map_err(|source| AgentError::Stage {
         stage: "capture",
@@ -206,7 +212,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     })?;
     exporters.shutdown().await;
     // Dropping the probes detaches every program and frees the maps.
-    drop(loaded.probes);
+    drop(probes);
     captured?;
     tracing::info!(
         events = metrics.events_read(),

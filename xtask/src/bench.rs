@@ -168,8 +168,14 @@ fn report(opts: &Options, rows: &[Round]) -> anyhow::Result<()> {
     );
     let _ = writeln!(text, "| measure | floor (hooks only) | agent |");
     let _ = writeln!(text, "|---|---|---|");
-    let _ = writeln!(text, "| throughput ratio | {floor_tput:.3} | {agent_tput:.3} |");
-    let _ = writeln!(text, "| p99 latency ratio | {floor_p99:.3} | {agent_p99:.3} |");
+    let _ = writeln!(
+        text,
+        "| throughput ratio | {floor_tput:.3} | {agent_tput:.3} |"
+    );
+    let _ = writeln!(
+        text,
+        "| p99 latency ratio | {floor_p99:.3} | {agent_p99:.3} |"
+    );
     let _ = writeln!(text, "| spans / requests | - | {captured:.4} |");
     let _ = writeln!(text, "| kernel records per request | - | {events:.2} |");
     let _ = writeln!(text, "| agent CPU per request | - | {cpu_ns:.0} ns |");
@@ -330,7 +336,12 @@ impl Agent {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
         let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
         let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         // After the comm: utime and stime are fields 12 and 13 (0-based).
         Ok((ticks(11) + ticks(12)) as f64 / 100.0)
     }

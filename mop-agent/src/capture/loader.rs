@@ -69,11 +69,18 @@ pub struct LoadSettings {
 /// The loaded programs; dropping it detaches every program and frees the maps it owns.
 pub struct Probes {
     /// Keeps programs and links alive.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     /// The path that is attached.
     pub path: CapturePathKind,
     /// How many programs are attached.
     pub attached: usize,
+}
+
+impl Probes {
+    /// The loaded object, for attaching per-process probes (TLS libraries).
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
 }
 
 /// Where discovery selects processes: the kernel's pid filter.
@@ -178,7 +185,7 @@ pub fn load(settings: &LoadSettings) -> Result<Loaded, CaptureError> {
     debug_assert_eq!(counters.len(), COUNTER_SLOTS);
     Ok(Loaded {
         probes: Probes {
-            _ebpf: ebpf,
+            ebpf,
             path,
             attached,
         },

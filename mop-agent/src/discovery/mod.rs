@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    capture::{PidFilter, stage::CaptureControl},
+    capture::{PidFilter, Probes, stage::CaptureControl, tls::TlsProbes},
     config::discovery::DiscoveryConfig,
     span::{ServiceResource, stage::SpanControl},
     telemetry::SelfMetrics,
@@ -105,6 +105,15 @@ impl Scanner {
             pass: 0,
             next_generation: 0,
         }
+    }
+
+    /// The pids currently instrumented.
+    pub fn selected_pids(&self) -> Vec<u32> {
+        self.tracked
+            .iter()
+            .filter(|(_, t)| t.state == TrackState::Selected)
+            .map(|(pid, _)| *pid)
+            .collect()
     }
 
     /// Processes currently instrumented.
@@ -294,6 +303,13 @@ impl Scanner {
 
 /// Where discovery's decisions go.
 pub struct DiscoveryOutputs {
+    /// The loaded programs: discovery attaches per-process probes (TLS) and hands them back
+    /// when it stops.
+    pub probes: Probes,
+    /// TLS library probes, when TLS capture is on.
+    pub tls: Option<TlsProbes>,
+    /// How `/proc` is read (for TLS libraries).
+    pub procfs: ProcFs,
     /// The kernel's pid filter.
     pub pids: PidFilter,
     /// Resources for span assembly.
@@ -304,15 +320,20 @@ pub struct DiscoveryOutputs {
     pub metrics: Arc<SelfMetrics>,
 }
 
+/// Passes between looks for TLS libraries in instrumented processes that had none (a program
+/// may load libssl late, e.g. Python on its first `import ssl`).
+const TLS_RECHECK_PASSES: u64 = 2;
+
 /// Runs passes until cancelled, and decides at once about each exec the capture stage reports;
-/// `first_pass` fires after the first pass is applied.
+/// `first_pass` fires after the first pass is applied. Returns the probes (still attached) so
+/// the caller detaches them after the pipeline has drained.
 pub async fn run(
     mut scanner: Scanner,
     mut out: DiscoveryOutputs,
     mut execs: mpsc::Receiver<u32>,
     first_pass: oneshot::Sender<()>,
     cancel: CancellationToken,
-) {
+) -> Probes {
     let mut first_pass = Some(first_pass);
     let mut tick = tokio::time::interval(scanner.config.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -326,12 +347,29 @@ pub async fn run(
         for change in changes {
             apply(&mut out, change).await;
         }
+        if scanner.pass % TLS_RECHECK_PASSES == 0 {
+            recheck_tls(&scanner, &mut out);
+        }
         out.metrics
             .set_instrumented_processes(scanner.instrumented());
         if let Some(tx) = first_pass.take() {
             let _ = tx.send(());
         }
     }
+    out.probes
+}
+
+/// Looks again for TLS libraries in instrumented processes that have none probed yet.
+fn recheck_tls(scanner: &Scanner, out: &mut DiscoveryOutputs) {
+    let Some(tls) = out.tls.as_mut() else { return };
+    for pid in scanner.selected_pids() {
+        if !tls.covers(pid) {
+            let exe = out.procfs.exe(pid).ok();
+            tls.add_process(out.probes.ebpf_mut(), &out.procfs, pid, exe.as_deref());
+        }
+    }
+    out.metrics
+        .set_tls_libraries(tls.attached_libraries(), tls.attached_programs());
 }
 
 /// Applies one change: the span stage learns a resource before the kernel captures its pid.
@@ -350,12 +388,19 @@ async fn apply(out: &mut DiscoveryOutputs, change: Change) {
             if let Err(e) = out.pids.add(pid) {
                 tracing::warn!(pid, error = %e, "Cannot add the process to the pid filter.");
             }
+            if let Some(tls) = out.tls.as_mut() {
+                let exe = out.procfs.exe(pid).ok();
+                tls.add_process(out.probes.ebpf_mut(), &out.procfs, pid, exe.as_deref());
+            }
         }
         Change::Exited(pid) | Change::Rejected(pid) => {
             if matches!(change, Change::Exited(_)) {
                 tracing::info!(pid, "Instrumented process exited.");
             }
             out.pids.remove(pid);
+            if let Some(tls) = out.tls.as_mut() {
+                tls.remove_process(out.probes.ebpf_mut(), pid);
+            }
             let _ = out.capture.send(CaptureControl::ProcessExited(pid)).await;
             let _ = out.spans.send(SpanControl::ProcessExited(pid)).await;
         }

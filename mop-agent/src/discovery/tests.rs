@@ -195,7 +195,10 @@ fn old_processes_are_rechecked_less_often() {
         if !changes.is_empty() {
             break started(&changes);
         }
-        assert!(passes < OLD_PROCESS_PASSES, "not found within one slow period");
+        assert!(
+            passes < OLD_PROCESS_PASSES,
+            "not found within one slow period"
+        );
     };
     assert_eq!(found, vec![(70, "python3.11".to_owned())]);
     assert!(passes > 1, "an old process is not re-checked every pass");

@@ -89,7 +89,7 @@ impl Assembler {
             None => (self.ids.trace_id(), None, SAMPLED),
         };
         let trace_state = parent.and(ex.trace_headers.tracestate.clone());
-        let mut attributes = attributes(kind, ex, cx.local, cx.remote);
+        let mut attributes = attributes(kind, cx);
         if kind == SpanKind::Server {
             attributes.http_route = attributes
                 .url_path
@@ -203,15 +203,12 @@ fn host_name(host: &str) -> &str {
         .map_or(host, |(name, _)| name)
 }
 
-fn attributes(
-    kind: SpanKind,
-    ex: &HttpExchange,
-    local: SocketAddr,
-    remote: SocketAddr,
-) -> SpanAttributes {
-    let (server, client) = match kind {
-        SpanKind::Server => (local, Some(remote)),
-        SpanKind::Client => (remote, None),
+fn attributes(kind: SpanKind, cx: &ConnExchange) -> SpanAttributes {
+    let ex = &cx.exchange;
+    let scheme = if cx.tls { "https" } else { "http" };
+    let (server, client): (SocketAddr, Option<SocketAddr>) = match kind {
+        SpanKind::Server => (cx.local, Some(cx.remote)),
+        SpanKind::Client => (cx.remote, None),
     };
     let server_address = ex
         .host
@@ -227,7 +224,7 @@ fn attributes(
             let full = if ex.target.contains("://") {
                 ex.target.clone()
             } else {
-                format!("http://{authority}{}", ex.target)
+                format!("{scheme}://{authority}{}", ex.target)
             };
             (None, None, Some(full))
         }
@@ -237,6 +234,7 @@ fn attributes(
         url_path,
         url_query,
         url_full,
+        url_scheme: scheme,
         http_route: None,
         http_response_status_code: ex.status.map(i64::from),
         server_address: Some(server_address),
@@ -284,6 +282,7 @@ mod tests {
                 request_body_size_unknown: false,
                 response_body_size_unknown: false,
             },
+            tls: false,
         }
     }
 
@@ -292,13 +291,19 @@ mod tests {
             unmatched: crate::config::routes::UnmatchedRoutes::Unset,
             ..RoutesConfig::default()
         };
-        Assembler::new(IdGenerator::from_seed([1; 32]), WallClock::measure(), routes)
+        Assembler::new(
+            IdGenerator::from_seed([1; 32]),
+            WallClock::measure(),
+            routes,
+        )
     }
 
     #[test]
     fn server_span_has_path_query_and_times() {
         let mut a = assembler();
-        let span = a.build(&exchange(Role::Server, "/a/b?x=1", Some(404))).unwrap();
+        let span = a
+            .build(&exchange(Role::Server, "/a/b?x=1", Some(404)))
+            .unwrap();
         assert_eq!(span.kind, SpanKind::Server);
         assert_eq!(span.name, "GET");
         assert_eq!(span.status, SpanStatus::Unset);
@@ -367,12 +372,15 @@ mod tests {
         });
         a.process_started(42, Arc::clone(&resource));
         assert_eq!(
-            a.build(&exchange(Role::Server, "/", Some(200))).unwrap().resource,
+            a.build(&exchange(Role::Server, "/", Some(200)))
+                .unwrap()
+                .resource,
             resource
         );
         a.process_exited(42);
         assert_eq!(
-            a.build(&exchange(Role::Server, "/", Some(200))).unwrap()
+            a.build(&exchange(Role::Server, "/", Some(200)))
+                .unwrap()
                 .resource
                 .service_name,
             "unknown_service"
@@ -387,7 +395,7 @@ mod route_tests {
     use super::*;
     use crate::config::routes::RoutePattern;
 
-    fn server(target: &str) -> ConnExchange {
+    pub(super) fn server(target: &str) -> ConnExchange {
         ConnExchange {
             pid: 1,
             conn_id: 1,
@@ -416,11 +424,16 @@ mod route_tests {
                 request_body_size_unknown: false,
                 response_body_size_unknown: false,
             },
+            tls: false,
         }
     }
 
     fn with(routes: RoutesConfig) -> Assembler {
-        Assembler::new(IdGenerator::from_seed([2; 32]), WallClock::measure(), routes)
+        Assembler::new(
+            IdGenerator::from_seed([2; 32]),
+            WallClock::measure(),
+            routes,
+        )
     }
 
     #[test]
@@ -445,11 +458,47 @@ mod route_tests {
             ignore_mode: mode,
             ..RoutesConfig::default()
         };
-        assert!(with(routes(IgnoreMode::All)).build(&server("/health")).is_none());
-        let span = with(routes(IgnoreMode::Traces)).build(&server("/health")).unwrap();
+        assert!(
+            with(routes(IgnoreMode::All))
+                .build(&server("/health"))
+                .is_none()
+        );
+        let span = with(routes(IgnoreMode::Traces))
+            .build(&server("/health"))
+            .unwrap();
         assert_eq!((span.signals.traces, span.signals.metrics), (false, true));
-        let span = with(routes(IgnoreMode::Metrics)).build(&server("/health")).unwrap();
+        let span = with(routes(IgnoreMode::Metrics))
+            .build(&server("/health"))
+            .unwrap();
         assert_eq!((span.signals.traces, span.signals.metrics), (true, false));
-        assert!(with(routes(IgnoreMode::All)).build(&server("/other")).is_some());
+        assert!(
+            with(routes(IgnoreMode::All))
+                .build(&server("/other"))
+                .is_some()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use super::*;
+
+    #[test]
+    fn tls_exchanges_are_https() {
+        let mut a = Assembler::new(
+            IdGenerator::from_seed([3; 32]),
+            WallClock::measure(),
+            RoutesConfig::default(),
+        );
+        let mut cx = route_tests::server("/x");
+        cx.exchange.role = Role::Client;
+        cx.exchange.host = Some("example.test".into());
+        cx.tls = true;
+        let span = a.build(&cx).unwrap();
+        assert_eq!(
+            span.attributes.url_full.as_deref(),
+            Some("https://example.test/x")
+        );
+        assert_eq!(span.attributes.url_scheme, "https");
     }
 }

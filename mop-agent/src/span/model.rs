@@ -114,6 +114,8 @@ pub struct SpanAttributes {
     pub url_query: Option<String>,
     /// `url.full` (client spans).
     pub url_full: Option<String>,
+    /// `url.scheme`: `http`, or `https` when the plaintext was read at the TLS library.
+    pub url_scheme: &'static str,
     /// `http.route`, when a route is known.
     pub http_route: Option<String>,
     /// `http.response.status_code`, when a response was seen.
@@ -150,6 +152,7 @@ impl SpanAttributes {
             "http.request.method",
             AttrValue::Str(self.http_request_method.clone()),
         ));
+        kv.push(("url.scheme", AttrValue::Str(self.url_scheme.to_owned())));
         let strings = [
             ("url.path", &self.url_path),
             ("url.query", &self.url_query),
