@@ -36,3 +36,6 @@ static LICENSE: [u8; 4] = *b"GPL\0";
 /// Host builds (`cargo check --workspace`) compile this stub; the programs exist only for bpf.
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}
+
+#[cfg(not(target_arch = "bpf"))]
+use {aya_ebpf as _, mop_common as _};

@@ -5,12 +5,15 @@ use std::{sync::Arc, time::Duration};
 
 use mop_protocol::http1::Http1Limits;
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot};
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    task::JoinHandle,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     capture::{
-        CaptureError, CapturePathKind, LoadSettings,
+        CaptureError, CapturePathKind, LoadSettings, Loaded, Probes,
         conntrack::ConnTracker,
         loader,
         stage::{CaptureStage, StageSettings},
@@ -25,6 +28,8 @@ use crate::{
 
 /// Capacity of the channel from capture to span assembly (exchanges).
 const EXCHANGE_QUEUE: usize = 16_384;
+/// Capacity of the control channels between discovery, capture and span assembly.
+const CONTROL_QUEUE: usize = 1024;
 /// How often the capture stage polls the ring buffer between kernel wake-ups.
 const RING_POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// Connections silent this long are dropped from the userspace tracker.
@@ -95,6 +100,17 @@ fn host_name(config: &Config) -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
+/// The running stages, in pipeline order, and what stops them.
+struct Running {
+    metrics: Arc<SelfMetrics>,
+    discovery: JoinHandle<Probes>,
+    discovery_cancel: CancellationToken,
+    capture: JoinHandle<Result<(), CaptureError>>,
+    capture_cancel: CancellationToken,
+    spans: JoinHandle<()>,
+    exporters: Exporters,
+}
+
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), AgentError> {
     let metrics = Arc::new(SelfMetrics::default());
@@ -108,20 +124,44 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         buffer_size = config.ebpf.buffer_size,
         "Capture attached."
     );
-
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
-    let export_cancel = CancellationToken::new();
+    let (first_pass_tx, first_pass_rx) = oneshot::channel();
+    let running = start(&config, loaded, metrics, ready_rx, first_pass_tx).await?;
+    wait_for_signal(first_pass_rx, &ready_tx, &running.metrics).await?;
+    stop(running).await
+}
+
+/// Spawns every stage, from the exporters back to discovery (consumers before producers).
+async fn start(
+    config: &Config,
+    loaded: Loaded,
+    metrics: Arc<SelfMetrics>,
+    ready: watch::Receiver<bool>,
+    first_pass: oneshot::Sender<()>,
+) -> Result<Running, AgentError> {
     let (sink, exporters) = Exporters::start(
-        ExportSettings::from_config(&config),
+        ExportSettings::from_config(config),
         Arc::clone(&metrics),
-        ready_rx,
-        export_cancel.clone(),
+        ready,
+        CancellationToken::new(),
     )
     .await?;
     let (exchange_tx, exchange_rx) = mpsc::channel(EXCHANGE_QUEUE);
-    let (exec_tx, exec_rx) = mpsc::channel(1024);
-    let (capture_ctl_tx, capture_ctl_rx) = mpsc::channel(1024);
-    let (span_ctl_tx, span_ctl_rx) = mpsc::channel(1024);
+    let (exec_tx, exec_rx) = mpsc::channel(CONTROL_QUEUE);
+    let (capture_ctl_tx, capture_ctl_rx) = mpsc::channel(CONTROL_QUEUE);
+    let (span_ctl_tx, span_ctl_rx) = mpsc::channel(CONTROL_QUEUE);
+
+    let spans = SpanStage::new(
+        Assembler::new(
+            IdGenerator::from_entropy(),
+            WallClock::measure(),
+            config.routes.clone(),
+        ),
+        exchange_rx,
+        span_ctl_rx,
+        Arc::clone(&metrics),
+    );
+    let spans = tokio::spawn(spans.run(move |span| sink.send(span)));
 
     let capture_cancel = CancellationToken::new();
     let capture = CaptureStage::new(
@@ -137,28 +177,15 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     );
     let capture = tokio::spawn(capture.run(capture_cancel.clone()));
 
-    let spans = SpanStage::new(
-        Assembler::new(
-            IdGenerator::from_entropy(),
-            WallClock::measure(),
-            config.routes.clone(),
-        ),
-        exchange_rx,
-        span_ctl_rx,
-        Arc::clone(&metrics),
-    );
-    let spans = tokio::spawn(spans.run(move |span| sink.send(span)));
-
     let scanner = Scanner::new(
         ProcFs::host(),
         config.discovery.clone(),
         IdentityContext {
-            host_name: host_name(&config),
+            host_name: host_name(config),
             service_name_override: config.service_name.clone(),
         },
     );
     let discovery_cancel = CancellationToken::new();
-    let (first_pass_tx, first_pass_rx) = oneshot::channel();
     let discovery = tokio::spawn(discovery::run(
         scanner,
         DiscoveryOutputs {
@@ -171,49 +198,61 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
             metrics: Arc::clone(&metrics),
         },
         exec_rx,
-        first_pass_tx,
+        first_pass,
         discovery_cancel.clone(),
     ));
+    Ok(Running {
+        metrics,
+        discovery,
+        discovery_cancel,
+        capture,
+        capture_cancel,
+        spans,
+        exporters,
+    })
+}
 
+/// Reports readiness after the first discovery pass; returns on SIGINT or SIGTERM.
+async fn wait_for_signal(
+    first_pass: oneshot::Receiver<()>,
+    ready: &watch::Sender<bool>,
+    metrics: &SelfMetrics,
+) -> Result<(), AgentError> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(AgentError::Signals)?;
-    let mut first_pass = std::pin::pin!(first_pass_rx);
-    let mut ready = false;
+    let mut first_pass = std::pin::pin!(first_pass);
+    let mut is_ready = false;
     loop {
         tokio::select! {
-            _ = &mut first_pass, if !ready => {
-                ready = true;
-                ready_tx.send_replace(true);
+            _ = &mut first_pass, if !is_ready => {
+                is_ready = true;
+                ready.send_replace(true);
                 tracing::info!(
                     processes = metrics.instrumented_processes(),
                     "Agent ready: probes attached and first discovery pass done."
                 );
             }
-            _ = tokio::signal::ctrl_c() => break,
-            _ = sigterm.recv() => break,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = sigterm.recv() => return Ok(()),
         }
     }
+}
 
+/// Stops the stages in pipeline order, so that everything captured is handled and flushed
+/// before the probes are detached.
+async fn stop(running: Running) -> Result<(), AgentError> {
+    let stage = |stage: &'static str| move |source| AgentError::Stage { stage, source };
     tracing::info!("Shutting down: stopping capture, flushing exporters.");
-    discovery_cancel.cancel();
-    let discovery_result = discovery.await.map_err(|source| AgentError::Stage {
-        stage: "discovery",
-        source,
-    })?;
-    let probes = discovery_result;
-    capture_cancel.cancel();
-    let captured = capture.await.map_err(|source| AgentError::Stage {
-        stage: "capture",
-        source,
-    })?;
-    spans.await.map_err(|source| AgentError::Stage {
-        stage: "span",
-        source,
-    })?;
-    exporters.shutdown().await;
+    running.discovery_cancel.cancel();
+    let probes = running.discovery.await.map_err(stage("discovery"))?;
+    running.capture_cancel.cancel();
+    let captured = running.capture.await.map_err(stage("capture"))?;
+    running.spans.await.map_err(stage("span"))?;
+    running.exporters.shutdown().await;
     // Dropping the probes detaches every program and frees the maps.
     drop(probes);
     captured?;
+    let metrics = &running.metrics;
     tracing::info!(
         events = metrics.events_read(),
         lost = metrics.events_lost(),

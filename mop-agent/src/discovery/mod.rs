@@ -184,7 +184,7 @@ impl Scanner {
                 TrackState::NoExe => return,
                 TrackState::Unselected { scanned_generation } => {
                     let young = self.pass.saturating_sub(t.first_pass) < YOUNG_PASSES;
-                    if !needs_ports || (!young && self.pass % OLD_PROCESS_PASSES != 0) {
+                    if !needs_ports || (!young && !self.pass.is_multiple_of(OLD_PROCESS_PASSES)) {
                         return;
                     }
                     let ns = t.net_ns;
@@ -347,7 +347,7 @@ pub async fn run(
         for change in changes {
             apply(&mut out, change).await;
         }
-        if scanner.pass % TLS_RECHECK_PASSES == 0 {
+        if scanner.pass.is_multiple_of(TLS_RECHECK_PASSES) {
             recheck_tls(&scanner, &mut out);
         }
         out.metrics

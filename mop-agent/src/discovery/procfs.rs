@@ -175,7 +175,7 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
 }
 
 /// Adds the listening sockets of a `/proc/net/tcp{,6}` table to `out`.
-pub fn parse_listeners(text: &str, out: &mut HashMap<u64, u16>) {
+pub fn parse_listeners<S: std::hash::BuildHasher>(text: &str, out: &mut HashMap<u64, u16, S>) {
     for line in text.lines().skip(1) {
         let cols: Vec<&str> = line.split_whitespace().collect();
         // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode

@@ -233,3 +233,13 @@ impl SelfMetrics {
         self.capture_path.get().copied()
     }
 }
+
+/// Sends the agent's logs to stderr at `level`; plain text unless stderr is a terminal.
+pub fn init_logging(level: tracing::Level) {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_max_level(level)
+        .with_target(false)
+        .init();
+}
