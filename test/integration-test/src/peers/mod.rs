@@ -1,0 +1,7 @@
+//! Real peers on loopback ports: servers the agent instruments (nginx, Python) and clients
+//! that drive them (curl, a raw socket client). Every peer is stopped when dropped.
+
+pub mod curl;
+pub mod nginx;
+pub mod python;
+pub mod raw;
