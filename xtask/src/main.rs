@@ -1,7 +1,9 @@
 //! `cargo xtask`: the project's developer commands (see the README).
 
 mod cmd;
+mod run;
 mod setup;
+mod test;
 
 use clap::{Parser, Subcommand};
 
@@ -17,10 +19,16 @@ struct Cli {
 enum Command {
     /// Install what building and testing need (idempotent).
     Setup(setup::Options),
+    /// Build the release agent and run it as root: `cargo xtask run -- [agent args]`.
+    Run(run::Options),
+    /// Run every check CI runs (setup, fmt, clippy, unit, build, integration, extra suites).
+    Test(test::Options),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Setup(opts) => setup::run(&opts),
+        Command::Run(opts) => run::run(&opts),
+        Command::Test(opts) => test::run(&opts),
     }
 }
