@@ -2,6 +2,7 @@
 //! `OUT_DIR`, where `capture::loader` embeds it.
 
 use anyhow::{Context as _, anyhow};
+use mop_agent_ebpf as _;
 use aya_build::{Package, Toolchain};
 
 fn main() -> anyhow::Result<()> {

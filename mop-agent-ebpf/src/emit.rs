@@ -100,7 +100,13 @@ pub(crate) fn emit_conn_event(
     // SAFETY: every field is written by fill_header before submit.
     let h = unsafe { &mut *entry.as_mut_ptr() };
     fill_header(h, kind, conn, pid_tgid, fd, enter_ns, exit_ns);
-    entry.submit(wakeup_flag(cfg));
+    // Discovery waits on exec reports: never let them sit until the next poll.
+    let flags = if matches!(kind, EventKind::ProcExec) {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        wakeup_flag(cfg)
+    };
+    entry.submit(flags);
     bump(Counter::EventsSubmitted);
 }
 
@@ -185,7 +191,11 @@ fn copy_tail(h: &mut DataEventHeader, end: u64, n: u64) {
 /// Copies the head (and tail) of a contiguous user buffer; returns the bytes captured.
 #[inline(always)]
 fn capture_contiguous(ev: &mut EventBuffer, buf: u64, ret: u64, cap: u32) -> u32 {
-    let n = if ret < u64::from(cap) { ret as u32 } else { cap };
+    let n = if ret < u64::from(cap) {
+        ret as u32
+    } else {
+        cap
+    };
     if !copy_user(&mut ev.data, 0, buf, n) {
         bump(Counter::ReadUserFailed);
         return 0;
@@ -241,7 +251,11 @@ fn capture_iovec(ev: &mut EventBuffer, iov: u64, iovcnt: u64, ret: u64, cap: u32
         let part = core::cmp::min(v.len, ret - consumed);
         consumed += part;
         if consumed >= ret {
-            copy_tail(&mut ev.header, v.base + part, core::cmp::min(ret - u64::from(copied), part));
+            copy_tail(
+                &mut ev.header,
+                v.base + part,
+                core::cmp::min(ret - u64::from(copied), part),
+            );
             return copied;
         }
     }
@@ -260,7 +274,8 @@ fn iovec_of(sc: &DataSyscall, cfg: &KernelConfig) -> Option<(u64, u64)> {
     // SAFETY: the helper checks the user address.
     unsafe {
         let iov = bpf_probe_read_user((sc.buf + u64::from(off.msghdr_iov)) as *const u64).ok()?;
-        let len = bpf_probe_read_user((sc.buf + u64::from(off.msghdr_iovlen)) as *const u64).ok()?;
+        let len =
+            bpf_probe_read_user((sc.buf + u64::from(off.msghdr_iovlen)) as *const u64).ok()?;
         Some((iov, len))
     }
 }
@@ -315,7 +330,8 @@ pub(crate) fn emit_data(conn: &ConnInfo, sc: &DataSyscall, cfg: &KernelConfig) {
     ev.header.captured_len = captured;
     let len = EVENT_HEADER_LEN + clamp_to_max(u64::from(captured)) as usize;
     // SAFETY: len <= size_of::<EventBuffer>() because captured < 2 * MAX.
-    let bytes = unsafe { core::slice::from_raw_parts((ev as *const EventBuffer).cast::<u8>(), len) };
+    let bytes =
+        unsafe { core::slice::from_raw_parts((ev as *const EventBuffer).cast::<u8>(), len) };
     if MOP_EVENTS.output::<[u8]>(bytes, wakeup_flag(cfg)).is_ok() {
         bump(Counter::EventsSubmitted);
     } else {

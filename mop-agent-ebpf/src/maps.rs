@@ -6,11 +6,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use mop_common::{
-    ConnInfo, ConnKey, Counter, InflightSyscall, KernelConfig, KernelOffsets,
+    ConnInfo, ConnKey, Counter, InflightSyscall, KernelConfig, KernelOffsets, MAX_CAPTURE_BYTES,
     event::DataEventHeader,
     maps::{COUNTER_SLOTS, MAX_CONNS, MAX_INFLIGHT, MAX_PIDS},
     ops::SYSCALL_TABLE_LEN,
-    MAX_CAPTURE_BYTES,
 };
 
 /// Default ring buffer size; userspace resizes it from `ebpf.ring_buffer_size` at load.
@@ -58,6 +57,8 @@ pub(crate) static MOP_SCRATCH: PerCpuArray<EventBuffer> = PerCpuArray::with_max_
 pub(crate) static MOP_CONFIG: Global<KernelConfig> = Global::new(KernelConfig {
     capture_bytes: 256,
     wakeup_bytes: 0,
+    flags: 0,
+    pad: 0,
     regs_arg_offsets: [0; 6],
     offsets: KernelOffsets {
         task_files: 0,

@@ -9,15 +9,13 @@ use aya_ebpf::{
 use mop_common::{
     ConnInfo, ConnKey, Counter, EventKind, InflightSyscall, KernelConfig, SyscallOp,
     event::{ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN},
-    maps::{CONN_OTHER, CONN_TCP},
+    maps::{CONN_OTHER, CONN_TCP, FLAG_WATCH_EXEC, PID_PENDING},
     ops::SYSCALL_TABLE_LEN,
 };
 
 use crate::{
     emit::{DataSyscall, emit_conn_event, emit_data},
-    maps::{
-        MOP_CONFIG, MOP_CONNS, MOP_INFLIGHT, MOP_PIDS, MOP_SYSCALL_OPS, bump, next_conn_id,
-    },
+    maps::{MOP_CONFIG, MOP_CONNS, MOP_INFLIGHT, MOP_PIDS, MOP_SYSCALL_OPS, bump, next_conn_id},
     sock::{FdKind, classify_fd},
 };
 
@@ -102,10 +100,24 @@ pub(crate) fn mop_sys_exit(ctx: RawTracePointContext) -> i32 {
     let now = unsafe { bpf_ktime_get_ns() };
     match op {
         SyscallOp::Accept if ret >= 0 => {
-            on_open(pid_tgid, ret as i32, ROLE_SERVER, inflight.enter_ns, now, &cfg);
+            on_open(
+                pid_tgid,
+                ret as i32,
+                ROLE_SERVER,
+                inflight.enter_ns,
+                now,
+                &cfg,
+            );
         }
         SyscallOp::Connect if ret == 0 || ret == EINPROGRESS => {
-            on_open(pid_tgid, inflight.fd, ROLE_CLIENT, inflight.enter_ns, now, &cfg);
+            on_open(
+                pid_tgid,
+                inflight.fd,
+                ROLE_CLIENT,
+                inflight.enter_ns,
+                now,
+                &cfg,
+            );
         }
         _ if ret > 0 && (op.is_ingress() || op.is_egress()) => {
             let sc = DataSyscall {
@@ -165,7 +177,15 @@ fn on_open(pid_tgid: u64, fd: i32, role: u32, enter_ns: u64, exit_ns: u64, cfg: 
         fd,
     };
     if let Some(info) = track(&key, role, cfg) {
-        emit_conn_event(EventKind::ConnOpen, &info, pid_tgid, fd, enter_ns, exit_ns, cfg);
+        emit_conn_event(
+            EventKind::ConnOpen,
+            &info,
+            pid_tgid,
+            fd,
+            enter_ns,
+            exit_ns,
+            cfg,
+        );
     }
 }
 
@@ -202,4 +222,26 @@ fn on_close(pid_tgid: u64, fd: i32, now: u64, cfg: &KernelConfig) {
     if info.kind == CONN_TCP {
         emit_conn_event(EventKind::ConnClose, &info, pid_tgid, fd, now, now, cfg);
     }
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub(crate) fn mop_sched_exec(_ctx: RawTracePointContext) -> i32 {
+    let cfg = MOP_CONFIG.load();
+    if cfg.flags & FLAG_WATCH_EXEC == 0 {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid = (pid_tgid >> 32) as u32;
+    // A new program: capture it until discovery decides, even if its old image was selected.
+    let _ = MOP_PIDS.insert(&pid, &PID_PENDING, 0);
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let none = ConnInfo {
+        conn_id: 0,
+        addrs: mop_common::ConnAddrs::default(),
+        kind: 0,
+        role: ROLE_UNKNOWN,
+    };
+    emit_conn_event(EventKind::ProcExec, &none, pid_tgid, -1, now, now, &cfg);
+    0
 }

@@ -23,6 +23,18 @@ pub const GLOBAL_CONFIG: &str = "MOP_CONFIG";
 pub const PROG_SYS_ENTER: &str = "mop_sys_enter";
 /// Program leaving every syscall (`raw_tracepoint/sys_exit`) on the syscall capture path.
 pub const PROG_SYS_EXIT: &str = "mop_sys_exit";
+/// Program on `raw_tracepoint/sched_process_exec`: new programs are captured at once, pending
+/// discovery's decision.
+pub const PROG_SCHED_EXEC: &str = "mop_sched_exec";
+
+/// `MOP_PIDS` value: discovery selected the process.
+pub const PID_SELECTED: u32 = 1;
+/// `MOP_PIDS` value: the process just called `execve`; discovery has not decided yet.
+pub const PID_PENDING: u32 = 2;
+
+/// `KernelConfig::flags` bit: report every `execve` and capture the new program until
+/// discovery decides (so a short-lived client is seen from its first request).
+pub const FLAG_WATCH_EXEC: u32 = 1;
 
 /// Capacity of [`MAP_PIDS`]: the most processes one agent instruments.
 pub const MAX_PIDS: u32 = 16_384;
@@ -152,6 +164,10 @@ pub struct KernelConfig {
     /// Unread bytes in the ring buffer above which a record wakes the reader up; below it the
     /// reader finds records on its next poll tick, which saves a wake-up per record under load.
     pub wakeup_bytes: u32,
+    /// `FLAG_*` bits.
+    pub flags: u32,
+    /// Explicit padding; always zero.
+    pub pad: u32,
     /// Offsets of the six syscall arguments in the architecture's `struct pt_regs`.
     pub regs_arg_offsets: [u32; 6],
     /// Kernel struct member offsets.
@@ -162,7 +178,7 @@ const _: () = assert!(core::mem::size_of::<ConnKey>() == 8);
 const _: () = assert!(core::mem::size_of::<ConnInfo>() == 56);
 const _: () = assert!(core::mem::size_of::<InflightSyscall>() == 32);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 72);
-const _: () = assert!(core::mem::size_of::<KernelConfig>() == 104);
+const _: () = assert!(core::mem::size_of::<KernelConfig>() == 112);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -6,6 +6,7 @@
 //! parser can skip bodies it never saw and resynchronise on the next message.
 
 pub mod exchange;
+pub mod http1;
 pub mod segment;
 
 pub use exchange::{HttpExchange, HttpVersion, Role, TraceHeaders};

@@ -117,6 +117,8 @@ impl ConnTracker {
                 self.insert(key, ev);
             }
             EventKind::Data => self.on_data(key, ev, emit),
+            // Not about a connection: the capture stage routes exec reports to discovery.
+            EventKind::ProcExec => {}
             EventKind::ConnClose => {
                 if let Some(mut conn) = self.conns.remove(&key) {
                     if let Protocol::Http1(parser) = &mut conn.protocol {
@@ -257,11 +259,23 @@ mod tests {
     #[test]
     fn sniffs_http_tls_and_gives_up_on_noise() {
         let limits = Http1Limits::default();
-        assert!(matches!(sniff(b"GET / HTTP/1.1\r\n", 0, limits), Protocol::Http1(_)));
-        assert!(matches!(sniff(b"HTTP/1.1 200 OK\r\n", 0, limits), Protocol::Http1(_)));
-        assert!(matches!(sniff(&[22, 3, 1, 0, 5], 0, limits), Protocol::Opaque));
+        assert!(matches!(
+            sniff(b"GET / HTTP/1.1\r\n", 0, limits),
+            Protocol::Http1(_)
+        ));
+        assert!(matches!(
+            sniff(b"HTTP/1.1 200 OK\r\n", 0, limits),
+            Protocol::Http1(_)
+        ));
+        assert!(matches!(
+            sniff(&[22, 3, 1, 0, 5], 0, limits),
+            Protocol::Opaque
+        ));
         assert!(matches!(sniff(b"", 5, limits), Protocol::Undecided(5)));
-        assert!(matches!(sniff(b"\x00\x01", 0, limits), Protocol::Undecided(1)));
+        assert!(matches!(
+            sniff(b"\x00\x01", 0, limits),
+            Protocol::Undecided(1)
+        ));
         assert!(matches!(
             sniff(b"\x00\x01", SNIFF_SEGMENTS - 1, limits),
             Protocol::Opaque

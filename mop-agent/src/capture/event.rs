@@ -146,13 +146,19 @@ mod tests {
 
     #[test]
     fn rejects_short_and_unknown_records() {
-        assert_eq!(RawEvent::decode(&[0; 10]).unwrap_err(), DecodeError::Truncated(10));
+        assert_eq!(
+            RawEvent::decode(&[0; 10]).unwrap_err(),
+            DecodeError::Truncated(10)
+        );
         let mut bytes = record(b"abc", 3, b"");
         bytes.truncate(EVENT_HEADER_LEN + 2);
         assert!(RawEvent::decode(&bytes).is_err());
         let mut bytes = record(b"", 0, b"");
         bytes[0] = 99;
-        assert_eq!(RawEvent::decode(&bytes).unwrap_err(), DecodeError::UnknownKind(99));
+        assert_eq!(
+            RawEvent::decode(&bytes).unwrap_err(),
+            DecodeError::UnknownKind(99)
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
-use mop_common::Counter;
+use mop_common::{Counter, EventKind};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     sync::mpsc,
@@ -43,6 +43,7 @@ pub struct CaptureStage {
     counters: KernelCounters,
     tracker: ConnTracker,
     exchanges: mpsc::Sender<ConnExchange>,
+    execs: mpsc::Sender<u32>,
     control: mpsc::Receiver<CaptureControl>,
     metrics: Arc<SelfMetrics>,
     settings: StageSettings,
@@ -52,6 +53,7 @@ pub struct CaptureStage {
 struct Sink<'a> {
     tracker: &'a mut ConnTracker,
     exchanges: &'a mpsc::Sender<ConnExchange>,
+    execs: &'a mpsc::Sender<u32>,
     metrics: &'a SelfMetrics,
 }
 
@@ -70,6 +72,14 @@ impl Sink<'_> {
             let Some(item) = ring.next() else { break };
             n += 1;
             match RawEvent::decode(&item) {
+                Ok(ev) if ev.kind == EventKind::ProcExec => {
+                    if self.execs.try_send(ev.header.pid).is_err() {
+                        tracing::warn!(
+                            pid = ev.header.pid,
+                            "Exec report dropped: discovery is behind."
+                        );
+                    }
+                }
                 Ok(ev) => {
                     let (exchanges, metrics) = (self.exchanges, self.metrics);
                     self.tracker
@@ -89,21 +99,23 @@ impl Sink<'_> {
 }
 
 impl CaptureStage {
-    /// Assembles the stage from what `loader::load` returned.
+    /// Assembles the stage from what `loader::load` returned; exchanges go to span assembly,
+    /// exec reports (pids) to discovery.
     pub fn new(
-        ring: RingBuf<MapData>,
-        counters: KernelCounters,
+        loaded: (RingBuf<MapData>, KernelCounters),
         tracker: ConnTracker,
-        exchanges: mpsc::Sender<ConnExchange>,
+        outputs: (mpsc::Sender<ConnExchange>, mpsc::Sender<u32>),
         control: mpsc::Receiver<CaptureControl>,
         metrics: Arc<SelfMetrics>,
         settings: StageSettings,
     ) -> Self {
+        let ((ring, counters), (exchanges, execs)) = (loaded, outputs);
         Self {
             ring,
             counters,
             tracker,
             exchanges,
+            execs,
             control,
             metrics,
             settings,
@@ -117,11 +129,14 @@ impl CaptureStage {
             counters,
             mut tracker,
             exchanges,
+            execs,
             mut control,
             metrics,
             settings,
         } = self;
-        let mut ring = AsyncFd::with_interest(ring, Interest::READABLE)
+        // SAFETY: the ring buffer owns its map fd, which stays open and unchanged until the
+        // `AsyncFd` (which owns the ring) is dropped.
+        let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|e| CaptureError::Host(format!("cannot poll the ring buffer: {e}")))?;
         let mut tick = tokio::time::interval(settings.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -131,6 +146,7 @@ impl CaptureStage {
             let mut sink = Sink {
                 tracker: &mut tracker,
                 exchanges: &exchanges,
+                execs: &execs,
                 metrics: &metrics,
             };
             tokio::select! {

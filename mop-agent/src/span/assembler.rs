@@ -45,6 +45,11 @@ impl Assembler {
         self.processes.insert(pid, resource);
     }
 
+    /// True when the process's resource is known.
+    pub fn knows(&self, pid: u32) -> bool {
+        self.processes.contains_key(&pid)
+    }
+
     /// Forgets a process that exited.
     pub fn process_exited(&mut self, pid: u32) {
         self.processes.remove(&pid);
@@ -177,10 +182,7 @@ fn attributes(
     let (url_path, url_query, url_full) = match kind {
         SpanKind::Server => (Some(path.to_owned()), query.map(str::to_owned), None),
         SpanKind::Client => {
-            let authority = ex
-                .host
-                .clone()
-                .unwrap_or_else(|| server.to_string());
+            let authority = ex.host.clone().unwrap_or_else(|| server.to_string());
             let full = if ex.target.contains("://") {
                 ex.target.clone()
             } else {
@@ -236,6 +238,10 @@ mod tests {
                 response_end_ns: 2_000,
                 request_tid: 42,
                 request_head_truncated: false,
+                request_target_truncated: false,
+                response_head_truncated: false,
+                request_body_size_unknown: false,
+                response_body_size_unknown: false,
             },
         }
     }
@@ -253,9 +259,15 @@ mod tests {
         assert_eq!(span.status, SpanStatus::Unset);
         assert_eq!(span.attributes.url_path.as_deref(), Some("/a/b"));
         assert_eq!(span.attributes.url_query.as_deref(), Some("x=1"));
-        assert_eq!(span.attributes.server_address.as_deref(), Some("example.test"));
+        assert_eq!(
+            span.attributes.server_address.as_deref(),
+            Some("example.test")
+        );
         assert_eq!(span.attributes.server_port, Some(8080));
-        assert_eq!(span.attributes.client_address, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(
+            span.attributes.client_address,
+            Some("127.0.0.1".parse().unwrap())
+        );
         assert_eq!(span.end_unix_nano - span.start_unix_nano, 1_000);
         assert_eq!(span.parent_span_id, None);
         assert_eq!(span.resource.service_name, "unknown_service");
@@ -309,10 +321,15 @@ mod tests {
             attributes: vec![],
         });
         a.process_started(42, Arc::clone(&resource));
-        assert_eq!(a.build(&exchange(Role::Server, "/", Some(200))).resource, resource);
+        assert_eq!(
+            a.build(&exchange(Role::Server, "/", Some(200))).resource,
+            resource
+        );
         a.process_exited(42);
         assert_eq!(
-            a.build(&exchange(Role::Server, "/", Some(200))).resource.service_name,
+            a.build(&exchange(Role::Server, "/", Some(200)))
+                .resource
+                .service_name,
             "unknown_service"
         );
     }

@@ -63,12 +63,16 @@ mod tests {
 
     #[test]
     fn parses_valid_headers() {
-        let p = parse_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap();
+        let p =
+            parse_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap();
         assert_eq!(p.trace_id.to_hex(), "0af7651916cd43dd8448eb211c80319c");
         assert_eq!(p.span_id.to_hex(), "b7ad6b7169203331");
         assert_eq!(p.flags, 1);
         // A future version may carry more fields.
-        assert!(parse_traceparent("01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00-xyz").is_some());
+        assert!(
+            parse_traceparent("01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00-xyz")
+                .is_some()
+        );
     }
 
     #[test]

@@ -8,6 +8,6 @@ pub mod model;
 pub mod stage;
 
 pub use model::{
-    AttrValue, RpcAttributes, ServiceResource, Span, SpanAttributes, SpanId, SpanKind,
-    SpanStatus, TraceId,
+    AttrValue, RpcAttributes, ServiceResource, Span, SpanAttributes, SpanId, SpanKind, SpanStatus,
+    TraceId,
 };

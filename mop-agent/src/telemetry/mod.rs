@@ -51,15 +51,18 @@ pub enum DropReason {
     Sampled,
     /// An exporter gave up on it (retries exhausted or the memory cap reached).
     ExportFailed,
+    /// Its process was never confirmed by discovery in time.
+    UnknownProcess,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::AssemblyQueueFull,
         Self::ExportQueueFull,
         Self::Sampled,
         Self::ExportFailed,
+        Self::UnknownProcess,
     ];
 
     /// The `reason` label value.
@@ -69,6 +72,7 @@ impl DropReason {
             Self::ExportQueueFull => "export_queue_full",
             Self::Sampled => "sampled_out",
             Self::ExportFailed => "export_failed",
+            Self::UnknownProcess => "unknown_process",
         }
     }
 }
