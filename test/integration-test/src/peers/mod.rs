@@ -3,5 +3,6 @@
 
 pub mod curl;
 pub mod nginx;
+pub mod otlp;
 pub mod python;
 pub mod raw;

@@ -31,6 +31,8 @@ pub const UPLOAD_LEN: i64 = 7;
 const _: () = assert!(OK_BODY.len() == 3 && UPLOAD_BODY.len() == 7);
 /// `/users/...`: `return 200 "user\n"` (for route patterns).
 pub const USERS_PREFIX: &str = "/users/";
+/// `= /fail`: `return 500 "fail\n"`.
+pub const FAIL_PATH: &str = "/fail";
 /// A path that does not exist: nginx answers 404 with its own error page.
 pub const MISSING_PATH: &str = "/missing";
 
@@ -191,6 +193,7 @@ http {{
             return 200 "stored\n";
         }}
         location {users} {{ return 200 "user\n"; }}
+        location = {fail} {{ return 500 "fail\n"; }}
     }}
 }}
 "#,
@@ -198,6 +201,7 @@ http {{
         ok = OK_PATH,
         upload = UPLOAD_PATH,
         users = USERS_PREFIX,
+        fail = FAIL_PATH,
     );
     conf
 }

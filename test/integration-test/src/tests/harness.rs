@@ -146,3 +146,54 @@ fn bpf_inspection() {
     let _ = bpf::programs();
     assert!(bpf::programs_held_by(std::process::id()).is_empty());
 }
+
+/// The OTLP receiver decodes what a real OTLP/HTTP and OTLP/gRPC client sends (the Python
+/// `opentelemetry-proto` types, posted with urllib and sent with a grpcio stub).
+#[test]
+fn otlp_receiver() {
+    let _serial = util::serial();
+    let receiver = crate::peers::otlp::OtlpReceiver::start();
+    let script = r#"
+import sys, urllib.request, grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as ts, trace_service_pb2_grpc as tsg
+from opentelemetry.proto.trace.v1 import trace_pb2
+from opentelemetry.proto.common.v1 import common_pb2
+req = ts.ExportTraceServiceRequest()
+rs = req.resource_spans.add()
+rs.resource.attributes.add(key="process.pid", value=common_pb2.AnyValue(int_value=42))
+span = rs.scope_spans.add().spans.add()
+span.trace_id = bytes(range(16)); span.span_id = bytes(range(8)); span.name = "GET"
+span.kind = trace_pb2.Span.SPAN_KIND_SERVER
+span.status.code = trace_pb2.Status.STATUS_CODE_ERROR
+span.attributes.add(key="http.response.status_code", value=common_pb2.AnyValue(int_value=500))
+urllib.request.urlopen(urllib.request.Request(
+    f"http://127.0.0.1:{sys.argv[1]}/v1/traces", data=req.SerializeToString(),
+    headers={"Content-Type": "application/x-protobuf"}), timeout=10)
+tsg.TraceServiceStub(grpc.insecure_channel(f"127.0.0.1:{sys.argv[2]}")).Export(req, timeout=10)
+"#;
+    let status = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(receiver.http_port.to_string())
+        .arg(receiver.grpc_port.to_string())
+        .status()
+        .expect("python3");
+    assert!(status.success());
+    assert!(receiver.wait_for(Duration::from_secs(5), |s| s.len() == 2));
+    let spans = receiver.spans();
+    let transports: Vec<&str> = spans.iter().map(|s| s.field("transport")).collect();
+    assert!(
+        transports.contains(&"http") && transports.contains(&"grpc"),
+        "{transports:?}"
+    );
+    for span in &spans {
+        assert_eq!(span.field("status"), "STATUS_CODE_ERROR");
+        assert_eq!(span.field("kind"), "SPAN_KIND_SERVER");
+        assert_eq!(span.int_attr("http.response.status_code"), 500);
+        assert_eq!(
+            span.resource("process.pid")
+                .and_then(serde_json::Value::as_u64),
+            Some(42)
+        );
+        assert_eq!(span.field("trace_id"), "000102030405060708090a0b0c0d0e0f");
+    }
+}

@@ -10,6 +10,7 @@ mod harness;
 mod http1_client;
 mod http1_server;
 mod lifecycle;
+mod otlp;
 mod trace_context;
 
 use std::time::Duration;
@@ -178,7 +179,8 @@ pub(crate) fn check_curl<'a>(run: &CurlRun, reqs: &[Req<'a>]) -> Vec<Req<'a>> {
     reqs
 }
 
-/// Asserts every contract field of a server span for `req`.
+/// Asserts every contract field of a server span for `req`. (The JSON printer carries no span
+/// status; `otlp.rs` checks statuses on the OTLP export.)
 pub(crate) fn check_server_span(span: &Span, req: &Req<'_>, peer: &Peer<'_>) {
     assert_eq!(span.kind, "server", "kind of {span}");
     check_common(span, req, peer);
@@ -195,9 +197,6 @@ pub(crate) fn check_server_span(span: &Span, req: &Req<'_>, peer: &Peer<'_>) {
         "127.0.0.1",
         "client.address of {span}"
     );
-    // Servers: ERROR for 5xx only; a 404 served is not an error.
-    let expected = if req.status >= 500 { "error" } else { "unset" };
-    assert_eq!(span.status(), expected, "status of {span}");
 }
 
 /// Asserts every contract field of a client span for `req` sent to `url`.
@@ -205,9 +204,6 @@ pub(crate) fn check_client_span(span: &Span, req: &Req<'_>, url: &str, peer: &Pe
     assert_eq!(span.kind, "client", "kind of {span}");
     check_common(span, req, peer);
     assert_eq!(span.str_attr("url.full"), url, "url.full of {span}");
-    // Clients: ERROR for 4xx and 5xx.
-    let expected = if req.status >= 400 { "error" } else { "unset" };
-    assert_eq!(span.status(), expected, "status of {span}");
 }
 
 fn check_common(span: &Span, req: &Req<'_>, peer: &Peer<'_>) {
