@@ -147,6 +147,9 @@ fn apt_packages() -> anyhow::Result<()> {
             !cmd::output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
                 .is_ok_and(|s| s.contains("install ok installed"))
         })
+        // A command of the package's name already on PATH counts: e.g. `npm` comes with
+        // NodeSource's `nodejs`, which conflicts with Debian's `npm` package.
+        .filter(|p| !cmd::have(p))
         .collect();
     if missing.is_empty() {
         return Ok(());
