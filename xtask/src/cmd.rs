@@ -2,8 +2,11 @@
 
 use std::{
     ffi::{OsStr, OsString},
+    fs,
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
@@ -17,6 +20,62 @@ pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<()> {
         bail!("{cmd:?} failed: {status}");
     }
     Ok(())
+}
+
+/// Runs `cmd` like [`run`], but kills it and everything it started if it has not finished
+/// within `timeout` (a hung test must not hang CI).
+pub(crate) fn run_bounded(cmd: &mut Command, timeout: Duration) -> anyhow::Result<()> {
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("could not start {cmd:?}"))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().context("waiting for a child")? {
+            if !status.success() {
+                bail!("{cmd:?} failed: {status}");
+            }
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            kill_descendants(child.id());
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{cmd:?} did not finish within {timeout:?}; killed it");
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// SIGKILLs every descendant of `pid` (found through `/proc/*/stat`), deepest first.
+fn kill_descendants(pid: u32) {
+    let parents: Vec<(u32, u32)> = fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let child: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+            let parent = stat[stat.rfind(')')? + 1..]
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some((child, parent))
+        })
+        .collect();
+    let mut order = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(p) = frontier.pop() {
+        for &(child, _) in parents.iter().filter(|(_, parent)| *parent == p) {
+            order.push(child);
+            frontier.push(child);
+        }
+    }
+    for child in order.into_iter().rev() {
+        let _ = Command::new("kill")
+            .args(["-KILL", &child.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// Runs `cmd` and returns its standard output, failing when it exits non-zero.

@@ -173,30 +173,54 @@ fn cargo(root: &Path) -> Command {
     cmd
 }
 
+/// Bounds on each step, far above their normal durations on a 2-core machine: they only keep a
+/// hung step from hanging CI.
+const FMT_TIMEOUT: Duration = Duration::from_mins(10);
+const BUILD_TIMEOUT: Duration = Duration::from_mins(60);
+const TESTS_TIMEOUT: Duration = Duration::from_mins(30);
+
 fn fmt(ctx: &Context) -> anyhow::Result<()> {
-    cmd::run(cargo(&ctx.root).args(["fmt", "--all", "--", "--check"]))
+    cmd::run_bounded(
+        cargo(&ctx.root).args(["fmt", "--all", "--", "--check"]),
+        FMT_TIMEOUT,
+    )
 }
 
 fn clippy(ctx: &Context) -> anyhow::Result<()> {
-    cmd::run(cargo(&ctx.root).args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]))
+    cmd::run_bounded(
+        cargo(&ctx.root).args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+        BUILD_TIMEOUT,
+    )
 }
 
 /// Unit tests of every crate that runs without root: the workspace minus the integration
-/// tests (which `integration` runs as root).
+/// tests (which `integration` runs as root). `--no-fail-fast` reports every failing binary.
 fn unit(ctx: &Context) -> anyhow::Result<()> {
-    cmd::run(cargo(&ctx.root).args(["test", "--workspace", "--exclude", "integration-test"]))
+    cmd::run_bounded(
+        cargo(&ctx.root).args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "integration-test",
+            "--no-fail-fast",
+        ]),
+        TESTS_TIMEOUT,
+    )
 }
 
 /// Builds the release agent and returns its path.
 fn build_agent(root: &Path) -> anyhow::Result<PathBuf> {
-    cmd::run(cargo(root).args(["build", "--release", "-p", "mop-agent"]))?;
+    cmd::run_bounded(
+        cargo(root).args(["build", "--release", "-p", "mop-agent"]),
+        BUILD_TIMEOUT,
+    )?;
     let binary = cmd::target_dir(root)?.join("release/mop-agent");
     if !binary.is_file() {
         bail!("{} missing after the build", binary.display());
@@ -229,7 +253,7 @@ fn integration(ctx: &Context) -> anyhow::Result<()> {
         test.current_dir(&package_dir)
             .arg("--test-threads=1")
             .args(&ctx.test_args);
-        cmd::run(&mut test)?;
+        cmd::run_bounded(&mut test, TESTS_TIMEOUT)?;
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! A real OTLP traces receiver (`test/peers/otlp_receiver.py`, on `opentelemetry-proto` and
+//! A real OTLP traces receiver (`test/peers/otlp_traces.py`, on `opentelemetry-proto` and
 //! `grpcio`): what the agent exports, decoded from protobuf, with resource and status.
 
 use std::{
@@ -74,12 +74,12 @@ impl OtlpReceiver {
     pub fn start() -> Self {
         let mut child = Command::new("python3")
             .arg("-u")
-            .arg(util::peers_dir().join("otlp_receiver.py"))
+            .arg(util::peers_dir().join("otlp_traces.py"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| panic!("starting otlp_receiver.py: {e}"));
+            .unwrap_or_else(|e| panic!("starting otlp_traces.py: {e}"));
         let stdout = child.stdout.take().expect("piped stdout");
         let spans = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
@@ -110,9 +110,7 @@ impl OtlpReceiver {
                 Ok(_) => {}
                 Err(_) => {
                     util::terminate(&mut child, libc::SIGKILL);
-                    panic!(
-                        "otlp_receiver.py printed no ports within 15 s (run `cargo xtask setup`)"
-                    );
+                    panic!("otlp_traces.py printed no ports within 15 s (run `cargo xtask setup`)");
                 }
             }
         }
