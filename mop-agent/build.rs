@@ -2,8 +2,8 @@
 //! `OUT_DIR`, where `capture::loader` embeds it.
 
 use anyhow::{Context as _, anyhow};
-use mop_agent_ebpf as _;
 use aya_build::{Package, Toolchain};
+use mop_agent_ebpf as _;
 
 fn main() -> anyhow::Result<()> {
     let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()

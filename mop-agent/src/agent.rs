@@ -57,6 +57,8 @@ fn load_settings(config: &Config) -> LoadSettings {
     let ring = config.ebpf.ring_buffer_size;
     LoadSettings {
         capture_bytes: config.ebpf.buffer_size,
+        // HPACK needs whole header blocks: HTTP/2 connections get the largest window.
+        http2_capture_bytes: mop_common::MAX_CAPTURE_BYTES as u32,
         ring_buffer_bytes: ring,
         // Wake the reader early only when an eighth of the ring is unread; otherwise the
         // reader's poll tick collects records in batches.
@@ -134,7 +136,11 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     let capture = tokio::spawn(capture.run(capture_cancel.clone()));
 
     let spans = SpanStage::new(
-        Assembler::new(IdGenerator::from_entropy(), WallClock::measure()),
+        Assembler::new(
+            IdGenerator::from_entropy(),
+            WallClock::measure(),
+            config.routes.clone(),
+        ),
         exchange_rx,
         span_ctl_rx,
         Arc::clone(&metrics),

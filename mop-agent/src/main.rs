@@ -41,6 +41,7 @@ fn main() -> ExitCode {
 fn run_agent(config: mop_agent::config::Config) -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_max_level(config.log_level.to_tracing())
         .with_target(false)
         .init();

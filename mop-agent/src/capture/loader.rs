@@ -51,6 +51,8 @@ impl CapturePathKind {
 pub struct LoadSettings {
     /// Bytes captured from the head of each buffer (at most [`MAX_CAPTURE_BYTES`]).
     pub capture_bytes: u32,
+    /// Bytes captured from each buffer of an HTTP/2 connection.
+    pub http2_capture_bytes: u32,
     /// Ring buffer size in bytes (a power of two, a multiple of the page size).
     pub ring_buffer_bytes: u32,
     /// Unread bytes above which the kernel wakes the reader.
@@ -139,7 +141,7 @@ pub fn load(settings: &LoadSettings) -> Result<Loaded, CaptureError> {
         } else {
             0
         },
-        pad: 0,
+        http2_capture_bytes: settings.http2_capture_bytes.min(MAX_CAPTURE_BYTES as u32),
         regs_arg_offsets: kernel::syscall_arg_offsets(&btf)?,
         offsets: kernel::kernel_offsets(&btf)?,
     };

@@ -47,8 +47,18 @@ pub enum Change {
 struct Tracked {
     start_time: u64,
     net_ns: u64,
+    /// The pass that first saw the process: young processes are re-checked for new listening
+    /// ports every pass, older ones every [`OLD_PROCESS_PASSES`].
+    first_pass: u64,
     state: TrackState,
 }
+
+/// Passes during which a new, unselected process is re-checked every pass for new listening
+/// ports (a server binds soon after it starts).
+const YOUNG_PASSES: u64 = 10;
+/// How often (in passes) older unselected processes are re-checked. Reading a namespace's TCP
+/// tables walks every socket in it, so it is not done each pass on a busy node.
+const OLD_PROCESS_PASSES: u64 = 10;
 
 /// The decision about a tracked process.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -77,6 +87,9 @@ pub struct Scanner {
     tracked: HashMap<u32, Tracked>,
     namespaces: HashMap<u64, NetNs>,
     pass: u64,
+    /// Source of listening-set generations; never reused, so a namespace forgotten and seen
+    /// again cannot look unchanged.
+    next_generation: u64,
 }
 
 impl Scanner {
@@ -90,6 +103,7 @@ impl Scanner {
             tracked: HashMap::new(),
             namespaces: HashMap::new(),
             pass: 0,
+            next_generation: 0,
         }
     }
 
@@ -139,7 +153,9 @@ impl Scanner {
             }
             self.visit(pid, needs_ports, &mut changes);
         }
-        self.namespaces.retain(|_, ns| ns.seen_in_pass == self.pass);
+        let pass = self.pass;
+        self.namespaces
+            .retain(|_, ns| pass - ns.seen_in_pass <= 2 * OLD_PROCESS_PASSES);
         changes
     }
 
@@ -158,8 +174,12 @@ impl Scanner {
                 }
                 TrackState::NoExe => return,
                 TrackState::Unselected { scanned_generation } => {
+                    let young = self.pass.saturating_sub(t.first_pass) < YOUNG_PASSES;
+                    if !needs_ports || (!young && self.pass % OLD_PROCESS_PASSES != 0) {
+                        return;
+                    }
                     let ns = t.net_ns;
-                    if !needs_ports || self.generation(ns, pid) == scanned_generation {
+                    if self.generation(ns, pid) == scanned_generation {
                         return;
                     }
                 }
@@ -175,6 +195,7 @@ impl Scanner {
                 Tracked {
                     start_time: stat.start_time,
                     net_ns: 0,
+                    first_pass: self.pass,
                     state: TrackState::NoExe,
                 },
             );
@@ -215,11 +236,13 @@ impl Scanner {
                 scanned_generation: generation,
             }
         };
+        let first_pass = self.tracked.get(&pid).map_or(self.pass, |t| t.first_pass);
         self.tracked.insert(
             pid,
             Tracked {
                 start_time: stat.start_time,
                 net_ns,
+                first_pass,
                 state,
             },
         );
@@ -240,7 +263,8 @@ impl Scanner {
             seen_in_pass: 0,
         });
         if ns.listeners != listeners || ns.seen_in_pass == 0 {
-            ns.generation += 1;
+            self.next_generation += 1;
+            ns.generation = self.next_generation;
             ns.listeners = listeners;
         }
         ns.seen_in_pass = pass;

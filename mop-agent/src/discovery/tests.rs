@@ -176,3 +176,27 @@ fn exec_decides_at_once() {
     // The scan that follows does not announce the exec'd process a second time.
     assert!(started(&s.scan()).is_empty());
 }
+
+#[test]
+fn old_processes_are_rechecked_less_often() {
+    let fake = FakeProc::new("old");
+    fake.add(70, "/usr/bin/python3.11", 1, &[]);
+    let mut s = scanner(&fake, vec![ports("8080")]);
+    for _ in 0..12 {
+        assert!(s.scan().is_empty());
+    }
+    // Pass 13 onwards: the process is old; it starts listening now.
+    fake.add(70, "/usr/bin/python3.11", 1, &[777]);
+    fake.set_listeners(70, &[(777, 8080)]);
+    let mut passes = 0;
+    let found = loop {
+        passes += 1;
+        let changes = s.scan();
+        if !changes.is_empty() {
+            break started(&changes);
+        }
+        assert!(passes < OLD_PROCESS_PASSES, "not found within one slow period");
+    };
+    assert_eq!(found, vec![(70, "python3.11".to_owned())]);
+    assert!(passes > 1, "an old process is not re-checked every pass");
+}

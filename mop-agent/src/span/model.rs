@@ -218,6 +218,26 @@ pub struct Span {
     pub resource: Arc<ServiceResource>,
     /// The span's attributes.
     pub attributes: SpanAttributes,
+    /// Which signals this span feeds (`routes.ignored_patterns` with `ignore_mode` can keep a
+    /// request out of traces or out of metrics).
+    pub signals: Signals,
+}
+
+/// Which signals a span feeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Signals {
+    /// Exported as a trace span (printers and OTLP traces).
+    pub traces: bool,
+    /// Counted in the RED metrics.
+    pub metrics: bool,
+}
+
+impl Signals {
+    /// Both signals (the normal case).
+    pub const ALL: Self = Self {
+        traces: true,
+        metrics: true,
+    };
 }
 
 impl Span {

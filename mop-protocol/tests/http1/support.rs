@@ -48,13 +48,6 @@ impl Side {
             _ => Direction::Egress,
         }
     }
-
-    pub(crate) fn role(self) -> Role {
-        match self {
-            Self::Server => Role::Server,
-            Self::Client => Role::Client,
-        }
-    }
 }
 
 /// Timestamps of recorded segment `i`: entry, exit, thread.
@@ -68,11 +61,11 @@ pub(crate) const CLOSE_NS: u64 = 999_999;
 
 /// One piece of a recorded segment to feed: `(segment index, client_to_server, head, gap, tail)`.
 pub(crate) struct Piece<'a> {
-    pub index: usize,
-    pub c2s: bool,
-    pub head: &'a [u8],
-    pub gap: u64,
-    pub tail: &'a [u8],
+    pub(crate) index: usize,
+    pub(crate) c2s: bool,
+    pub(crate) head: &'a [u8],
+    pub(crate) gap: u64,
+    pub(crate) tail: &'a [u8],
 }
 
 /// Feeds pieces (all pieces of one recorded segment get that segment's timestamps), closes.
@@ -179,7 +172,11 @@ pub(crate) fn exchange(role: Role, method: &str, target: &str, host: Option<&str
 }
 
 /// Sets request segments `req` (first, last) and response segments `resp` (first, last) times.
-pub(crate) fn timed(mut x: HttpExchange, req: (usize, usize), resp: (usize, usize)) -> HttpExchange {
+pub(crate) fn timed(
+    mut x: HttpExchange,
+    req: (usize, usize),
+    resp: (usize, usize),
+) -> HttpExchange {
     x.request_start_ns = times(req.0).0;
     x.request_first_exit_ns = times(req.0).1;
     x.request_tid = times(req.0).2;
