@@ -70,6 +70,8 @@ fn exclude_instrument_removes_a_match() {
     let (lo, hi) = (kept.port.min(excluded.port), kept.port.max(excluded.port));
     let config = format!(
         "trace_printer: json\n\
+         routes:\n  \
+           unmatched: unset\n\
          discovery:\n  \
            instrument:\n    \
              - open_ports: \"{lo}-{hi}\"\n  \
@@ -111,7 +113,9 @@ fn no_selector_instruments_listeners_but_not_itself() {
     let _serial = util::serial();
     let nginx = Nginx::start(1);
     let metrics_port = util::free_port();
-    let config = format!("trace_printer: json\nprometheus_export:\n  port: {metrics_port}\n");
+    let config = format!(
+        "trace_printer: json\nroutes:\n  unmatched: unset\nprometheus_export:\n  port: {metrics_port}\n"
+    );
     let agent = Agent::start(&config, &[]);
     let agent_pid = agent.pid();
     util::wait_for_port(
@@ -160,6 +164,8 @@ fn environment_overrides_file() {
     let unused = util::free_port();
     let config = format!(
         "trace_printer: text\n\
+         routes:\n  \
+           unmatched: unset\n\
          discovery:\n  \
            instrument:\n    \
              - open_ports: \"{unused}\"\n"

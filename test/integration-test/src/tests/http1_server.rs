@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use super::{
     MEASURED, Peer, Req, assert_count, assert_independent_roots, body_file, check_curl,
-    check_server_span, check_timing, collect, curl_reqs, ports_config, raw_get,
+    check_server_span, check_timing, collect, curl_reqs, ports_config, ports_config_with_routes,
+    raw_get,
 };
 use crate::{
     agent::Agent,
@@ -538,9 +539,9 @@ fn http10_requests() {
 fn route_patterns() {
     let _serial = util::serial();
     let nginx = Nginx::start(1);
-    let config = format!(
-        "{}routes:\n  patterns:\n    - /users/{{id}}\n  unmatched: path\n",
-        ports_config(&nginx.port.to_string())
+    let config = ports_config_with_routes(
+        &nginx.port.to_string(),
+        "  patterns:\n    - /users/{id}\n  unmatched: path\n",
     );
     let agent = Agent::start(&config, &[]);
     let run = curl(&[
@@ -563,4 +564,33 @@ fn route_patterns() {
     let ok = &spans[1];
     assert_eq!(ok.name, "GET /ok", "name of {ok}");
     assert_eq!(ok.str_attr("http.route"), "/ok", "http.route of {ok}");
+}
+
+/// With no `routes` section, unmatched paths get OBI's default `heuristic` route: id-like
+/// segments become `*`, words stay.
+#[test]
+fn default_heuristic_routes() {
+    let _serial = util::serial();
+    let nginx = Nginx::start(1);
+    let config = format!(
+        "trace_printer: json\n\
+         discovery:\n  \
+           instrument:\n    \
+             - open_ports: \"{}\"\n",
+        nginx.port
+    );
+    let agent = Agent::start(&config, &[]);
+    let run = curl(&[
+        Transfer::get(nginx.url("/users/123/orders?page=2")),
+        Transfer::get(nginx.url("/users/550e8400-e29b-41d4-a716-446655440000")),
+        Transfer::get(nginx.url(OK_PATH)),
+    ]);
+    assert!(run.results.iter().all(|r| r.http_code == 200));
+    let workers = nginx.worker_pids().to_vec();
+    let spans = collect(agent, &workers, 3);
+    assert_count(&spans, 3, "3 requests");
+    for (span, route) in spans.iter().zip(["/users/*/orders", "/users/*", "/ok"]) {
+        assert_eq!(span.str_attr("http.route"), route, "http.route of {span}");
+        assert_eq!(span.name, format!("GET {route}"), "name of {span}");
+    }
 }

@@ -66,10 +66,25 @@ pub(crate) const SPAN_WAIT: Duration = Duration::from_secs(10);
 const CURL_ROUNDING_NANOS: u64 = 1_000;
 
 /// A config that instruments the processes listening on `ports` (`"8080"`, `"80,8000-8999"`)
-/// and prints spans as JSON.
+/// and prints spans as JSON. No route is derived (`routes.unmatched: unset`), so span names are
+/// `{method}` and `http.route` is absent; `route_patterns` and `default_heuristic_routes` test
+/// routes. The selector list comes last, so a test can append entries to it.
 pub(crate) fn ports_config(ports: &str) -> String {
     format!(
         "trace_printer: json\n\
+         routes:\n  \
+           unmatched: unset\n\
+         discovery:\n  \
+           instrument:\n    \
+             - open_ports: \"{ports}\"\n"
+    )
+}
+
+/// [`ports_config`] with `routes` as given (YAML lines under `routes:`, indented two spaces).
+pub(crate) fn ports_config_with_routes(ports: &str, routes: &str) -> String {
+    format!(
+        "trace_printer: json\n\
+         routes:\n{routes}\
          discovery:\n  \
            instrument:\n    \
              - open_ports: \"{ports}\"\n"
