@@ -4,7 +4,9 @@ mod bench;
 mod cmd;
 mod image;
 mod manifests;
+mod run;
 mod setup;
+mod test;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +22,10 @@ struct Cli {
 enum Command {
     /// Install what building and testing need (idempotent).
     Setup(setup::Options),
+    /// Build the release agent and run it as root: `cargo xtask run -- [agent args]`.
+    Run(run::Options),
+    /// Run every check CI runs (setup, fmt, clippy, unit, build, integration, extra suites).
+    Test(test::Options),
     /// Render the Kubernetes manifests to deploy/manifests (--check: fail when stale;
     /// --verify: also validate every object and run the property tests).
     Manifests(manifests::Options),
@@ -32,6 +38,8 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Setup(opts) => setup::run(&opts),
+        Command::Run(opts) => run::run(&opts),
+        Command::Test(opts) => test::run(&opts),
         Command::Manifests(opts) => manifests::run(&opts),
         Command::Image(opts) => image::run(&opts),
         Command::Bench(opts) => bench::run(&opts),
