@@ -34,7 +34,11 @@ impl FakeProc {
         symlink("net:[4026531840]", dir.join("ns/net")).unwrap();
         fs::write(dir.join("environ"), b"").unwrap();
         for (i, inode) in sockets.iter().enumerate() {
-            symlink(format!("socket:[{inode}]"), dir.join(format!("fd/{}", i + 3))).unwrap();
+            symlink(
+                format!("socket:[{inode}]"),
+                dir.join(format!("fd/{}", i + 3)),
+            )
+            .unwrap();
         }
         self.set_listeners(pid, &[]);
     }

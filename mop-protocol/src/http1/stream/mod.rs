@@ -154,7 +154,8 @@ impl Stream {
             _ => return 0,
         };
         let took = remaining.min(n);
-        self.progress(sh, cx, took);
+        // A length-delimited body's size was set from its head; chunk data is counted.
+        self.progress(sh, cx, if chunk { took } else { 0 });
         let left = remaining - took;
         match (chunk, left) {
             (false, 0) => self.finish(sh, out),

@@ -173,7 +173,14 @@ impl Stream {
     ) {
         match framing {
             Framing::Empty => self.finish(sh, out),
-            Framing::Length(n) => self.phase = Phase::Body { remaining: n },
+            Framing::Length(n) => {
+                // The declared length is the body size, whenever the body's bytes come (a
+                // server may answer before reading the body, and discard it afterwards).
+                if let Some(x) = self.exchange(sh) {
+                    *self.body_size(x) = n;
+                }
+                self.phase = Phase::Body { remaining: n };
+            }
             Framing::Chunked => {
                 self.buf.clear();
                 self.phase = Phase::Chunk(ChunkPhase::Size);
