@@ -241,8 +241,10 @@ fn attributes(kind: SpanKind, cx: &ConnExchange) -> SpanAttributes {
         server_port: Some(i64::from(server.port())),
         client_address: client.map(|c| c.ip()),
         network_protocol_version: ex.version.as_str(),
-        http_request_body_size: i64::try_from(ex.request_body_size).unwrap_or(i64::MAX),
-        http_response_body_size: i64::try_from(ex.response_body_size).unwrap_or(i64::MAX),
+        http_request_body_size: (!ex.request_body_size_unknown)
+            .then(|| i64::try_from(ex.request_body_size).unwrap_or(i64::MAX)),
+        http_response_body_size: (!ex.response_body_size_unknown)
+            .then(|| i64::try_from(ex.response_body_size).unwrap_or(i64::MAX)),
         rpc: None,
     }
 }
@@ -500,5 +502,28 @@ mod tls_tests {
             Some("https://example.test/x")
         );
         assert_eq!(span.attributes.url_scheme, "https");
+    }
+}
+
+#[cfg(test)]
+mod body_size_tests {
+    use super::*;
+
+    #[test]
+    fn unknown_body_sizes_are_left_out() {
+        let mut a = Assembler::new(
+            IdGenerator::from_seed([4; 32]),
+            WallClock::measure(),
+            RoutesConfig::default(),
+        );
+        let mut cx = route_tests::server("/x");
+        cx.exchange.response_body_size_unknown = true;
+        cx.exchange.request_body_size = 12;
+        let span = a.build(&cx).unwrap();
+        assert_eq!(span.attributes.http_response_body_size, None);
+        assert_eq!(span.attributes.http_request_body_size, Some(12));
+        let keys: Vec<&str> = span.attributes.key_values().iter().map(|(k, _)| *k).collect();
+        assert!(!keys.contains(&"http.response.body.size"));
+        assert!(keys.contains(&"http.request.body.size"));
     }
 }

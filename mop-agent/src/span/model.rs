@@ -128,10 +128,11 @@ pub struct SpanAttributes {
     pub client_address: Option<IpAddr>,
     /// `network.protocol.version`: `1.0`, `1.1` or `2`.
     pub network_protocol_version: &'static str,
-    /// `http.request.body.size`.
-    pub http_request_body_size: i64,
-    /// `http.response.body.size`.
-    pub http_response_body_size: i64,
+    /// `http.request.body.size`; `None` when the body's framing was not captured (a chunked
+    /// body whose chunk sizes fell outside the capture window): left out, never guessed.
+    pub http_request_body_size: Option<i64>,
+    /// `http.response.body.size`; `None` when unknown, as above.
+    pub http_response_body_size: Option<i64>,
     /// gRPC attributes, for gRPC calls.
     pub rpc: Option<RpcAttributes>,
 }
@@ -180,14 +181,12 @@ impl SpanAttributes {
             "network.protocol.version",
             AttrValue::Str(self.network_protocol_version.to_owned()),
         ));
-        kv.push((
-            "http.request.body.size",
-            AttrValue::Int(self.http_request_body_size),
-        ));
-        kv.push((
-            "http.response.body.size",
-            AttrValue::Int(self.http_response_body_size),
-        ));
+        if let Some(size) = self.http_request_body_size {
+            kv.push(("http.request.body.size", AttrValue::Int(size)));
+        }
+        if let Some(size) = self.http_response_body_size {
+            kv.push(("http.response.body.size", AttrValue::Int(size)));
+        }
         kv
     }
 }

@@ -71,12 +71,16 @@ fn curl_keepalive() {
 
 /// A chunked response and a POST with `Expect: 100-continue` seen from the client: decoded
 /// body size, one span with the final 200 for the POST.
+///
+/// curl reads the whole chunked response in one `read`, so the chunk sizes are only seen
+/// with a capture window that holds it: this test sets the 4 KiB window.
 #[test]
 fn curl_chunked_and_expect_continue() {
     let _serial = util::serial();
     let dir = TempDir::new("bodies");
     let py = PythonServer::http11(&[]);
-    let agent = Agent::start(CURL_CONFIG, &[]);
+    let config = format!("{CURL_CONFIG}ebpf:\n  buffer_sizes:\n    http: 4096\n");
+    let agent = Agent::start(&config, &[]);
     let size: i64 = 1024 * 1024;
     let body = body_file(&dir, size);
     let reqs = [
