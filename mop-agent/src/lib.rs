@@ -7,5 +7,7 @@
 //! setting in one place; `telemetry` holds the agent's own counters.
 
 pub mod capture;
+pub mod export;
+pub mod metrics;
 pub mod span;
 pub mod telemetry;

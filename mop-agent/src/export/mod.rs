@@ -1,0 +1,304 @@
+//! Everything after span assembly: the fan-out to the consumers (span printer, OTLP traces,
+//! RED metrics aggregation), the OTLP metrics push, and the Prometheus endpoint.
+//!
+//! [`Exporters::start`] spawns the consumers and returns the [`SpanSink`] that span assembly
+//! feeds. The sink never waits: each consumer has its own bounded channel and a full channel
+//! drops the span for that consumer only (counted per consumer as `export_queue_full`).
+//! On cancellation every consumer drains and flushes within the shutdown timeout;
+//! [`Exporters::shutdown`] waits for them.
+
+mod error;
+pub(crate) mod events;
+pub mod otlp;
+pub mod printer;
+pub mod prometheus;
+#[doc(hidden)]
+pub mod synthetic;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+pub use error::ExportError;
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+use tokio_util::sync::CancellationToken;
+
+use self::{
+    otlp::{Metrics, OtlpExporter, OtlpSettings, Traces},
+    printer::{PrinterFormat, SpanPrinter},
+};
+use crate::{
+    metrics::{MetricsSettings, RedMetrics},
+    span::model::Span,
+    telemetry::{DropReason, ExportHandle, Exporter, SelfMetrics, Signal},
+};
+
+/// Default capacity of each consumer's span channel.
+pub const DEFAULT_CHANNEL_CAPACITY: usize = 8192;
+
+/// Default time every consumer gets to flush at shutdown (`shutdown_timeout`).
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// OTLP metrics push settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsPushSettings {
+    /// The exporter (endpoint, protocol, retry, queue cap).
+    pub otlp: OtlpSettings,
+    /// Time between pushes (`OTEL_METRIC_EXPORT_INTERVAL`, default 60 s).
+    pub interval: Duration,
+}
+
+impl MetricsPushSettings {
+    /// `OTEL_METRIC_EXPORT_INTERVAL` default.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+}
+
+/// Prometheus endpoint settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrometheusSettings {
+    /// Listen address (`0.0.0.0:<prometheus_export.port>` in production).
+    pub addr: SocketAddr,
+    /// Metrics path (`prometheus_export.path`, default `/metrics`).
+    pub path: String,
+}
+
+/// What to start; `None` leaves a consumer out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExportSettings {
+    /// `trace_printer` (`None` for `disabled`).
+    pub printer: Option<PrinterFormat>,
+    /// OTLP traces.
+    pub traces: Option<OtlpSettings>,
+    /// OTLP metrics.
+    pub metrics: Option<MetricsPushSettings>,
+    /// The Prometheus endpoint.
+    pub prometheus: Option<PrometheusSettings>,
+    /// RED aggregation settings (used when OTLP metrics or Prometheus is on).
+    pub red: MetricsSettings,
+    /// Capacity of each consumer's channel.
+    pub channel_capacity: usize,
+    /// Time every consumer gets to flush at shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ExportSettings {
+    fn default() -> Self {
+        Self {
+            printer: None,
+            traces: None,
+            metrics: None,
+            prometheus: None,
+            red: MetricsSettings::default(),
+            channel_capacity: DEFAULT_CHANNEL_CAPACITY,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+        }
+    }
+}
+
+/// Where span assembly sends finished spans. Cheap to clone; `send` never blocks.
+#[derive(Clone, Debug)]
+pub struct SpanSink {
+    consumers: Arc<[(mpsc::Sender<Arc<Span>>, ExportHandle)]>,
+}
+
+impl SpanSink {
+    /// Offers a span to every consumer; a consumer whose channel is full (or closed) loses it,
+    /// counted under its `exporter` label.
+    pub fn send(&self, span: Arc<Span>) {
+        for (tx, stats) in self.consumers.iter() {
+            match tx.try_send(Arc::clone(&span)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => events::ChannelFull { stats }.emit(),
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    stats.add_dropped(DropReason::ExportFailed, 1);
+                }
+            }
+        }
+    }
+
+    /// Number of consumers.
+    pub fn consumers(&self) -> usize {
+        self.consumers.len()
+    }
+}
+
+/// The running consumers.
+#[derive(Debug)]
+pub struct Exporters {
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+    cancel: CancellationToken,
+    red: Option<Arc<RedMetrics>>,
+    prometheus_addr: Option<SocketAddr>,
+}
+
+impl Exporters {
+    /// Validates the settings, binds the Prometheus port and spawns every configured consumer.
+    ///
+    /// `ready` turns `true` once every probe is attached and the first discovery pass is done
+    /// (it drives `/readyz`). Cancelling `cancel` starts the shutdown.
+    pub async fn start(
+        settings: ExportSettings,
+        self_metrics: Arc<SelfMetrics>,
+        ready: watch::Receiver<bool>,
+        cancel: CancellationToken,
+    ) -> Result<(SpanSink, Self), ExportError> {
+        let shutdown = settings.shutdown_timeout;
+        let capacity = settings.channel_capacity.max(1);
+        let mut consumers = Vec::new();
+        let mut tasks = Vec::new();
+        // Build everything that can fail before spawning anything.
+        let traces = settings
+            .traces
+            .as_ref()
+            .map(|t| OtlpExporter::<Traces>::new(&t.validate()?, Arc::clone(&self_metrics)))
+            .transpose()?;
+        let metrics_push = settings
+            .metrics
+            .as_ref()
+            .map(|m| {
+                OtlpExporter::<Metrics>::new(&m.otlp.validate()?, Arc::clone(&self_metrics))
+                    .map(|e| (e.flush_when_idle(), m.interval))
+            })
+            .transpose()?;
+        let red = (settings.metrics.is_some() || settings.prometheus.is_some()).then(|| {
+            Arc::new(RedMetrics::new(
+                settings.red.clone(),
+                Arc::clone(&self_metrics),
+            ))
+        });
+        let listener = match &settings.prometheus {
+            Some(p) => Some(prometheus::bind(p.addr).await?),
+            None => None,
+        };
+
+        if let Some(format) = settings.printer {
+            let (tx, rx) = mpsc::channel(capacity);
+            let stats =
+                ExportHandle::new(Arc::clone(&self_metrics), Exporter::Printer, Signal::Traces);
+            consumers.push((tx, stats));
+            let printer = SpanPrinter::new(format, Arc::clone(&self_metrics));
+            tasks.push((
+                "printer",
+                tokio::spawn(printer.run(rx, cancel.clone(), shutdown)),
+            ));
+        }
+        if let Some(exporter) = traces {
+            let (tx, rx) = mpsc::channel(capacity);
+            let stats = ExportHandle::new(
+                Arc::clone(&self_metrics),
+                exporter.exporter(),
+                Signal::Traces,
+            );
+            consumers.push((tx, stats));
+            tasks.push((
+                "otlp traces",
+                tokio::spawn(exporter.run(rx, cancel.clone(), shutdown)),
+            ));
+        }
+        if let Some(red) = &red {
+            let (tx, rx) = mpsc::channel(capacity);
+            let stats =
+                ExportHandle::new(Arc::clone(&self_metrics), Exporter::Metrics, Signal::Traces);
+            consumers.push((tx, stats));
+            let aggregator = tokio::spawn(Arc::clone(red).run(rx, cancel.clone()));
+            match metrics_push {
+                Some((exporter, interval)) => {
+                    let (tx, rx) = mpsc::channel(16);
+                    // The metrics exporter ends when the pusher closes its channel, after the
+                    // final push, so it gets no cancellation of its own.
+                    let exporter_task =
+                        tokio::spawn(exporter.run(rx, CancellationToken::new(), shutdown));
+                    let pusher =
+                        push_metrics(Arc::clone(red), tx, interval, aggregator, cancel.clone());
+                    tasks.push(("metrics push", tokio::spawn(pusher)));
+                    tasks.push(("otlp metrics", exporter_task));
+                }
+                None => tasks.push(("metrics", aggregator)),
+            }
+        }
+        let prometheus_addr = match (listener, &settings.prometheus) {
+            (Some(listener), Some(p)) => {
+                let addr = listener.local_addr().map_err(|source| ExportError::Bind {
+                    addr: p.addr,
+                    source,
+                })?;
+                let server = prometheus::Server::new(
+                    p.path.clone(),
+                    red.clone(),
+                    Arc::clone(&self_metrics),
+                    ready,
+                );
+                tasks.push((
+                    "prometheus",
+                    tokio::spawn(server.serve(listener, cancel.clone())),
+                ));
+                Some(addr)
+            }
+            _ => None,
+        };
+        let sink = SpanSink {
+            consumers: consumers.into(),
+        };
+        Ok((
+            sink,
+            Self {
+                tasks,
+                cancel,
+                red,
+                prometheus_addr,
+            },
+        ))
+    }
+
+    /// The RED aggregator, when OTLP metrics or Prometheus is on.
+    pub fn red_metrics(&self) -> Option<&Arc<RedMetrics>> {
+        self.red.as_ref()
+    }
+
+    /// The address the Prometheus endpoint listens on (useful with port 0).
+    pub fn prometheus_addr(&self) -> Option<SocketAddr> {
+        self.prometheus_addr
+    }
+
+    /// Cancels (if not yet done) and waits for every consumer to flush and stop.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        for (name, task) in self.tasks {
+            if let Err(error) = task.await {
+                tracing::warn!(consumer = name, %error, "An export task failed.");
+            }
+        }
+    }
+}
+
+/// Pushes a snapshot every `interval`; at cancellation waits for the aggregator to record what
+/// was queued, pushes a final snapshot and returns (closing the exporter's channel).
+async fn push_metrics(
+    red: Arc<RedMetrics>,
+    tx: mpsc::Sender<opentelemetry_proto::tonic::metrics::v1::ResourceMetrics>,
+    interval: Duration,
+    aggregator: JoinHandle<()>,
+    cancel: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let push = |red: &RedMetrics| {
+        for rm in otlp::encode::resource_metrics(&red.snapshot()) {
+            if tx.try_send(rm).is_err() {
+                // The exporter's queue holds older snapshots; this one waits for the next tick.
+                tracing::debug!("OTLP metrics channel full, skipping a push.");
+                break;
+            }
+        }
+    };
+    loop {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => break,
+            _ = ticker.tick() => push(&red),
+        }
+    }
+    let _ = aggregator.await;
+    push(&red);
+}
