@@ -21,8 +21,7 @@ use super::{
 };
 
 /// The eBPF object built by `build.rs`.
-static EBPF_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mop-agent-ebpf"));
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mop-agent-ebpf"));
 
 /// The capture paths the agent knows, best first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,10 +80,7 @@ impl PidFilter {
     pub fn add(&mut self, pid: u32) -> Result<(), CaptureError> {
         self.map
             .insert(pid, 1, 0)
-            .map_err(|source| CaptureError::Map {
-                name: MAP_PIDS,
-                source,
-            })
+            .map_err(|source| CaptureError::Map { name: MAP_PIDS, source })
     }
 
     /// Stops capturing `pid`; a pid that was not there is fine.
@@ -144,23 +140,12 @@ pub fn load(settings: &LoadSettings) -> Result<Loaded, CaptureError> {
     fill_syscall_ops(&mut ebpf)?;
     let path = settings.forced_path.unwrap_or(CapturePathKind::Syscalls);
     let attached = attach(&mut ebpf, path)?;
-    let ring = RingBuf::try_from(take_map(&mut ebpf, MAP_EVENTS)?).map_err(|source| {
-        CaptureError::Map {
-            name: MAP_EVENTS,
-            source,
-        }
-    })?;
-    let pids =
-        HashMap::try_from(take_map(&mut ebpf, MAP_PIDS)?).map_err(|source| CaptureError::Map {
-            name: MAP_PIDS,
-            source,
-        })?;
-    let counters = PerCpuArray::try_from(take_map(&mut ebpf, MAP_COUNTERS)?).map_err(|source| {
-        CaptureError::Map {
-            name: MAP_COUNTERS,
-            source,
-        }
-    })?;
+    let ring = RingBuf::try_from(take_map(&mut ebpf, MAP_EVENTS)?)
+        .map_err(|source| CaptureError::Map { name: MAP_EVENTS, source })?;
+    let pids = HashMap::try_from(take_map(&mut ebpf, MAP_PIDS)?)
+        .map_err(|source| CaptureError::Map { name: MAP_PIDS, source })?;
+    let counters = PerCpuArray::try_from(take_map(&mut ebpf, MAP_COUNTERS)?)
+        .map_err(|source| CaptureError::Map { name: MAP_COUNTERS, source })?;
     debug_assert_eq!(counters.len(), COUNTER_SLOTS);
     Ok(Loaded {
         probes: Probes {
@@ -187,18 +172,18 @@ fn fill_syscall_ops(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
             kind: "map",
             name: MAP_SYSCALL_OPS,
         })?;
-    let mut ops: Array<&mut MapData, u8> =
-        Array::try_from(map).map_err(|source| CaptureError::Map {
+    let mut ops: Array<&mut MapData, u8> = Array::try_from(map).map_err(|source| {
+        CaptureError::Map {
+            name: MAP_SYSCALL_OPS,
+            source,
+        }
+    })?;
+    for &(nr, op) in kernel::syscall_table() {
+        debug_assert_ne!(op, SyscallOp::Ignore);
+        ops.set(nr, op as u8, 0).map_err(|source| CaptureError::Map {
             name: MAP_SYSCALL_OPS,
             source,
         })?;
-    for &(nr, op) in kernel::syscall_table() {
-        debug_assert_ne!(op, SyscallOp::Ignore);
-        ops.set(nr, op as u8, 0)
-            .map_err(|source| CaptureError::Map {
-                name: MAP_SYSCALL_OPS,
-                source,
-            })?;
     }
     Ok(())
 }
@@ -215,20 +200,13 @@ fn attach(ebpf: &mut Ebpf, path: CapturePathKind) -> Result<usize, CaptureError>
                         name: prog,
                     })?
                     .try_into()
-                    .map_err(|source| CaptureError::Attach {
-                        program: prog,
-                        source,
-                    })?;
-                program.load().map_err(|source| CaptureError::Attach {
-                    program: prog,
-                    source,
-                })?;
+                    .map_err(|source| CaptureError::Attach { program: prog, source })?;
+                program
+                    .load()
+                    .map_err(|source| CaptureError::Attach { program: prog, source })?;
                 program
                     .attach(tracepoint)
-                    .map_err(|source| CaptureError::Attach {
-                        program: prog,
-                        source,
-                    })?;
+                    .map_err(|source| CaptureError::Attach { program: prog, source })?;
             }
             Ok(2)
         }
@@ -247,13 +225,7 @@ mod tests {
     #[test]
     fn object_has_every_named_map_and_program() {
         let obj = aya_obj::Object::parse(EBPF_OBJECT).unwrap();
-        for map in [
-            MAP_EVENTS,
-            MAP_PIDS,
-            MAP_SYSCALL_OPS,
-            MAP_CONNS,
-            MAP_COUNTERS,
-        ] {
+        for map in [MAP_EVENTS, MAP_PIDS, MAP_SYSCALL_OPS, MAP_CONNS, MAP_COUNTERS] {
             assert!(obj.maps.contains_key(map), "map {map} missing");
         }
         for prog in [PROG_SYS_ENTER, PROG_SYS_EXIT] {

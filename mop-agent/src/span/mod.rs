@@ -3,6 +3,6 @@
 pub mod model;
 
 pub use model::{
-    AttrValue, RpcAttributes, ServiceResource, Span, SpanAttributes, SpanId, SpanKind, SpanStatus,
-    TraceId,
+    AttrValue, RpcAttributes, ServiceResource, Span, SpanAttributes, SpanId, SpanKind,
+    SpanStatus, TraceId,
 };

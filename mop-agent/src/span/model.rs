@@ -26,12 +26,10 @@ impl SpanId {
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 /// OpenTelemetry span kind; the agent only makes these two.
@@ -222,10 +220,7 @@ pub struct Span {
 
 impl Span {
     /// Duration in seconds, as the duration histograms record it.
-    #[expect(
-        clippy::cast_precision_loss,
-        reason = "durations are far below 2^52 ns"
-    )]
+    #[expect(clippy::cast_precision_loss, reason = "durations are far below 2^52 ns")]
     pub fn duration_seconds(&self) -> f64 {
         self.end_unix_nano.saturating_sub(self.start_unix_nano) as f64 / 1e9
     }
