@@ -7,6 +7,7 @@
 //! setting in one place; `telemetry` holds the agent's own counters.
 
 pub mod capture;
+pub mod config;
 pub mod export;
 pub mod metrics;
 pub mod span;
