@@ -14,6 +14,7 @@ use mop_agent::{
         otlp::{Compression, OtlpSettings, Protocol},
         synthetic::{grpc_client_span, http_server_span, resource},
     },
+    metrics::MetricsSettings,
     span::model::Span,
     telemetry::{DropReason, Exporter, SelfMetrics, Signal},
 };
@@ -56,6 +57,7 @@ async fn run(
         metrics: Some(MetricsPushSettings {
             otlp: otlp(&receiver, protocol, "metrics"),
             interval: Duration::from_millis(300),
+            red: MetricsSettings::default(),
         }),
         ..ExportSettings::default()
     };

@@ -15,6 +15,7 @@ use mop_agent::{
         ExportSettings, Exporters, PrometheusSettings,
         synthetic::{grpc_client_span, http_server_span, resource},
     },
+    metrics::MetricsSettings,
     telemetry::SelfMetrics,
 };
 use serde_json::Value;
@@ -26,6 +27,7 @@ async fn start_agent_side() -> (Exporters, watch::Sender<bool>) {
         prometheus: Some(PrometheusSettings {
             addr: "127.0.0.1:0".parse().unwrap(),
             path: "/metrics".into(),
+            red: Some(MetricsSettings::default()),
         }),
         ..ExportSettings::default()
     };

@@ -9,6 +9,7 @@
 
 mod error;
 pub(crate) mod events;
+mod from_config;
 pub mod otlp;
 pub mod printer;
 pub mod prometheus;
@@ -41,12 +42,14 @@ pub const DEFAULT_CHANNEL_CAPACITY: usize = 8192;
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// OTLP metrics push settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct MetricsPushSettings {
     /// The exporter (endpoint, protocol, retry, queue cap).
     pub otlp: OtlpSettings,
     /// Time between pushes (`OTEL_METRIC_EXPORT_INTERVAL`, default 60 s).
     pub interval: Duration,
+    /// Buckets, series cap and TTL of the pushed histograms.
+    pub red: MetricsSettings,
 }
 
 impl MetricsPushSettings {
@@ -55,12 +58,15 @@ impl MetricsPushSettings {
 }
 
 /// Prometheus endpoint settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PrometheusSettings {
     /// Listen address (`0.0.0.0:<prometheus_export.port>` in production).
     pub addr: SocketAddr,
     /// Metrics path (`prometheus_export.path`, default `/metrics`).
     pub path: String,
+    /// Buckets, series cap and TTL of the scraped histograms; `None` serves only the
+    /// self-metrics (`metrics.features` without `application`).
+    pub red: Option<MetricsSettings>,
 }
 
 /// What to start; `None` leaves a consumer out.
@@ -74,8 +80,6 @@ pub struct ExportSettings {
     pub metrics: Option<MetricsPushSettings>,
     /// The Prometheus endpoint.
     pub prometheus: Option<PrometheusSettings>,
-    /// RED aggregation settings (used when OTLP metrics or Prometheus is on).
-    pub red: MetricsSettings,
     /// Capacity of each consumer's channel.
     pub channel_capacity: usize,
     /// Time every consumer gets to flush at shutdown.
@@ -89,7 +93,6 @@ impl Default for ExportSettings {
             traces: None,
             metrics: None,
             prometheus: None,
-            red: MetricsSettings::default(),
             channel_capacity: DEFAULT_CHANNEL_CAPACITY,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
@@ -128,7 +131,7 @@ impl SpanSink {
 pub struct Exporters {
     tasks: Vec<(&'static str, JoinHandle<()>)>,
     cancel: CancellationToken,
-    red: Option<Arc<RedMetrics>>,
+    red: Vec<Arc<RedMetrics>>,
     prometheus_addr: Option<SocketAddr>,
 }
 
@@ -153,7 +156,7 @@ impl Exporters {
             .as_ref()
             .map(|t| OtlpExporter::<Traces>::new(&t.validate()?, Arc::clone(&self_metrics)))
             .transpose()?;
-        let metrics_push = settings
+        let mut metrics_push = settings
             .metrics
             .as_ref()
             .map(|m| {
@@ -161,12 +164,19 @@ impl Exporters {
                     .map(|e| (e.flush_when_idle(), m.interval))
             })
             .transpose()?;
-        let red = (settings.metrics.is_some() || settings.prometheus.is_some()).then(|| {
-            Arc::new(RedMetrics::new(
-                settings.red.clone(),
-                Arc::clone(&self_metrics),
-            ))
-        });
+        // One aggregator when OTLP metrics and Prometheus use the same buckets and limits.
+        let red_push = settings
+            .metrics
+            .as_ref()
+            .map(|m| Arc::new(RedMetrics::new(m.red.clone(), Arc::clone(&self_metrics))));
+        let red_scrape = settings
+            .prometheus
+            .as_ref()
+            .and_then(|p| p.red.as_ref())
+            .map(|r| match &red_push {
+                Some(shared) if shared.settings() == r => Arc::clone(shared),
+                _ => Arc::new(RedMetrics::new(r.clone(), Arc::clone(&self_metrics))),
+            });
         let listener = match &settings.prometheus {
             Some(p) => Some(prometheus::bind(p.addr).await?),
             None => None,
@@ -196,13 +206,25 @@ impl Exporters {
                 tokio::spawn(exporter.run(rx, cancel.clone(), shutdown)),
             ));
         }
-        if let Some(red) = &red {
+        let mut red = Vec::new();
+        if let Some(push) = &red_push {
+            red.push(Arc::clone(push));
+        }
+        if let Some(scrape) = &red_scrape
+            && !red.iter().any(|r| Arc::ptr_eq(r, scrape))
+        {
+            red.push(Arc::clone(scrape));
+        }
+        for aggregator in &red {
             let (tx, rx) = mpsc::channel(capacity);
             let stats =
                 ExportHandle::new(Arc::clone(&self_metrics), Exporter::Metrics, Signal::Traces);
             consumers.push((tx, stats));
-            let aggregator = tokio::spawn(Arc::clone(red).run(rx, cancel.clone()));
-            match metrics_push {
+            let task = tokio::spawn(Arc::clone(aggregator).run(rx, cancel.clone()));
+            let pushed = red_push
+                .as_ref()
+                .is_some_and(|p| Arc::ptr_eq(p, aggregator));
+            match if pushed { metrics_push.take() } else { None } {
                 Some((exporter, interval)) => {
                     let (tx, rx) = mpsc::channel(16);
                     // The metrics exporter ends when the pusher closes its channel, after the
@@ -210,11 +232,11 @@ impl Exporters {
                     let exporter_task =
                         tokio::spawn(exporter.run(rx, CancellationToken::new(), shutdown));
                     let pusher =
-                        push_metrics(Arc::clone(red), tx, interval, aggregator, cancel.clone());
+                        push_metrics(Arc::clone(aggregator), tx, interval, task, cancel.clone());
                     tasks.push(("metrics push", tokio::spawn(pusher)));
                     tasks.push(("otlp metrics", exporter_task));
                 }
-                None => tasks.push(("metrics", aggregator)),
+                None => tasks.push(("metrics", task)),
             }
         }
         let prometheus_addr = match (listener, &settings.prometheus) {
@@ -225,7 +247,7 @@ impl Exporters {
                 })?;
                 let server = prometheus::Server::new(
                     p.path.clone(),
-                    red.clone(),
+                    red_scrape.clone(),
                     Arc::clone(&self_metrics),
                     ready,
                 );
@@ -251,9 +273,10 @@ impl Exporters {
         ))
     }
 
-    /// The RED aggregator, when OTLP metrics or Prometheus is on.
-    pub fn red_metrics(&self) -> Option<&Arc<RedMetrics>> {
-        self.red.as_ref()
+    /// The RED aggregators: one shared by OTLP metrics and Prometheus, or one each when their
+    /// buckets or limits differ; none when neither is on.
+    pub fn red_metrics(&self) -> &[Arc<RedMetrics>] {
+        &self.red
     }
 
     /// The address the Prometheus endpoint listens on (useful with port 0).

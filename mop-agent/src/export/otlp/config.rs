@@ -32,8 +32,11 @@ pub struct BatchSettings {
     pub max_items: usize,
     /// Longest wait before a partial batch is sent (`OTEL_BSP_SCHEDULE_DELAY`).
     pub timeout: Duration,
-    /// Memory cap of the queue (estimated bytes); the oldest items are dropped past it.
+    /// Memory cap of the queue (estimated bytes, queued plus in flight); the oldest queued
+    /// items are dropped past it.
     pub max_queue_bytes: usize,
+    /// Items queued at most (`OTEL_BSP_MAX_QUEUE_SIZE`); the oldest are dropped past it.
+    pub max_queue_items: usize,
     /// Requests in flight at once.
     pub max_in_flight: usize,
 }
@@ -45,6 +48,8 @@ impl BatchSettings {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(5000);
     /// Default memory cap: 64 MiB.
     pub const DEFAULT_MAX_QUEUE_BYTES: usize = 64 << 20;
+    /// Default item cap: none, only the memory cap bounds the queue.
+    pub const DEFAULT_MAX_QUEUE_ITEMS: usize = usize::MAX;
     /// Default requests in flight.
     pub const DEFAULT_MAX_IN_FLIGHT: usize = 2;
 }
@@ -55,6 +60,7 @@ impl Default for BatchSettings {
             max_items: Self::DEFAULT_MAX_ITEMS,
             timeout: Self::DEFAULT_TIMEOUT,
             max_queue_bytes: Self::DEFAULT_MAX_QUEUE_BYTES,
+            max_queue_items: Self::DEFAULT_MAX_QUEUE_ITEMS,
             max_in_flight: Self::DEFAULT_MAX_IN_FLIGHT,
         }
     }
@@ -170,6 +176,9 @@ impl OtlpSettings {
         }
         if b.max_queue_bytes < 64 << 10 {
             return Err(setting("max_queue_bytes", "must be at least 64 KiB"));
+        }
+        if b.max_queue_items == 0 {
+            return Err(setting("max_queue_size", "must be at least 1"));
         }
         if b.max_in_flight == 0 {
             return Err(setting("max_in_flight", "must be at least 1"));

@@ -74,7 +74,10 @@ impl<S: OtlpSignal> OtlpExporter<S> {
         let deadline = Deadline::default();
         Ok(Self {
             stack: service::stack::<S>(settings, stats.clone(), Arc::clone(&deadline))?,
-            queue: Queue::new(settings.batch.max_queue_bytes),
+            queue: Queue::new(
+                settings.batch.max_queue_bytes,
+                settings.batch.max_queue_items,
+            ),
             batch: settings.batch.clone(),
             stats,
             deadline,

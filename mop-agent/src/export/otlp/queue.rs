@@ -10,6 +10,7 @@ pub(super) struct Queue<T> {
     queued_bytes: usize,
     in_flight_bytes: usize,
     max_bytes: usize,
+    max_items: usize,
 }
 
 /// A batch taken from the queue.
@@ -22,13 +23,15 @@ pub(super) struct Batch<T> {
 }
 
 impl<T> Queue<T> {
-    /// An empty queue holding at most `max_bytes` (queued plus in flight).
-    pub(super) fn new(max_bytes: usize) -> Self {
+    /// An empty queue holding at most `max_bytes` (queued plus in flight) and at most
+    /// `max_items` queued items.
+    pub(super) fn new(max_bytes: usize, max_items: usize) -> Self {
         Self {
             items: VecDeque::new(),
             queued_bytes: 0,
             in_flight_bytes: 0,
             max_bytes,
+            max_items: max_items.max(1),
         }
     }
 
@@ -41,7 +44,9 @@ impl<T> Queue<T> {
             evicted.push(item);
             return evicted;
         }
-        while self.queued_bytes + self.in_flight_bytes + bytes > self.max_bytes {
+        while self.queued_bytes + self.in_flight_bytes + bytes > self.max_bytes
+            || self.items.len() >= self.max_items
+        {
             let Some((old, old_bytes)) = self.items.pop_front() else {
                 // Only in-flight data is left: the newcomer cannot fit.
                 evicted.push(item);
@@ -106,7 +111,7 @@ mod tests {
 
     #[test]
     fn fifo_batches() {
-        let mut q = Queue::new(1000);
+        let mut q = Queue::new(1000, usize::MAX);
         for i in 0..5 {
             assert!(q.push(i, 10).is_empty());
         }
@@ -122,7 +127,7 @@ mod tests {
 
     #[test]
     fn drops_oldest_past_the_cap() {
-        let mut q = Queue::new(100);
+        let mut q = Queue::new(100, usize::MAX);
         for i in 0..10 {
             assert!(q.push(i, 10).is_empty());
         }
@@ -135,7 +140,7 @@ mod tests {
 
     #[test]
     fn in_flight_bytes_count_against_the_cap() {
-        let mut q = Queue::new(100);
+        let mut q = Queue::new(100, usize::MAX);
         for i in 0..10 {
             q.push(i, 10);
         }
@@ -148,7 +153,7 @@ mod tests {
         q.release(batch.bytes);
         assert!(q.push(11, 10).is_empty());
         // Everything queued evicted and still no room: the newcomer is dropped.
-        let mut q = Queue::new(100);
+        let mut q = Queue::new(100, usize::MAX);
         q.push(0, 60);
         let _in_flight = q.take(1);
         q.push(1, 30);
@@ -157,8 +162,18 @@ mod tests {
     }
 
     #[test]
+    fn the_item_cap_drops_oldest_too() {
+        let mut q = Queue::new(1 << 20, 3);
+        for i in 0..3 {
+            assert!(q.push(i, 10).is_empty());
+        }
+        assert_eq!(q.push(3, 10), [0]);
+        assert_eq!(q.drain_all(), [1, 2, 3]);
+    }
+
+    #[test]
     fn oversized_items_are_refused() {
-        let mut q = Queue::new(100);
+        let mut q = Queue::new(100, usize::MAX);
         q.push(1, 10);
         assert_eq!(q.push(2, 101), [2]);
         assert_eq!(q.len(), 1);
@@ -166,7 +181,7 @@ mod tests {
 
     #[test]
     fn memory_stays_under_the_cap_under_a_flood() {
-        let mut q = Queue::new(64 << 10);
+        let mut q = Queue::new(64 << 10, usize::MAX);
         let mut dropped = 0;
         for i in 0..100_000u32 {
             dropped += q.push(i, 100 + (i as usize % 900)).len();
