@@ -1,10 +1,7 @@
 //! Runs the built `mop-agent` binary for `config check`, `config print` and `--version`;
 //! none of these need root.
 
-#![expect(
-    unused_crate_dependencies,
-    reason = "these tests only run the built binary"
-)]
+#![expect(unused_crate_dependencies, reason = "these tests only run the built binary")]
 
 use std::process::{Command, Output};
 
