@@ -1,7 +1,12 @@
-//! The exporters against a real OTLP receiver (PyPI `opentelemetry-proto` + `grpcio`,
+//! The exporters against a real OTLP receiver (`PyPI` `opentelemetry-proto` + `grpcio`,
 //! `test/peers/otlp_receiver.py`), over gRPC and HTTP/protobuf: every span arrives with its ids
 //! and typed attributes, histogram counts are exact, and a receiver that fails its first
 //! requests loses nothing.
+
+#![expect(
+    unused_crate_dependencies,
+    reason = "an integration test uses a few of the crate's dependencies"
+)]
 
 mod common;
 

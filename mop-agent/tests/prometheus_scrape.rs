@@ -1,6 +1,11 @@
 //! The Prometheus endpoint against Debian's Prometheus (it scrapes every second and reports
 //! scrape errors in `/api/v1/targets`) and Python `prometheus_client`'s parsers.
 
+#![expect(
+    unused_crate_dependencies,
+    reason = "an integration test uses a few of the crate's dependencies"
+)]
+
 mod common;
 
 use std::{

@@ -1,6 +1,11 @@
-//! The trace exporter against a real OpenTelemetry collector: PyPI `rotel` (`rotel-agent`)
+//! The trace exporter against a real OpenTelemetry collector: `PyPI` `rotel` (`rotel-agent`)
 //! with the blackhole exporter and detailed debug logging; the test parses its log to check
 //! that it accepted every span, over gRPC and HTTP/protobuf.
+
+#![expect(
+    unused_crate_dependencies,
+    reason = "an integration test uses a few of the crate's dependencies"
+)]
 
 mod common;
 

@@ -54,7 +54,7 @@ pub struct MetricsPushSettings {
 
 impl MetricsPushSettings {
     /// `OTEL_METRIC_EXPORT_INTERVAL` default.
-    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_mins(1);
 }
 
 /// Prometheus endpoint settings.
@@ -109,13 +109,21 @@ impl SpanSink {
     /// Offers a span to every consumer; a consumer whose channel is full (or closed) loses it,
     /// counted under its `exporter` label.
     pub fn send(&self, span: Arc<Span>) {
-        for (tx, stats) in self.consumers.iter() {
-            match tx.try_send(Arc::clone(&span)) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => events::ChannelFull { stats }.emit(),
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    stats.add_dropped(DropReason::ExportFailed, 1);
-                }
+        let Some(((last_tx, last_stats), others)) = self.consumers.split_last() else {
+            return;
+        };
+        for (tx, stats) in others {
+            Self::offer(tx, stats, Arc::clone(&span));
+        }
+        Self::offer(last_tx, last_stats, span);
+    }
+
+    fn offer(tx: &mpsc::Sender<Arc<Span>>, stats: &ExportHandle, span: Arc<Span>) {
+        match tx.try_send(span) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => events::ChannelFull { stats }.emit(),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                stats.add_dropped(DropReason::ExportFailed, 1);
             }
         }
     }
@@ -140,6 +148,7 @@ impl Exporters {
     ///
     /// `ready` turns `true` once every probe is attached and the first discovery pass is done
     /// (it drives `/readyz`). Cancelling `cancel` starts the shutdown.
+    #[expect(clippy::too_many_lines, reason = "one linear wiring of every consumer")]
     pub async fn start(
         settings: ExportSettings,
         self_metrics: Arc<SelfMetrics>,
@@ -221,20 +230,20 @@ impl Exporters {
                 ExportHandle::new(Arc::clone(&self_metrics), Exporter::Metrics, Signal::Traces);
             consumers.push((tx, stats));
             let task = tokio::spawn(Arc::clone(aggregator).run(rx, cancel.clone()));
-            let pushed = red_push
+            let is_pushed = red_push
                 .as_ref()
                 .is_some_and(|p| Arc::ptr_eq(p, aggregator));
-            match if pushed { metrics_push.take() } else { None } {
+            match if is_pushed { metrics_push.take() } else { None } {
                 Some((exporter, interval)) => {
                     let (tx, rx) = mpsc::channel(16);
                     // The metrics exporter ends when the pusher closes its channel, after the
                     // final push, so it gets no cancellation of its own.
-                    let exporter_task =
+                    let export_task =
                         tokio::spawn(exporter.run(rx, CancellationToken::new(), shutdown));
                     let pusher =
                         push_metrics(Arc::clone(aggregator), tx, interval, task, cancel.clone());
                     tasks.push(("metrics push", tokio::spawn(pusher)));
-                    tasks.push(("otlp metrics", exporter_task));
+                    tasks.push(("otlp metrics", export_task));
                 }
                 None => tasks.push(("metrics", task)),
             }

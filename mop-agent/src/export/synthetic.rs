@@ -76,7 +76,7 @@ pub fn http_server_span(seq: u64, resource: &Arc<ServiceResource>) -> Span {
             client_address: Some(IpAddr::from([127, 0, 0, 1])),
             network_protocol_version: "1.1",
             http_request_body_size: 0,
-            http_response_body_size: 100 + (seq % 3) as i64 * 1000,
+            http_response_body_size: 100 + (seq % 3).cast_signed() * 1000,
             rpc: None,
         },
     }

@@ -40,7 +40,7 @@ pub const DEFAULT_SIZE_BUCKETS: [f64; 10] = [
 pub const DEFAULT_MAX_SERIES_PER_SERVICE: usize = 1000;
 
 /// Default time after which a series without updates is forgotten.
-pub const DEFAULT_SERIES_TTL: Duration = Duration::from_secs(300);
+pub const DEFAULT_SERIES_TTL: Duration = Duration::from_mins(5);
 
 /// How the aggregator buckets and bounds its series.
 #[derive(Clone, Debug, PartialEq)]

@@ -225,18 +225,15 @@ impl SeriesKey {
             key.server_address.clone_from(&a.server_address);
             key.server_port = a.server_port;
         }
-        match (&a.rpc, family) {
-            (Some(rpc), Family::RpcServer | Family::RpcClient) => {
-                key.rpc_service = Some(rpc.service.clone());
-                key.rpc_method = Some(rpc.method.clone());
-                key.grpc_status_code = rpc.grpc_status_code;
-            }
-            _ => {
-                key.method = Some(normalize_method(&a.http_request_method));
-                key.status_code = a.http_response_status_code;
-                if family == Family::HttpServer {
-                    key.route.clone_from(&a.http_route);
-                }
+        if let Some(rpc) = &a.rpc {
+            key.rpc_service = Some(rpc.service.clone());
+            key.rpc_method = Some(rpc.method.clone());
+            key.grpc_status_code = rpc.grpc_status_code;
+        } else {
+            key.method = Some(normalize_method(&a.http_request_method));
+            key.status_code = a.http_response_status_code;
+            if family == Family::HttpServer {
+                key.route.clone_from(&a.http_route);
             }
         }
         key

@@ -20,7 +20,7 @@ fn red(settings: MetricsSettings) -> (RedMetrics, Arc<SelfMetrics>) {
 #[test]
 fn histogram_bounds_are_upper_inclusive() {
     let mut h = Histogram::new(vec![0.005, 0.01, 0.025].into());
-    for v in [0.001, 0.005, 0.0050001, 0.01, 0.02, 0.025, 0.03, 100.0] {
+    for v in [0.001, 0.005, 0.005_000_1, 0.01, 0.02, 0.025, 0.03, 100.0] {
         h.record(v);
     }
     assert_eq!(h.bucket_counts, vec![2, 2, 2, 2]);
@@ -146,7 +146,7 @@ fn caps_are_per_service() {
 #[test]
 fn idle_series_expire_after_the_ttl_and_restart() {
     let settings = MetricsSettings {
-        ttl: Duration::from_secs(60),
+        ttl: Duration::from_mins(1),
         ..MetricsSettings::default()
     };
     let (red, self_metrics) = red(settings);
@@ -158,7 +158,7 @@ fn idle_series_expire_after_the_ttl_and_restart() {
         t0 + Duration::from_secs(50),
         2_000,
     );
-    let snap = red.snapshot_at(t0 + Duration::from_secs(60), 3_000);
+    let snap = red.snapshot_at(t0 + Duration::from_mins(1), 3_000);
     assert_eq!(snap.services[0].series.len(), 2, "exactly at the TTL: kept");
     let snap = red.snapshot_at(t0 + Duration::from_secs(61), 4_000);
     assert_eq!(snap.services[0].series.len(), 1, "the HTTP series expired");

@@ -276,7 +276,7 @@ mod tests {
         let stats = ExportStats::default();
         stats.observe_duration(Duration::from_millis(5));
         stats.observe_duration(Duration::from_millis(7));
-        stats.observe_duration(Duration::from_secs(60));
+        stats.observe_duration(Duration::from_mins(1));
         let snap = stats.snapshot().duration;
         assert_eq!(snap.cumulative_counts[0], 1, "5 ms lands in le=0.005");
         assert_eq!(snap.cumulative_counts[1], 2);

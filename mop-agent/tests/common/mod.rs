@@ -12,12 +12,12 @@ use std::{
 };
 
 /// The repository root.
-pub fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// A child process killed on drop.
-pub struct Peer(pub Child);
+pub(crate) struct Peer(pub Child);
 
 impl Drop for Peer {
     fn drop(&mut self) {
@@ -27,23 +27,23 @@ impl Drop for Peer {
 }
 
 /// The Python OTLP receiver (`test/peers/otlp_receiver.py`).
-pub struct Receiver {
-    pub peer: Peer,
-    pub grpc_port: u16,
-    pub http_port: u16,
-    pub out: PathBuf,
+pub(crate) struct Receiver {
+    pub(crate) peer: Peer,
+    pub(crate) grpc_port: u16,
+    pub(crate) http_port: u16,
+    pub(crate) out: PathBuf,
     _dir: TempDir,
 }
 
 impl Receiver {
     /// Starts the receiver on ephemeral ports; it fails the first `fail_first` requests of each
     /// transport. Panics (never skips) when Python or its packages are missing.
-    pub fn start(fail_first: usize) -> Self {
+    pub(crate) fn start(fail_first: usize) -> Self {
         Self::start_on(fail_first, 0, 0, None)
     }
 
     /// Starts it on given ports, appending to `out` when given.
-    pub fn start_on(
+    pub(crate) fn start_on(
         fail_first: usize,
         grpc_port: u16,
         http_port: u16,
@@ -82,7 +82,7 @@ impl Receiver {
     }
 
     /// Every record of a type received so far.
-    pub fn records(&self, kind: &str) -> Vec<serde_json::Value> {
+    pub(crate) fn records(&self, kind: &str) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.out)
             .unwrap_or_default()
             .lines()
@@ -93,10 +93,10 @@ impl Receiver {
 }
 
 /// A temporary directory removed on drop.
-pub struct TempDir(pub PathBuf);
+pub(crate) struct TempDir(pub PathBuf);
 
 impl TempDir {
-    pub fn new(prefix: &str) -> Self {
+    pub(crate) fn new(prefix: &str) -> Self {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -114,7 +114,7 @@ impl Drop for TempDir {
 }
 
 /// Polls `cond` every 50 ms until it holds or `timeout` passes; returns whether it held.
-pub async fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) async fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < timeout {
         if cond() {
@@ -126,7 +126,7 @@ pub async fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bo
 }
 
 /// A blocking HTTP/1.0 GET: status code and body.
-pub fn http_get(addr: &str, path: &str, accept: &str) -> (u16, String) {
+pub(crate) fn http_get(addr: &str, path: &str, accept: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -148,7 +148,7 @@ pub fn http_get(addr: &str, path: &str, accept: &str) -> (u16, String) {
 }
 
 /// A free loopback port (bound then released).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

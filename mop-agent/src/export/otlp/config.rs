@@ -45,7 +45,7 @@ impl BatchSettings {
     /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` default.
     pub const DEFAULT_MAX_ITEMS: usize = 512;
     /// `OTEL_BSP_SCHEDULE_DELAY` default.
-    pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(5000);
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
     /// Default memory cap: 64 MiB.
     pub const DEFAULT_MAX_QUEUE_BYTES: usize = 64 << 20;
     /// Default item cap: none, only the memory cap bounds the queue.
@@ -85,7 +85,7 @@ impl RetrySettings {
     /// Default backoff cap (bounds the time to notice a recovered receiver).
     pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(5);
     /// Default budget per request.
-    pub const DEFAULT_MAX_ELAPSED: Duration = Duration::from_secs(300);
+    pub const DEFAULT_MAX_ELAPSED: Duration = Duration::from_mins(5);
 }
 
 impl Default for RetrySettings {

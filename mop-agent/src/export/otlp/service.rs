@@ -211,6 +211,10 @@ pub struct ExportResponse {
 
 /// The wire: a tonic channel or a hyper client. Always ready (the concurrency limit above it
 /// decides readiness); cheap to clone.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per exporter, cloned per request anyway"
+)]
 pub enum Transport<S: OtlpSignal> {
     /// OTLP/gRPC.
     Grpc {
@@ -328,7 +332,7 @@ impl<S: OtlpSignal> Transport<S> {
                     .enable_http1()
                     .build();
                 let client = Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(60))
+                    .pool_idle_timeout(Duration::from_mins(1))
                     .build(connector);
                 Ok(Self::Http {
                     client,

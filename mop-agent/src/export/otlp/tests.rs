@@ -132,11 +132,11 @@ fn one_resource_spans_per_distinct_resource() {
 #[test]
 fn metrics_encode_as_cumulative_histograms_per_service() {
     let red = RedMetrics::new(MetricsSettings::default(), Arc::default());
-    let (a, b) = (resource("a", 1), resource("b", 2));
+    let (shop, cli) = (resource("a", 1), resource("b", 2));
     for seq in 0..10 {
-        red.record(&http_server_span(seq, &a));
+        red.record(&http_server_span(seq, &shop));
     }
-    red.record(&grpc_client_span(0, &b));
+    red.record(&grpc_client_span(0, &cli));
     let rms = encode::resource_metrics(&red.snapshot());
     assert_eq!(rms.len(), 2);
     let names: Vec<_> = rms[0].scope_metrics[0]
@@ -205,7 +205,7 @@ impl Fake {
         let rejected = self.reject.load(Ordering::SeqCst);
         ExportTraceServiceResponse {
             partial_success: (rejected > 0).then(|| ExportTracePartialSuccess {
-                rejected_spans: rejected as i64,
+                rejected_spans: i64::try_from(rejected).unwrap(),
                 error_message: "too old".into(),
             }),
         }
@@ -467,7 +467,7 @@ async fn an_outage_never_blocks_and_stays_under_the_cap() {
     drop(listener);
     let mut s = settings(url, Protocol::Grpc);
     s.batch.max_queue_bytes = 256 << 10;
-    s.retry.max_elapsed = Duration::from_secs(60);
+    s.retry.max_elapsed = Duration::from_mins(1);
     let run = start(&s);
     let span_bytes = encode::estimated_span_bytes(&spans(1)[0]) as u64;
     let started = std::time::Instant::now();

@@ -1,4 +1,4 @@
-//! The Prometheus endpoint: `/metrics` (or the configured path) in OpenMetrics or Prometheus
+//! The Prometheus endpoint: `/metrics` (or the configured path) in `OpenMetrics` or Prometheus
 //! text, `/healthz` (200 while serving) and `/readyz` (200 once the agent is ready, 503 before).
 
 mod render;

@@ -1,4 +1,4 @@
-//! Prometheus text (0.0.4) and OpenMetrics 1.0 rendering of the RED histograms and the
+//! Prometheus text (0.0.4) and `OpenMetrics` 1.0 rendering of the RED histograms and the
 //! self-metrics.
 
 use std::fmt::Write as _;
@@ -30,7 +30,7 @@ impl Format {
         }
     }
 
-    /// OpenMetrics when the scraper accepts it, else Prometheus text.
+    /// `OpenMetrics` when the scraper accepts it, else Prometheus text.
     pub fn negotiate(accept: Option<&str>) -> Self {
         if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
             Self::OpenMetrics
@@ -105,7 +105,7 @@ impl Writer {
             with_le[last].1 = float(*bound);
             self.sample(&format!("{name}_bucket"), &with_le, &c.to_string());
         }
-        with_le[last].1 = "+Inf".to_owned();
+        "+Inf".clone_into(&mut with_le[last].1);
         self.sample(&format!("{name}_bucket"), &with_le, &count.to_string());
         self.sample(&format!("{name}_sum"), labels, &float(sum));
         self.sample(&format!("{name}_count"), labels, &count.to_string());
@@ -253,6 +253,10 @@ fn gauge(w: &mut Writer, name: &str, help: &str, samples: &[(Labels, i64)]) {
     }
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one flat list of families, in output order"
+)]
 fn self_metrics(w: &mut Writer, m: &SelfMetrics) {
     let traces = active(m, Signal::Traces);
     let all: Vec<(Exporter, Signal, ExportStatsSnapshot)> = Signal::ALL
