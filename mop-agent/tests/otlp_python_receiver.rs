@@ -307,3 +307,225 @@ async fn grpc_unavailable_then_recovery_loses_nothing() {
 async fn http_503_then_recovery_loses_nothing() {
     recovers(Protocol::HttpProtobuf, "http").await;
 }
+
+/// A test CA and a server certificate it signed for `localhost` and 127.0.0.1 (openssl CLI):
+/// (CA certificate, server certificate, server key).
+fn test_pki(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let openssl = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl must be installed (cargo xtask setup)");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=mop-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_endpoints_use_tls_with_the_ca_file() {
+    let dir = common::TempDir::new("tls");
+    let (ca, cert, key) = test_pki(&dir.0);
+    let receiver = Receiver::start_tls(&cert, &key);
+    for (protocol, endpoint, transport) in [
+        (
+            Protocol::Grpc,
+            format!("https://localhost:{}", receiver.grpc_port),
+            "grpc",
+        ),
+        (
+            Protocol::HttpProtobuf,
+            format!("https://localhost:{}/v1/traces", receiver.http_port),
+            "http",
+        ),
+    ] {
+        let mut otlp = OtlpSettings::new(endpoint, protocol);
+        otlp.batch.timeout = Duration::from_millis(100);
+        otlp.ca_file = Some(ca.clone());
+        let settings = ExportSettings {
+            traces: Some(otlp),
+            ..ExportSettings::default()
+        };
+        let self_metrics = Arc::new(SelfMetrics::default());
+        let (_ready_tx, ready) = watch::channel(true);
+        let (sink, exporters) = Exporters::start(
+            settings,
+            Arc::clone(&self_metrics),
+            ready,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        let r = resource("tls", 9);
+        for seq in 0..20 {
+            sink.send(Arc::new(http_server_span(seq, &r)));
+        }
+        tokio::time::timeout(Duration::from_secs(15), exporters.shutdown())
+            .await
+            .unwrap();
+        let got = receiver
+            .records("span")
+            .into_iter()
+            .filter(|s| s["transport"] == transport)
+            .count();
+        assert_eq!(got, 20, "{transport} over TLS");
+        let stats = self_metrics.export(exporter(protocol), Signal::Traces);
+        assert_eq!((stats.exported(), stats.errors()), (20, 0));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_certificate_is_refused() {
+    let dir = common::TempDir::new("tls-untrusted");
+    let (_ca, cert, key) = test_pki(&dir.0);
+    let receiver = Receiver::start_tls(&cert, &key);
+    let mut otlp = OtlpSettings::new(
+        format!("https://localhost:{}/v1/traces", receiver.http_port),
+        Protocol::HttpProtobuf,
+    );
+    otlp.batch.timeout = Duration::from_millis(50);
+    otlp.retry.enabled = false;
+    let settings = ExportSettings {
+        traces: Some(otlp),
+        shutdown_timeout: Duration::from_secs(2),
+        ..ExportSettings::default()
+    };
+    let self_metrics = Arc::new(SelfMetrics::default());
+    let (_ready_tx, ready) = watch::channel(true);
+    let (sink, exporters) = Exporters::start(
+        settings,
+        Arc::clone(&self_metrics),
+        ready,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    sink.send(Arc::new(http_server_span(0, &resource("tls", 9))));
+    exporters.shutdown().await;
+    assert!(receiver.records("span").is_empty());
+    let stats = self_metrics.export(Exporter::OtlpHttp, Signal::Traces);
+    assert_eq!((stats.exported(), stats.errors()), (0, 1));
+}
+
+/// The receiver process dies with a request in flight (the connection resets under it) and
+/// comes back on the same ports: that batch is retried, the spans sent meanwhile wait in the
+/// queue, and everything arrives.
+async fn survives_a_receiver_restart(protocol: Protocol) {
+    let dir = common::TempDir::new("restart");
+    let out = dir.0.join("received.jsonl");
+    // The first request hangs: it is in flight when the receiver dies.
+    let mut receiver = Receiver::start_stalling(out.clone());
+    let mut otlp = otlp(&receiver, protocol, "traces");
+    otlp.batch.max_items = 50;
+    otlp.batch.max_in_flight = 1;
+    let settings = ExportSettings {
+        traces: Some(otlp),
+        ..ExportSettings::default()
+    };
+    let self_metrics = Arc::new(SelfMetrics::default());
+    let (_ready_tx, ready) = watch::channel(true);
+    let (sink, exporters) = Exporters::start(
+        settings,
+        Arc::clone(&self_metrics),
+        ready,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let r = resource("restart", 5);
+    for seq in 0..100 {
+        sink.send(Arc::new(http_server_span(seq, &r)));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        receiver.records("span").is_empty(),
+        "the first batch is stuck in flight"
+    );
+    let (grpc_port, http_port) = (receiver.grpc_port, receiver.http_port);
+    drop(receiver); // Killed: the connection dies under the in-flight request.
+    for seq in 100..200 {
+        sink.send(Arc::new(http_server_span(seq, &r)));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    receiver = Receiver::start_on(0, grpc_port, http_port, Some(out));
+    let all = wait_until(Duration::from_secs(15), || {
+        receiver.records("span").len() >= 200
+    })
+    .await;
+    tokio::time::timeout(Duration::from_secs(15), exporters.shutdown())
+        .await
+        .unwrap();
+    let stats = self_metrics.export(exporter(protocol), Signal::Traces);
+    assert!(
+        all,
+        "{} of 200 spans arrived",
+        receiver.records("span").len()
+    );
+    assert_eq!(stats.exported(), 200);
+    assert_eq!(stats.dropped(DropReason::ExportFailed), 0);
+    assert!(stats.retries() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_survives_a_receiver_restart() {
+    survives_a_receiver_restart(Protocol::Grpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_survives_a_receiver_restart() {
+    survives_a_receiver_restart(Protocol::HttpProtobuf).await;
+}

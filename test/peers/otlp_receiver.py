@@ -7,6 +7,8 @@ It prints one JSON line with the ports it listens on, then writes one JSON line 
 received span and per histogram data point to --out (flushed per line), and one line
 per request (accepted or failed) so tests can count attempts.
 
+--tls-cert/--tls-key serve both transports over TLS instead.
+
 --fail-first N answers the first N export requests of each transport with gRPC
 UNAVAILABLE (with a RetryInfo delay of --retry-delay-ms) or HTTP 503 (with
 Retry-After: 0), then recovers.
@@ -16,8 +18,10 @@ import argparse
 import gzip
 import json
 import signal
+import ssl
 import sys
 import threading
+import time
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -37,16 +41,21 @@ KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer
 class Sink:
     """Serialises the JSON lines and counts requests per transport."""
 
-    def __init__(self, path, fail_first):
+    def __init__(self, path, fail_first, stall_first):
         self.lock = threading.Lock()
         self.out = open(path, "a", buffering=1) if path else sys.stdout
         self.fail_first = fail_first
+        self.stall_first = stall_first
         self.requests = {"grpc": 0, "http": 0}
 
     def should_fail(self, transport):
         with self.lock:
             self.requests[transport] += 1
-            return self.requests[transport] <= self.fail_first
+            n = self.requests[transport]
+        if n <= self.stall_first:
+            # Never answer: the test kills the receiver with this request in flight.
+            time.sleep(3600)
+        return n - self.stall_first <= self.fail_first
 
     def write(self, record):
         line = json.dumps(record, sort_keys=True)
@@ -237,17 +246,30 @@ def main():
     ap.add_argument("--out", default="")
     ap.add_argument("--fail-first", type=int, default=0)
     ap.add_argument("--retry-delay-ms", type=int, default=50)
+    ap.add_argument("--stall-first", type=int, default=0,
+                    help="never answer the first N requests of each transport")
+    ap.add_argument("--tls-cert", default="", help="PEM certificate: serve both transports over TLS")
+    ap.add_argument("--tls-key", default="", help="PEM private key of --tls-cert")
     args = ap.parse_args()
 
-    sink = Sink(args.out, args.fail_first)
+    sink = Sink(args.out, args.fail_first, args.stall_first)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(GrpcTraces(sink, args.retry_delay_ms), server)
     metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(GrpcMetrics(sink, args.retry_delay_ms), server)
-    grpc_port = server.add_insecure_port(f"127.0.0.1:{args.grpc_port}")
+    if args.tls_cert:
+        with open(args.tls_cert, "rb") as c, open(args.tls_key, "rb") as k:
+            creds = grpc.ssl_server_credentials([(k.read(), c.read())])
+        grpc_port = server.add_secure_port(f"127.0.0.1:{args.grpc_port}", creds)
+    else:
+        grpc_port = server.add_insecure_port(f"127.0.0.1:{args.grpc_port}")
     server.start()
 
     ThreadingHTTPServer.allow_reuse_address = True
     httpd = ThreadingHTTPServer(("127.0.0.1", args.http_port), http_handler(sink))
+    if args.tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
 
     print(json.dumps({"grpc_port": grpc_port, "http_port": httpd.server_address[1]}), flush=True)

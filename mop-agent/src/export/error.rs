@@ -60,6 +60,15 @@ pub enum ExportError {
         /// The delay the receiver asked for (`google.rpc.RetryInfo`).
         retry_after: Option<Duration>,
     },
+    /// The gRPC call failed in the client's transport (connection refused, reset or closed
+    /// under the request): tonic reports these as statuses it made itself.
+    #[error("OTLP gRPC export could not reach the receiver ({code:?}): {message}")]
+    GrpcTransport {
+        /// The code tonic gave it (often `Unknown` or `Unavailable`).
+        code: tonic::Code,
+        /// Tonic's message.
+        message: String,
+    },
     /// The receiver answered with a non-2xx HTTP status.
     #[error("OTLP HTTP export failed with status {status}")]
     HttpStatus {
@@ -128,7 +137,10 @@ impl ExportError {
         match self {
             Self::Grpc { code, .. } => RETRYABLE_GRPC.contains(code),
             Self::HttpStatus { status, .. } => RETRYABLE_HTTP.contains(status),
-            Self::HttpTransport { .. } | Self::HttpBody { .. } | Self::Timeout { .. } => true,
+            Self::GrpcTransport { .. }
+            | Self::HttpTransport { .. }
+            | Self::HttpBody { .. }
+            | Self::Timeout { .. } => true,
             Self::InvalidEndpoint { .. }
             | Self::InvalidHeader { .. }
             | Self::InvalidSetting { .. }
@@ -148,9 +160,17 @@ impl ExportError {
         }
     }
 
-    /// A gRPC status as an export error, with its `RetryInfo` delay.
+    /// A gRPC status as an export error, with its `RetryInfo` delay. A status tonic made from a
+    /// client-side error (it carries that error as its source) is a transport failure.
     pub fn from_status(status: &tonic::Status) -> Self {
+        use std::error::Error as _;
         use tonic_types::StatusExt as _;
+        if status.source().is_some() {
+            return Self::GrpcTransport {
+                code: status.code(),
+                message: status.message().to_owned(),
+            };
+        }
         let retry_after = status
             .get_details_retry_info()
             .and_then(|info| info.retry_delay);

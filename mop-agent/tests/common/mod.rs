@@ -49,6 +49,38 @@ impl Receiver {
         http_port: u16,
         out: Option<PathBuf>,
     ) -> Self {
+        Self::start_with(fail_first, grpc_port, http_port, out, &[])
+    }
+
+    /// Starts it on ephemeral ports, never answering its first request per transport.
+    pub(crate) fn start_stalling(out: PathBuf) -> Self {
+        Self::start_with(
+            0,
+            0,
+            0,
+            Some(out),
+            &["--stall-first".as_ref(), "1".as_ref()],
+        )
+    }
+
+    /// Starts it over TLS with a certificate and key (PEM files).
+    pub(crate) fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
+        let args = [
+            "--tls-cert".as_ref(),
+            cert.as_os_str(),
+            "--tls-key".as_ref(),
+            key.as_os_str(),
+        ];
+        Self::start_with(0, 0, 0, None, &args)
+    }
+
+    fn start_with(
+        fail_first: usize,
+        grpc_port: u16,
+        http_port: u16,
+        out: Option<PathBuf>,
+        extra: &[&std::ffi::OsStr],
+    ) -> Self {
         let dir = TempDir::new("receiver");
         let out = out.unwrap_or_else(|| dir.0.join("received.jsonl"));
         let script = repo_root().join("test/peers/otlp_receiver.py");
@@ -62,6 +94,7 @@ impl Receiver {
             ])
             .args(["--fail-first", &fail_first.to_string(), "--out"])
             .arg(&out)
+            .args(extra)
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3 must be installed (cargo xtask setup)");

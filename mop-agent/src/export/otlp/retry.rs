@@ -190,6 +190,20 @@ mod tests {
     }
 
     #[test]
+    fn client_side_grpc_failures_are_transport_errors() {
+        let made_by_tonic = tonic::Status::from_error(Box::new(std::io::Error::other("reset")));
+        assert_eq!(made_by_tonic.code(), tonic::Code::Unknown);
+        let error = ExportError::from_status(&made_by_tonic);
+        assert!(
+            matches!(error, ExportError::GrpcTransport { .. }),
+            "{error:?}"
+        );
+        assert!(error.is_retryable());
+        let sent_by_server = tonic::Status::unknown("boom");
+        assert!(!ExportError::from_status(&sent_by_server).is_retryable());
+    }
+
+    #[test]
     fn retryable_http_statuses() {
         for status in [400, 401, 403, 404, 408, 413, 500, 501] {
             assert!(!http(status).is_retryable(), "{status}");
