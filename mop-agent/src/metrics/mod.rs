@@ -198,9 +198,22 @@ impl RedMetrics {
     /// Records one span as if at `now` (monotonic, for the TTL) and `now_unix_nano` (start time
     /// of a new series).
     pub fn record_at(&self, span: &Span, now: Instant, now_unix_nano: u64) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        self.record_locked(&mut state, span, now, now_unix_nano);
+    }
+
+    /// Records spans under one lock.
+    pub fn record_many(&self, spans: &[Arc<Span>]) {
+        let (now, now_unix_nano) = (Instant::now(), unix_nanos_now());
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        for span in spans {
+            self.record_locked(&mut state, span, now, now_unix_nano);
+        }
+    }
+
+    fn record_locked(&self, state: &mut State, span: &Span, now: Instant, now_unix_nano: u64) {
         let family = Family::of(span);
         let mut key = SeriesKey::of(span);
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let service = state
             .services
             .entry(ResourceKey(Arc::clone(&span.resource)))
@@ -331,9 +344,7 @@ impl RedMetrics {
     }
 
     fn record_all(&self, spans: &[Arc<Span>]) {
-        for span in spans {
-            self.record(span);
-        }
+        self.record_many(spans);
         let stats = self.self_metrics.export(Exporter::Metrics, Signal::Traces);
         stats.add_exported(spans.len() as u64);
     }
