@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use super::{
-    DEFAULT_CHANNEL_CAPACITY, ExportError, ExportSettings, MetricsPushSettings, PrometheusSettings,
+    DEFAULT_CHANNEL_CAPACITY, ExportSettings, MetricsPushSettings, PrometheusSettings,
     otlp::{BatchSettings, Compression, OtlpSettings, Protocol},
     printer::PrinterFormat,
 };
@@ -40,16 +40,6 @@ fn red(buckets: &Buckets, ttl: Duration) -> MetricsSettings {
     }
 }
 
-fn no_insecure(section: &'static str, insecure: bool) -> Result<(), ExportError> {
-    if insecure {
-        return Err(ExportError::InvalidSetting {
-            option: section,
-            reason: "insecure_skip_verify is not supported; trust the server's CA with ca_file",
-        });
-    }
-    Ok(())
-}
-
 fn otlp(
     endpoint: &OtlpEndpoint,
     p: OtlpProtocol,
@@ -57,25 +47,24 @@ fn otlp(
     timeout: Duration,
     c: Option<ConfigCompression>,
     ca_file: Option<&std::path::Path>,
+    insecure_skip_verify: bool,
 ) -> OtlpSettings {
     let mut s = OtlpSettings::new(endpoint.to_string(), protocol(p));
     s.headers = headers.to_vec();
     s.timeout = timeout;
     s.compression = compression(c);
     s.ca_file = ca_file.map(ToOwned::to_owned);
+    s.insecure_skip_verify = insecure_skip_verify;
     s
 }
 
 impl ExportSettings {
-    /// The exporters the configuration asks for.
-    pub fn from_config(config: &Config) -> Result<Self, ExportError> {
+    /// The exporters the configuration asks for. (Settings the exporters cannot honour, like
+    /// `insecure_skip_verify`, fail in [`super::Exporters::start`].)
+    pub fn from_config(config: &Config) -> Self {
         let t = &config.traces;
         let traces = match &t.endpoint {
             Some(endpoint) => {
-                no_insecure(
-                    "otel_traces_export.insecure_skip_verify",
-                    t.insecure_skip_verify,
-                )?;
                 let batch = BatchSettings {
                     max_items: t.batch.max_export_batch_size,
                     timeout: t.batch.schedule_delay,
@@ -91,6 +80,7 @@ impl ExportSettings {
                     t.timeout,
                     t.compression,
                     t.ca_file.as_deref(),
+                    t.insecure_skip_verify,
                 );
                 s.batch = batch;
                 Some(s)
@@ -101,10 +91,6 @@ impl ExportSettings {
         let application = m.features.application;
         let metrics = match &m.endpoint {
             Some(endpoint) if application => {
-                no_insecure(
-                    "otel_metrics_export.insecure_skip_verify",
-                    m.insecure_skip_verify,
-                )?;
                 let otlp = otlp(
                     endpoint,
                     m.protocol,
@@ -112,6 +98,7 @@ impl ExportSettings {
                     m.timeout,
                     m.compression,
                     m.ca_file.as_deref(),
+                    m.insecure_skip_verify,
                 );
                 Some(MetricsPushSettings {
                     otlp,
@@ -131,14 +118,14 @@ impl ExportSettings {
             TracePrinter::Text => Some(PrinterFormat::Text),
             TracePrinter::Json => Some(PrinterFormat::Json),
         };
-        Ok(Self {
+        Self {
             printer,
             traces,
             metrics,
             prometheus,
             channel_capacity: DEFAULT_CHANNEL_CAPACITY,
             shutdown_timeout: config.shutdown_timeout,
-        })
+        }
     }
 }
 
@@ -160,7 +147,7 @@ mod tests {
 
     #[test]
     fn defaults_start_nothing() {
-        let s = ExportSettings::from_config(&load("{}", &[])).unwrap();
+        let s = ExportSettings::from_config(&load("{}", &[]));
         assert_eq!(s.printer, None);
         assert_eq!(s.traces, None);
         assert_eq!(s.metrics, None);
@@ -180,7 +167,7 @@ mod tests {
                 ("OTEL_METRIC_EXPORT_INTERVAL", "1000"),
             ],
         );
-        let s = ExportSettings::from_config(&config).unwrap();
+        let s = ExportSettings::from_config(&config);
         assert_eq!(s.printer, Some(PrinterFormat::Json));
         let t = s.traces.unwrap();
         assert_eq!(t.endpoint, "http://collector:4318/v1/traces");
@@ -218,7 +205,7 @@ mod tests {
                 ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf"),
             ],
         );
-        let s = ExportSettings::from_config(&config).unwrap();
+        let s = ExportSettings::from_config(&config);
         assert_eq!(
             s.metrics.unwrap().otlp.endpoint,
             "http://mimir:8080/otlp/v1/metrics"

@@ -115,6 +115,8 @@ pub struct OtlpSettings {
     pub timeout: Duration,
     /// Extra CA certificates (PEM) trusted besides the system roots.
     pub ca_file: Option<PathBuf>,
+    /// Accept any server certificate: not supported, [`OtlpSettings::validate`] refuses it.
+    pub insecure_skip_verify: bool,
     /// Batching and queueing.
     pub batch: BatchSettings,
     /// Retries.
@@ -134,6 +136,7 @@ impl OtlpSettings {
             compression: Compression::None,
             timeout: Self::DEFAULT_TIMEOUT,
             ca_file: None,
+            insecure_skip_verify: false,
             batch: BatchSettings::default(),
             retry: RetrySettings::default(),
         }
@@ -167,6 +170,12 @@ impl OtlpSettings {
             })
             .collect::<Result<Vec<_>, ExportError>>()?;
         let setting = |option, reason| ExportError::InvalidSetting { option, reason };
+        if self.insecure_skip_verify {
+            return Err(setting(
+                "insecure_skip_verify",
+                "not supported; trust the server's CA with ca_file",
+            ));
+        }
         let b = &self.batch;
         if b.max_items == 0 {
             return Err(setting("max_export_batch_size", "must be at least 1"));
