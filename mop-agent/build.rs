@@ -3,6 +3,7 @@
 
 use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};
+use mop_agent_ebpf as _;
 
 fn main() -> anyhow::Result<()> {
     let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()

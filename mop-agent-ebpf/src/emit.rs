@@ -10,6 +10,7 @@ use mop_common::{
     ConnInfo, Counter, EVENT_HEADER_LEN, EventKind, KernelConfig, MAX_CAPTURE_BYTES, SyscallOp,
     TAIL_BYTES,
     event::{DIR_EGRESS, DIR_INGRESS, DataEventHeader, FLAG_IOV_TRUNCATED, FLAG_SENDFILE},
+    maps::PROTO_HTTP2,
 };
 
 use crate::maps::{EventBuffer, MOP_EVENTS, MOP_SCRATCH, bump};
@@ -32,6 +33,8 @@ pub(crate) struct DataSyscall {
     pub(crate) enter_ns: u64,
     pub(crate) exit_ns: u64,
     pub(crate) pid_tgid: u64,
+    /// `FLAG_*` bits the record carries (e.g. TLS plaintext).
+    pub(crate) flags: u32,
 }
 
 /// `struct iovec` of the user's address space.
@@ -100,7 +103,13 @@ pub(crate) fn emit_conn_event(
     // SAFETY: every field is written by fill_header before submit.
     let h = unsafe { &mut *entry.as_mut_ptr() };
     fill_header(h, kind, conn, pid_tgid, fd, enter_ns, exit_ns);
-    entry.submit(wakeup_flag(cfg));
+    // Discovery waits on exec reports: never let them sit until the next poll.
+    let flags = if matches!(kind, EventKind::ProcExec) {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        wakeup_flag(cfg)
+    };
+    entry.submit(flags);
     bump(Counter::EventsSubmitted);
 }
 
@@ -185,7 +194,11 @@ fn copy_tail(h: &mut DataEventHeader, end: u64, n: u64) {
 /// Copies the head (and tail) of a contiguous user buffer; returns the bytes captured.
 #[inline(always)]
 fn capture_contiguous(ev: &mut EventBuffer, buf: u64, ret: u64, cap: u32) -> u32 {
-    let n = if ret < u64::from(cap) { ret as u32 } else { cap };
+    let n = if ret < u64::from(cap) {
+        ret as u32
+    } else {
+        cap
+    };
     if !copy_user(&mut ev.data, 0, buf, n) {
         bump(Counter::ReadUserFailed);
         return 0;
@@ -241,7 +254,11 @@ fn capture_iovec(ev: &mut EventBuffer, iov: u64, iovcnt: u64, ret: u64, cap: u32
         let part = core::cmp::min(v.len, ret - consumed);
         consumed += part;
         if consumed >= ret {
-            copy_tail(&mut ev.header, v.base + part, core::cmp::min(ret - u64::from(copied), part));
+            copy_tail(
+                &mut ev.header,
+                v.base + part,
+                core::cmp::min(ret - u64::from(copied), part),
+            );
             return copied;
         }
     }
@@ -260,7 +277,8 @@ fn iovec_of(sc: &DataSyscall, cfg: &KernelConfig) -> Option<(u64, u64)> {
     // SAFETY: the helper checks the user address.
     unsafe {
         let iov = bpf_probe_read_user((sc.buf + u64::from(off.msghdr_iov)) as *const u64).ok()?;
-        let len = bpf_probe_read_user((sc.buf + u64::from(off.msghdr_iovlen)) as *const u64).ok()?;
+        let len =
+            bpf_probe_read_user((sc.buf + u64::from(off.msghdr_iovlen)) as *const u64).ok()?;
         Some((iov, len))
     }
 }
@@ -288,11 +306,13 @@ pub(crate) fn emit_data(conn: &ConnInfo, sc: &DataSyscall, cfg: &KernelConfig) {
         DIR_EGRESS
     };
     ev.header.total_len = sc.ret;
-    let cap = if cfg.capture_bytes > MAX {
-        MAX
+    ev.header.flags = sc.flags;
+    let window = if conn.proto == PROTO_HTTP2 {
+        cfg.http2_capture_bytes
     } else {
         cfg.capture_bytes
     };
+    let cap = if window > MAX { MAX } else { window };
     let captured = match sc.op {
         SyscallOp::Read | SyscallOp::Write | SyscallOp::Recvfrom | SyscallOp::Sendto => {
             capture_contiguous(ev, sc.buf, sc.ret, cap)
@@ -315,7 +335,8 @@ pub(crate) fn emit_data(conn: &ConnInfo, sc: &DataSyscall, cfg: &KernelConfig) {
     ev.header.captured_len = captured;
     let len = EVENT_HEADER_LEN + clamp_to_max(u64::from(captured)) as usize;
     // SAFETY: len <= size_of::<EventBuffer>() because captured < 2 * MAX.
-    let bytes = unsafe { core::slice::from_raw_parts((ev as *const EventBuffer).cast::<u8>(), len) };
+    let bytes =
+        unsafe { core::slice::from_raw_parts((ev as *const EventBuffer).cast::<u8>(), len) };
     if MOP_EVENTS.output::<[u8]>(bytes, wakeup_flag(cfg)).is_ok() {
         bump(Counter::EventsSubmitted);
     } else {

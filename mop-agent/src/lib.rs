@@ -6,8 +6,10 @@
 //! -> `metrics` (RED aggregation) and `export` (OTLP, Prometheus, printers). `config` reads every
 //! setting in one place; `telemetry` holds the agent's own counters.
 
+pub mod agent;
 pub mod capture;
 pub mod config;
+pub mod discovery;
 pub mod export;
 pub mod metrics;
 pub mod span;

@@ -32,10 +32,36 @@ fn main() -> ExitCode {
                 cli::report(&error);
                 ExitCode::from(cli::EXIT_INVALID)
             }
-            Ok(_config) => {
-                eprintln!("error: capture not wired yet");
-                ExitCode::FAILURE
-            }
+            Ok(config) => run_agent(config),
         },
+    }
+}
+
+/// Runs the agent on a multi-threaded runtime, with logs on stderr at the configured level.
+fn run_agent(config: mop_agent::config::Config) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_max_level(config.log_level.to_tracing())
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("mop")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mop-agent: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(mop_agent::agent::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mop-agent: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

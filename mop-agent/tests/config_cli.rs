@@ -1,7 +1,10 @@
 //! Runs the built `mop-agent` binary for `config check`, `config print` and `--version`;
 //! none of these need root.
 
-#![expect(unused_crate_dependencies, reason = "these tests only run the built binary")]
+#![expect(
+    unused_crate_dependencies,
+    reason = "these tests only run the built binary"
+)]
 
 use std::process::{Command, Output};
 
@@ -150,8 +153,4 @@ fn running_without_a_command_validates_first() {
     let out = mop(&["--config", file.to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(text(&out.stderr), "error: unknown key `frobnicate`\n");
-    let good = temp_file("run-good.yaml", "log_level: info\n");
-    let out = mop(&["--config", good.to_str().unwrap()], &[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(text(&out.stderr), "error: capture not wired yet\n");
 }

@@ -24,6 +24,9 @@ pub enum EventKind {
     Data = 2,
     /// A TCP socket the agent had seen was closed by the process.
     ConnClose = 3,
+    /// A process called `execve` while exec watching is on: the kernel already captures it
+    /// (its pid is in the filter as pending) until discovery decides about it.
+    ProcExec = 4,
 }
 
 impl EventKind {
@@ -33,6 +36,7 @@ impl EventKind {
             1 => Some(Self::ConnOpen),
             2 => Some(Self::Data),
             3 => Some(Self::ConnClose),
+            4 => Some(Self::ProcExec),
             _ => None,
         }
     }
@@ -52,6 +56,8 @@ pub const ROLE_CLIENT: u32 = 2;
 
 /// `flags` bit: the payload came from `sendfile`, whose bytes are never captured.
 pub const FLAG_SENDFILE: u32 = 1;
+/// `flags` bit: the payload is TLS plaintext read at the TLS library (uprobes), not socket bytes.
+pub const FLAG_TLS: u32 = 4;
 /// `flags` bit: the payload was gathered from an iovec array that had more entries than the
 /// kernel side walks, so the captured head may be shorter than the window.
 pub const FLAG_IOV_TRUNCATED: u32 = 2;
@@ -120,7 +126,7 @@ pub const EVENT_HEADER_LEN: usize = core::mem::size_of::<DataEventHeader>();
 
 const _: () = assert!(core::mem::size_of::<ConnAddrs>() == 40);
 const _: () = assert!(EVENT_HEADER_LEN == 128);
-const _: () = assert!(EVENT_HEADER_LEN % 8 == 0);
+const _: () = assert!(EVENT_HEADER_LEN.is_multiple_of(8));
 
 #[cfg(feature = "user")]
 // SAFETY: `repr(C)`, `Copy`, every bit pattern valid, no implicit padding (asserted above).

@@ -57,7 +57,10 @@ impl SyscallOp {
 
     /// True for the operations whose bytes flow from the network into the process.
     pub const fn is_ingress(self) -> bool {
-        matches!(self, Self::Read | Self::Readv | Self::Recvfrom | Self::Recvmsg)
+        matches!(
+            self,
+            Self::Read | Self::Readv | Self::Recvfrom | Self::Recvmsg
+        )
     }
 
     /// True for the operations whose bytes flow from the process into the network.
@@ -72,7 +75,7 @@ impl SyscallOp {
 /// Size of the `MOP_SYSCALL_OPS` array: syscall numbers at or above it are never captured.
 pub const SYSCALL_TABLE_LEN: u32 = 512;
 
-/// The x86_64 syscall numbers of each operation (from `arch/x86/entry/syscalls/syscall_64.tbl`).
+/// The `x86_64` syscall numbers of each operation (from `arch/x86/entry/syscalls/syscall_64.tbl`).
 pub const X86_64_SYSCALLS: &[(u32, SyscallOp)] = &[
     (0, SyscallOp::Read),
     (1, SyscallOp::Write),

@@ -62,6 +62,10 @@ impl TraceHeaders {
 /// Timestamps are `CLOCK_MONOTONIC` nanoseconds from the kernel; the span stage converts them
 /// to wall-clock time.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent flags on what the capture missed, read by name"
+)]
 pub struct HttpExchange {
     /// Server when the request arrived on the connection, client when it was sent.
     pub role: Role,
@@ -73,11 +77,15 @@ pub struct HttpExchange {
     pub target: String,
     /// `Host` header (or `:authority`), when captured.
     pub host: Option<String>,
-    /// Response status code; `None` when the connection ended before a response was seen.
+    /// Response status code; `None` when the connection ended before a response was seen
+    /// (`response_start_ns` is then 0), or when the capture window cut the status line
+    /// (`response_head_truncated` is then set).
     pub status: Option<u16>,
-    /// Request body bytes (from `Content-Length`, or counted for chunked bodies).
+    /// Request body bytes (from `Content-Length`, or counted for chunked bodies): the bytes
+    /// that passed when the connection closed inside the body. 0 when
+    /// `request_body_size_unknown` is set.
     pub request_body_size: u64,
-    /// Response body bytes (from `Content-Length`, or counted).
+    /// Response body bytes (from `Content-Length`, or counted), as for `request_body_size`.
     pub response_body_size: u64,
     /// Trace-context headers of the request.
     pub trace_headers: TraceHeaders,
@@ -85,14 +93,31 @@ pub struct HttpExchange {
     pub content_type: Option<String>,
     /// Entry of the syscall that carried the first request byte.
     pub request_start_ns: u64,
+    /// Exit of the syscall that carried the first request byte: when a server had the request
+    /// in hand (the entry of a blocking read is when it began waiting, not when bytes came).
+    pub request_first_exit_ns: u64,
     /// Exit of the syscall that carried the last request byte.
     pub request_end_ns: u64,
-    /// Entry of the syscall that carried the first response byte.
+    /// Entry of the syscall that carried the first byte of the final (non-1xx) response; 0 when
+    /// no response was seen.
     pub response_start_ns: u64,
-    /// Exit of the syscall that carried the last response byte.
+    /// Exit of the syscall that carried the last response byte. When no response was seen
+    /// (`status` is `None` and `response_start_ns` is 0), the time the parser stopped waiting:
+    /// the connection's close, or the segment that pushed the request out of a full queue.
     pub response_end_ns: u64,
     /// Thread that handled the request: the reader for a server, the writer for a client.
     pub request_tid: u32,
-    /// True when part of the request head was not captured (headers may be missing).
+    /// True when part of the request head was not captured (headers may be missing, and a
+    /// body size of 0 may only mean that its framing header was not captured).
     pub request_head_truncated: bool,
+    /// True when the capture window cut the request line inside the target: `target` is only
+    /// its prefix, and `version` (then 1.1) was not seen.
+    pub request_target_truncated: bool,
+    /// True when part of the response head was not captured (its headers may be missing).
+    pub response_head_truncated: bool,
+    /// True when the request body's size could not be known (its chunk framing or its start
+    /// was lost in uncaptured bytes); `request_body_size` is then 0.
+    pub request_body_size_unknown: bool,
+    /// Same as `request_body_size_unknown`, for the response body.
+    pub response_body_size_unknown: bool,
 }

@@ -11,6 +11,7 @@ pub enum Direction {
 
 impl Direction {
     /// The other direction.
+    #[must_use]
     pub const fn reverse(self) -> Self {
         match self {
             Self::Ingress => Self::Egress,

@@ -1,6 +1,9 @@
 //! `cargo xtask`: the project's developer commands (see the README).
 
+mod bench;
 mod cmd;
+mod image;
+mod manifests;
 mod setup;
 
 use clap::{Parser, Subcommand};
@@ -17,10 +20,20 @@ struct Cli {
 enum Command {
     /// Install what building and testing need (idempotent).
     Setup(setup::Options),
+    /// Render the Kubernetes manifests to deploy/manifests (--check: fail when stale;
+    /// --verify: also validate every object and run the property tests).
+    Manifests(manifests::Options),
+    /// Build the agent's OCI image into target/image without a container daemon.
+    Image(image::Options),
+    /// Measure the agent (`overhead`: nginx under load with and without it).
+    Bench(bench::Options),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Setup(opts) => setup::run(&opts),
+        Command::Manifests(opts) => manifests::run(&opts),
+        Command::Image(opts) => image::run(&opts),
+        Command::Bench(opts) => bench::run(&opts),
     }
 }

@@ -32,7 +32,7 @@ const APT_PACKAGES: &[&str] = &[
     "umoci",
 ];
 
-/// Python packages (PyPI) the tests use as real peers: OTLP receivers, gRPC, HTTP/2 servers,
+/// Python packages (`PyPI`) the tests use as real peers: OTLP receivers, gRPC, HTTP/2 servers,
 /// Prometheus parsing, manifest rendering and validation.
 const PIP_PACKAGES: &[(&str, &str)] = &[
     ("grpcio", "grpc"),
@@ -84,7 +84,13 @@ fn rust_src() -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("setup: installing rust-src for the nightly toolchain");
-    cmd::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+    cmd::run(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]))
 }
 
 fn bpf_linker() -> anyhow::Result<()> {
@@ -149,7 +155,13 @@ fn pip_packages() -> anyhow::Result<()> {
     eprintln!("setup: installing Python packages: {}", missing.join(" "));
     cmd::run(
         Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
             .args(&missing),
     )
 }

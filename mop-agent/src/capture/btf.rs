@@ -92,7 +92,7 @@ fn u32_at(data: &[u8], at: usize) -> Result<u32, BtfError> {
 }
 
 impl Btf {
-    /// Parses raw BTF (little endian, as on x86_64 and aarch64).
+    /// Parses raw BTF (little endian, as on `x86_64` and aarch64).
     pub fn parse(data: &[u8]) -> Result<Self, BtfError> {
         if u16_at(data, 0)? != BTF_MAGIC {
             return Err(BtfError::Malformed("bad magic"));

@@ -74,7 +74,10 @@ mod tests {
         assert_eq!((off.msghdr_iov, off.msghdr_iovlen), (16, 24));
         assert_ne!(off.socket_sk, off.socket_file);
         if cfg!(target_arch = "x86_64") {
-            assert_eq!(syscall_arg_offsets(&btf).unwrap(), [112, 104, 96, 56, 72, 64]);
+            assert_eq!(
+                syscall_arg_offsets(&btf).unwrap(),
+                [112, 104, 96, 56, 72, 64]
+            );
         }
     }
 }

@@ -8,8 +8,8 @@ use aya::{
 use mop_common::{
     Counter, KernelConfig, MAX_CAPTURE_BYTES, SyscallOp,
     maps::{
-        COUNTER_SLOTS, GLOBAL_CONFIG, MAP_CONNS, MAP_COUNTERS, MAP_EVENTS, MAP_PIDS,
-        MAP_SYSCALL_OPS, PROG_SYS_ENTER, PROG_SYS_EXIT,
+        COUNTER_SLOTS, FLAG_WATCH_EXEC, GLOBAL_CONFIG, MAP_CONNS, MAP_COUNTERS, MAP_EVENTS,
+        MAP_PIDS, MAP_SYSCALL_OPS, PID_SELECTED, PROG_SCHED_EXEC, PROG_SYS_ENTER, PROG_SYS_EXIT,
     },
 };
 
@@ -21,7 +21,8 @@ use super::{
 };
 
 /// The eBPF object built by `build.rs`.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mop-agent-ebpf"));
+static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mop-agent-ebpf"));
 
 /// The capture paths the agent knows, best first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +51,8 @@ impl CapturePathKind {
 pub struct LoadSettings {
     /// Bytes captured from the head of each buffer (at most [`MAX_CAPTURE_BYTES`]).
     pub capture_bytes: u32,
+    /// Bytes captured from each buffer of an HTTP/2 connection.
+    pub http2_capture_bytes: u32,
     /// Ring buffer size in bytes (a power of two, a multiple of the page size).
     pub ring_buffer_bytes: u32,
     /// Unread bytes above which the kernel wakes the reader.
@@ -58,16 +61,26 @@ pub struct LoadSettings {
     pub max_connections: u32,
     /// The forced path, or `None` to pick the best that attaches.
     pub forced_path: Option<CapturePathKind>,
+    /// Capture every newly exec'd program until discovery decides about it, so that a
+    /// short-lived client matching `exe_path` is seen from its first request.
+    pub watch_exec: bool,
 }
 
 /// The loaded programs; dropping it detaches every program and frees the maps it owns.
 pub struct Probes {
     /// Keeps programs and links alive.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     /// The path that is attached.
     pub path: CapturePathKind,
     /// How many programs are attached.
     pub attached: usize,
+}
+
+impl Probes {
+    /// The loaded object, for attaching per-process probes (TLS libraries).
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
 }
 
 /// Where discovery selects processes: the kernel's pid filter.
@@ -79,8 +92,11 @@ impl PidFilter {
     /// Starts capturing `pid`.
     pub fn add(&mut self, pid: u32) -> Result<(), CaptureError> {
         self.map
-            .insert(pid, 1, 0)
-            .map_err(|source| CaptureError::Map { name: MAP_PIDS, source })
+            .insert(pid, PID_SELECTED, 0)
+            .map_err(|source| CaptureError::Map {
+                name: MAP_PIDS,
+                source,
+            })
     }
 
     /// Stops capturing `pid`; a pid that was not there is fine.
@@ -99,8 +115,7 @@ impl KernelCounters {
     pub fn read(&self, counter: Counter) -> u64 {
         self.map
             .get(&(counter as u32), 0)
-            .map(|per_cpu| per_cpu.iter().sum())
-            .unwrap_or(0)
+            .map_or(0, |per_cpu| per_cpu.iter().sum())
     }
 }
 
@@ -128,6 +143,12 @@ pub fn load(settings: &LoadSettings) -> Result<Loaded, CaptureError> {
     let config = KernelConfig {
         capture_bytes: settings.capture_bytes.min(MAX_CAPTURE_BYTES as u32),
         wakeup_bytes: settings.wakeup_bytes,
+        flags: if settings.watch_exec {
+            FLAG_WATCH_EXEC
+        } else {
+            0
+        },
+        http2_capture_bytes: settings.http2_capture_bytes.min(MAX_CAPTURE_BYTES as u32),
         regs_arg_offsets: kernel::syscall_arg_offsets(&btf)?,
         offsets: kernel::kernel_offsets(&btf)?,
     };
@@ -139,17 +160,32 @@ pub fn load(settings: &LoadSettings) -> Result<Loaded, CaptureError> {
         .map_err(CaptureError::Load)?;
     fill_syscall_ops(&mut ebpf)?;
     let path = settings.forced_path.unwrap_or(CapturePathKind::Syscalls);
-    let attached = attach(&mut ebpf, path)?;
-    let ring = RingBuf::try_from(take_map(&mut ebpf, MAP_EVENTS)?)
-        .map_err(|source| CaptureError::Map { name: MAP_EVENTS, source })?;
-    let pids = HashMap::try_from(take_map(&mut ebpf, MAP_PIDS)?)
-        .map_err(|source| CaptureError::Map { name: MAP_PIDS, source })?;
-    let counters = PerCpuArray::try_from(take_map(&mut ebpf, MAP_COUNTERS)?)
-        .map_err(|source| CaptureError::Map { name: MAP_COUNTERS, source })?;
+    let mut attached = attach(&mut ebpf, path)?;
+    if settings.watch_exec {
+        attach_raw_tracepoint(&mut ebpf, PROG_SCHED_EXEC, "sched_process_exec")?;
+        attached += 1;
+    }
+    let ring = RingBuf::try_from(take_map(&mut ebpf, MAP_EVENTS)?).map_err(|source| {
+        CaptureError::Map {
+            name: MAP_EVENTS,
+            source,
+        }
+    })?;
+    let pids =
+        HashMap::try_from(take_map(&mut ebpf, MAP_PIDS)?).map_err(|source| CaptureError::Map {
+            name: MAP_PIDS,
+            source,
+        })?;
+    let counters = PerCpuArray::try_from(take_map(&mut ebpf, MAP_COUNTERS)?).map_err(|source| {
+        CaptureError::Map {
+            name: MAP_COUNTERS,
+            source,
+        }
+    })?;
     debug_assert_eq!(counters.len(), COUNTER_SLOTS);
     Ok(Loaded {
         probes: Probes {
-            _ebpf: ebpf,
+            ebpf,
             path,
             attached,
         },
@@ -172,19 +208,49 @@ fn fill_syscall_ops(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
             kind: "map",
             name: MAP_SYSCALL_OPS,
         })?;
-    let mut ops: Array<&mut MapData, u8> = Array::try_from(map).map_err(|source| {
-        CaptureError::Map {
-            name: MAP_SYSCALL_OPS,
-            source,
-        }
-    })?;
-    for &(nr, op) in kernel::syscall_table() {
-        debug_assert_ne!(op, SyscallOp::Ignore);
-        ops.set(nr, op as u8, 0).map_err(|source| CaptureError::Map {
+    let mut ops: Array<&mut MapData, u8> =
+        Array::try_from(map).map_err(|source| CaptureError::Map {
             name: MAP_SYSCALL_OPS,
             source,
         })?;
+    for &(nr, op) in kernel::syscall_table() {
+        debug_assert_ne!(op, SyscallOp::Ignore);
+        ops.set(nr, op as u8, 0)
+            .map_err(|source| CaptureError::Map {
+                name: MAP_SYSCALL_OPS,
+                source,
+            })?;
     }
+    Ok(())
+}
+
+/// Loads `prog` and attaches it to the raw tracepoint `tracepoint`.
+fn attach_raw_tracepoint(
+    ebpf: &mut Ebpf,
+    prog: &'static str,
+    tracepoint: &str,
+) -> Result<(), CaptureError> {
+    let program: &mut RawTracePoint = ebpf
+        .program_mut(prog)
+        .ok_or(CaptureError::MissingObject {
+            kind: "program",
+            name: prog,
+        })?
+        .try_into()
+        .map_err(|source| CaptureError::Attach {
+            program: prog,
+            source,
+        })?;
+    program.load().map_err(|source| CaptureError::Attach {
+        program: prog,
+        source,
+    })?;
+    program
+        .attach(tracepoint)
+        .map_err(|source| CaptureError::Attach {
+            program: prog,
+            source,
+        })?;
     Ok(())
 }
 
@@ -192,22 +258,8 @@ fn fill_syscall_ops(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
 fn attach(ebpf: &mut Ebpf, path: CapturePathKind) -> Result<usize, CaptureError> {
     match path {
         CapturePathKind::Syscalls => {
-            for (prog, tracepoint) in [(PROG_SYS_ENTER, "sys_enter"), (PROG_SYS_EXIT, "sys_exit")] {
-                let program: &mut RawTracePoint = ebpf
-                    .program_mut(prog)
-                    .ok_or(CaptureError::MissingObject {
-                        kind: "program",
-                        name: prog,
-                    })?
-                    .try_into()
-                    .map_err(|source| CaptureError::Attach { program: prog, source })?;
-                program
-                    .load()
-                    .map_err(|source| CaptureError::Attach { program: prog, source })?;
-                program
-                    .attach(tracepoint)
-                    .map_err(|source| CaptureError::Attach { program: prog, source })?;
-            }
+            attach_raw_tracepoint(ebpf, PROG_SYS_ENTER, "sys_enter")?;
+            attach_raw_tracepoint(ebpf, PROG_SYS_EXIT, "sys_exit")?;
             Ok(2)
         }
         other => Err(CaptureError::PathUnavailable {
@@ -225,10 +277,16 @@ mod tests {
     #[test]
     fn object_has_every_named_map_and_program() {
         let obj = aya_obj::Object::parse(EBPF_OBJECT).unwrap();
-        for map in [MAP_EVENTS, MAP_PIDS, MAP_SYSCALL_OPS, MAP_CONNS, MAP_COUNTERS] {
+        for map in [
+            MAP_EVENTS,
+            MAP_PIDS,
+            MAP_SYSCALL_OPS,
+            MAP_CONNS,
+            MAP_COUNTERS,
+        ] {
             assert!(obj.maps.contains_key(map), "map {map} missing");
         }
-        for prog in [PROG_SYS_ENTER, PROG_SYS_EXIT] {
+        for prog in [PROG_SYS_ENTER, PROG_SYS_EXIT, PROG_SCHED_EXEC] {
             assert!(obj.programs.contains_key(prog), "program {prog} missing");
         }
     }

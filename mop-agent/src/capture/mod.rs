@@ -2,9 +2,13 @@
 //! and drives the per-connection protocol parsers.
 
 pub mod btf;
+pub mod conntrack;
+pub mod event;
 pub mod kernel;
 pub mod loader;
+pub mod stage;
 pub mod sys;
+pub mod tls;
 
 use thiserror::Error;
 
@@ -14,7 +18,9 @@ pub use loader::{CapturePathKind, KernelCounters, LoadSettings, Loaded, PidFilte
 #[derive(Debug, Error)]
 pub enum CaptureError {
     /// The process lacks a capability the agent needs.
-    #[error("missing capability {name}: needed {why} (run as root, or grant CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH)")]
+    #[error(
+        "missing capability {name}: needed {why} (run as root, or grant CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH)"
+    )]
     MissingCapability {
         /// The capability, e.g. `CAP_BPF`.
         name: &'static str,

@@ -17,7 +17,7 @@ struct Needed {
 /// `CAP_SYS_ADMIN` stands in for `CAP_BPF` + `CAP_PERFMON` on kernels before 5.8 and for root.
 const CAP_SYS_ADMIN: u32 = 21;
 
-/// The capabilities the agent needs (the DaemonSet grants exactly these).
+/// The capabilities the agent needs (the `DaemonSet` grants exactly these).
 const NEEDED: &[Needed] = &[
     Needed {
         bit: 39,

@@ -102,24 +102,45 @@ impl Default for ExportSettings {
 /// Where span assembly sends finished spans. Cheap to clone; `send` never blocks.
 #[derive(Clone, Debug)]
 pub struct SpanSink {
-    consumers: Arc<[(mpsc::Sender<Arc<Span>>, ExportHandle)]>,
+    consumers: Arc<[Consumer]>,
+}
+
+/// One consumer's channel, its stats, and whether it takes trace spans or feeds metrics.
+#[derive(Debug)]
+struct Consumer {
+    tx: mpsc::Sender<Arc<Span>>,
+    stats: ExportHandle,
+    metrics: bool,
+}
+
+impl Consumer {
+    fn wants(&self, span: &Span) -> bool {
+        if self.metrics {
+            span.signals.metrics
+        } else {
+            span.signals.traces
+        }
+    }
 }
 
 impl SpanSink {
-    /// Offers a span to every consumer; a consumer whose channel is full (or closed) loses it,
-    /// counted under its `exporter` label.
+    /// Offers a span to every consumer of its signals (`Span::signals`: printers and OTLP
+    /// traces take trace spans, the RED aggregators metric spans); a consumer whose channel is
+    /// full (or closed) loses it, counted under its `exporter` label.
     pub fn send(&self, span: Arc<Span>) {
-        let Some(((last_tx, last_stats), others)) = self.consumers.split_last() else {
-            return;
-        };
-        for (tx, stats) in others {
-            Self::offer(tx, stats, Arc::clone(&span));
+        let mut wanted = self.consumers.iter().filter(|c| c.wants(&span)).peekable();
+        while let Some(consumer) = wanted.next() {
+            if wanted.peek().is_none() {
+                Self::offer(consumer, span);
+                return;
+            }
+            Self::offer(consumer, Arc::clone(&span));
         }
-        Self::offer(last_tx, last_stats, span);
     }
 
-    fn offer(tx: &mpsc::Sender<Arc<Span>>, stats: &ExportHandle, span: Arc<Span>) {
-        match tx.try_send(span) {
+    fn offer(consumer: &Consumer, span: Arc<Span>) {
+        let stats = &consumer.stats;
+        match consumer.tx.try_send(span) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => events::ChannelFull { stats }.emit(),
             Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -195,7 +216,11 @@ impl Exporters {
             let (tx, rx) = mpsc::channel(capacity);
             let stats =
                 ExportHandle::new(Arc::clone(&self_metrics), Exporter::Printer, Signal::Traces);
-            consumers.push((tx, stats));
+            consumers.push(Consumer {
+                tx,
+                stats,
+                metrics: false,
+            });
             let printer = SpanPrinter::new(format, Arc::clone(&self_metrics));
             tasks.push((
                 "printer",
@@ -209,7 +234,11 @@ impl Exporters {
                 exporter.exporter(),
                 Signal::Traces,
             );
-            consumers.push((tx, stats));
+            consumers.push(Consumer {
+                tx,
+                stats,
+                metrics: false,
+            });
             tasks.push((
                 "otlp traces",
                 tokio::spawn(exporter.run(rx, cancel.clone(), shutdown)),
@@ -228,7 +257,11 @@ impl Exporters {
             let (tx, rx) = mpsc::channel(capacity);
             let stats =
                 ExportHandle::new(Arc::clone(&self_metrics), Exporter::Metrics, Signal::Traces);
-            consumers.push((tx, stats));
+            consumers.push(Consumer {
+                tx,
+                stats,
+                metrics: true,
+            });
             let task = tokio::spawn(Arc::clone(aggregator).run(rx, cancel.clone()));
             let is_pushed = red_push
                 .as_ref()
@@ -333,4 +366,79 @@ async fn push_metrics(
     }
     let _ = aggregator.await;
     push(&red);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        export::synthetic::{http_server_span, resource},
+        span::model::Signals,
+    };
+
+    type Rx = mpsc::Receiver<Arc<Span>>;
+
+    fn sink(capacity: usize) -> (SpanSink, Rx, Rx, Arc<SelfMetrics>) {
+        let metrics = Arc::new(SelfMetrics::default());
+        let (traces_tx, traces_rx) = mpsc::channel(capacity);
+        let (red_tx, red_rx) = mpsc::channel(capacity);
+        let consumer = |tx, exporter, metrics_flag| Consumer {
+            tx,
+            stats: ExportHandle::new(Arc::clone(&metrics), exporter, Signal::Traces),
+            metrics: metrics_flag,
+        };
+        let sink = SpanSink {
+            consumers: vec![
+                consumer(traces_tx, Exporter::OtlpGrpc, false),
+                consumer(red_tx, Exporter::Metrics, true),
+            ]
+            .into(),
+        };
+        (sink, traces_rx, red_rx, metrics)
+    }
+
+    #[test]
+    fn spans_go_to_the_consumers_of_their_signals() {
+        let (sink, mut traces, mut red, _) = sink(8);
+        let r = resource("shop", 1);
+        let mut only_metrics = http_server_span(1, &r);
+        only_metrics.signals = Signals {
+            traces: false,
+            metrics: true,
+        };
+        let mut only_traces = http_server_span(2, &r);
+        only_traces.signals = Signals {
+            traces: true,
+            metrics: false,
+        };
+        sink.send(Arc::new(http_server_span(0, &r)));
+        sink.send(Arc::new(only_metrics));
+        sink.send(Arc::new(only_traces));
+        let ids = |rx: &mut mpsc::Receiver<Arc<Span>>| {
+            std::iter::from_fn(|| rx.try_recv().ok())
+                .map(|s| s.span_id)
+                .collect::<Vec<_>>()
+        };
+        let (t, m) = (ids(&mut traces), ids(&mut red));
+        assert_eq!(t, [synthetic::span_id(0), synthetic::span_id(2)]);
+        assert_eq!(m, [synthetic::span_id(0), synthetic::span_id(1)]);
+    }
+
+    #[test]
+    fn a_full_channel_drops_for_that_consumer_only() {
+        let (sink, _traces, mut red, metrics) = sink(2);
+        let r = resource("shop", 1);
+        for seq in 0..5 {
+            sink.send(Arc::new(http_server_span(seq, &r)));
+            let _ = red.try_recv();
+        }
+        let dropped = |e| {
+            metrics
+                .export(e, Signal::Traces)
+                .dropped(DropReason::ExportQueueFull)
+        };
+        assert_eq!(dropped(Exporter::OtlpGrpc), 3);
+        assert_eq!(dropped(Exporter::Metrics), 0);
+        assert_eq!(metrics.spans_dropped(DropReason::ExportQueueFull), 3);
+    }
 }

@@ -4,8 +4,8 @@
 use std::{net::IpAddr, sync::Arc};
 
 use crate::span::model::{
-    AttrValue, RpcAttributes, ServiceResource, Span, SpanAttributes, SpanId, SpanKind, SpanStatus,
-    TraceId,
+    AttrValue, RpcAttributes, ServiceResource, Signals, Span, SpanAttributes, SpanId, SpanKind,
+    SpanStatus, TraceId,
 };
 
 /// A resource like discovery builds for a process.
@@ -69,6 +69,7 @@ pub fn http_server_span(seq: u64, resource: &Arc<ServiceResource>) -> Span {
             url_path: Some(format!("/users/{seq}")),
             url_query: Some("verbose=1".to_owned()),
             url_full: None,
+            url_scheme: "http",
             http_route: Some("/users/{id}".to_owned()),
             http_response_status_code: Some(status),
             server_address: Some("127.0.0.1".to_owned()),
@@ -79,6 +80,7 @@ pub fn http_server_span(seq: u64, resource: &Arc<ServiceResource>) -> Span {
             http_response_body_size: 100 + (seq % 3).cast_signed() * 1000,
             rpc: None,
         },
+        signals: Signals::ALL,
     }
 }
 
@@ -108,6 +110,7 @@ pub fn grpc_client_span(seq: u64, resource: &Arc<ServiceResource>) -> Span {
             url_path: None,
             url_query: None,
             url_full: Some("http://127.0.0.1:50051/helloworld.Greeter/SayHello".to_owned()),
+            url_scheme: "http",
             http_route: None,
             http_response_status_code: Some(200),
             server_address: Some("127.0.0.1".to_owned()),
@@ -122,5 +125,6 @@ pub fn grpc_client_span(seq: u64, resource: &Arc<ServiceResource>) -> Span {
                 grpc_status_code: Some(code),
             }),
         },
+        signals: Signals::ALL,
     }
 }

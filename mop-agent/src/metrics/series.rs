@@ -196,6 +196,8 @@ pub struct SeriesKey {
     pub family: Family,
     /// `http.request.method` (HTTP families), normalised to the known methods or `_OTHER`.
     pub method: Option<&'static str>,
+    /// `url.scheme` (HTTP server): `http` or `https`.
+    pub scheme: Option<&'static str>,
     /// `http.response.status_code` (HTTP families).
     pub status_code: Option<i64>,
     /// `http.route` (HTTP server), or [`OVERFLOW_ROUTE`].
@@ -234,6 +236,11 @@ impl SeriesKey {
             key.status_code = a.http_response_status_code;
             if family == Family::HttpServer {
                 key.route.clone_from(&a.http_route);
+                key.scheme = Some(if a.url_scheme == "https" {
+                    "https"
+                } else {
+                    "http"
+                });
             }
         }
         key
@@ -256,6 +263,7 @@ impl SeriesKey {
         Self {
             family,
             method: None,
+            scheme: None,
             status_code: None,
             route: None,
             server_address: None,
@@ -272,6 +280,9 @@ impl SeriesKey {
         let mut kv = Vec::with_capacity(6);
         if let Some(m) = self.method {
             kv.push(("http.request.method", AttrValue::Str(m.to_owned())));
+        }
+        if let Some(scheme) = self.scheme {
+            kv.push(("url.scheme", AttrValue::Str(scheme.to_owned())));
         }
         if let Some(code) = self.status_code {
             kv.push(("http.response.status_code", AttrValue::Int(code)));

@@ -52,6 +52,7 @@ fn spans_land_in_their_family_with_semconv_attributes() {
         ok.key.attributes(),
         vec![
             ("http.request.method", AttrValue::Str("GET".into())),
+            ("url.scheme", AttrValue::Str("http".into())),
             ("http.response.status_code", AttrValue::Int(200)),
             ("http.route", AttrValue::Str("/users/{id}".into())),
         ]

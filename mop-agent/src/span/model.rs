@@ -26,10 +26,12 @@ impl SpanId {
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// OpenTelemetry span kind; the agent only makes these two.
@@ -112,6 +114,8 @@ pub struct SpanAttributes {
     pub url_query: Option<String>,
     /// `url.full` (client spans).
     pub url_full: Option<String>,
+    /// `url.scheme`: `http`, or `https` when the plaintext was read at the TLS library.
+    pub url_scheme: &'static str,
     /// `http.route`, when a route is known.
     pub http_route: Option<String>,
     /// `http.response.status_code`, when a response was seen.
@@ -148,6 +152,7 @@ impl SpanAttributes {
             "http.request.method",
             AttrValue::Str(self.http_request_method.clone()),
         ));
+        kv.push(("url.scheme", AttrValue::Str(self.url_scheme.to_owned())));
         let strings = [
             ("url.path", &self.url_path),
             ("url.query", &self.url_query),
@@ -216,11 +221,34 @@ pub struct Span {
     pub resource: Arc<ServiceResource>,
     /// The span's attributes.
     pub attributes: SpanAttributes,
+    /// Which signals this span feeds (`routes.ignored_patterns` with `ignore_mode` can keep a
+    /// request out of traces or out of metrics).
+    pub signals: Signals,
+}
+
+/// Which signals a span feeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Signals {
+    /// Exported as a trace span (printers and OTLP traces).
+    pub traces: bool,
+    /// Counted in the RED metrics.
+    pub metrics: bool,
+}
+
+impl Signals {
+    /// Both signals (the normal case).
+    pub const ALL: Self = Self {
+        traces: true,
+        metrics: true,
+    };
 }
 
 impl Span {
     /// Duration in seconds, as the duration histograms record it.
-    #[expect(clippy::cast_precision_loss, reason = "durations are far below 2^52 ns")]
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "durations are far below 2^52 ns"
+    )]
     pub fn duration_seconds(&self) -> f64 {
         self.end_unix_nano.saturating_sub(self.start_unix_nano) as f64 / 1e9
     }

@@ -57,6 +57,8 @@ pub mod names {
     pub const METRIC_SERIES_OVERFLOW: &str = "mop_metric_series_overflow_total";
     /// Metric series the RED aggregator holds.
     pub const METRIC_SERIES: &str = "mop_metric_series";
+    /// TLS library files with probes attached.
+    pub const TLS_LIBRARIES: &str = "mop_tls_libraries_attached";
 }
 
 /// Why a span (or the exchange that would have become one) was dropped.
@@ -72,16 +74,19 @@ pub enum DropReason {
     ExportFailed,
     /// An exporter's queue reached its memory cap and the oldest items were evicted.
     ExportMemoryCap,
+    /// Its process was never confirmed by discovery in time.
+    UnknownProcess,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::AssemblyQueueFull,
         Self::ExportQueueFull,
         Self::Sampled,
         Self::ExportFailed,
         Self::ExportMemoryCap,
+        Self::UnknownProcess,
     ];
 
     /// The `reason` label value.
@@ -92,6 +97,7 @@ impl DropReason {
             Self::Sampled => "sampled_out",
             Self::ExportFailed => "export_failed",
             Self::ExportMemoryCap => "export_memory_cap",
+            Self::UnknownProcess => "unknown_process",
         }
     }
 }
@@ -129,6 +135,8 @@ pub struct SelfMetrics {
     instrumented_processes: AtomicI64,
     probes_attached: AtomicI64,
     connections_tracked: AtomicI64,
+    tls_libraries: AtomicI64,
+    tls_programs: AtomicI64,
     capture_path: OnceLock<&'static str>,
     metric_series_overflow: AtomicU64,
     metric_series: AtomicI64,
@@ -207,6 +215,28 @@ impl SelfMetrics {
             .store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
     }
 
+    /// Sets the TLS library files probed and the programs attached to them.
+    pub fn set_tls_libraries(&self, libraries: usize, programs: usize) {
+        self.tls_libraries.store(
+            i64::try_from(libraries).unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
+        self.tls_programs.store(
+            i64::try_from(programs).unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// TLS library files probed now.
+    pub fn tls_libraries(&self) -> i64 {
+        self.tls_libraries.load(Ordering::Relaxed)
+    }
+
+    /// Programs attached to TLS libraries now (part of the probes attached).
+    pub fn tls_programs(&self) -> i64 {
+        self.tls_programs.load(Ordering::Relaxed)
+    }
+
     /// Records the capture path once it is attached.
     pub fn set_capture_path(&self, path: &'static str) {
         let _ = self.capture_path.set(path);
@@ -251,9 +281,9 @@ impl SelfMetrics {
         self.instrumented_processes.load(Ordering::Relaxed)
     }
 
-    /// Programs attached now.
+    /// Programs attached now (the capture path's and the TLS probes).
     pub fn probes_attached(&self) -> i64 {
-        self.probes_attached.load(Ordering::Relaxed)
+        self.probes_attached.load(Ordering::Relaxed) + self.tls_programs()
     }
 
     /// Connections tracked now.

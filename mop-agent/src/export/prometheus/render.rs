@@ -299,15 +299,19 @@ fn self_metrics(w: &mut Writer, m: &SelfMetrics) {
         "Spans accepted by each exporter.",
         &exported,
     );
-    let mut dropped: Vec<(Labels, u64)> = [DropReason::AssemblyQueueFull, DropReason::Sampled]
-        .iter()
-        .map(|r| {
-            (
-                vec![label("reason", r.as_str())],
-                m.spans_dropped_unattributed(*r),
-            )
-        })
-        .collect();
+    let mut dropped: Vec<(Labels, u64)> = [
+        DropReason::AssemblyQueueFull,
+        DropReason::Sampled,
+        DropReason::UnknownProcess,
+    ]
+    .iter()
+    .map(|r| {
+        (
+            vec![label("reason", r.as_str())],
+            m.spans_dropped_unattributed(*r),
+        )
+    })
+    .collect();
     for (e, s) in &traces {
         for r in [
             DropReason::ExportQueueFull,
@@ -430,6 +434,12 @@ fn self_metrics(w: &mut Writer, m: &SelfMetrics) {
         names::CONNECTIONS_TRACKED,
         "Connections the userspace tracker holds.",
         &[(vec![], m.connections_tracked())],
+    );
+    gauge(
+        w,
+        names::TLS_LIBRARIES,
+        "TLS library files with probes attached.",
+        &[(vec![], m.tls_libraries())],
     );
     counter(
         w,

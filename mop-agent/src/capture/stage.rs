@@ -1,0 +1,188 @@
+//! The capture stage task: reads the ring buffer, feeds the connection tracker, and hands
+//! exchanges to span assembly without ever waiting (the kernel cannot wait for us).
+
+use std::{sync::Arc, time::Duration};
+
+use aya::maps::{MapData, RingBuf};
+use mop_common::{Counter, EventKind};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    sync::mpsc,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    CaptureError, KernelCounters,
+    conntrack::{ConnExchange, ConnTracker},
+    event::RawEvent,
+};
+use crate::telemetry::{DropReason, Protocol, SelfMetrics};
+
+/// Records handled per wake-up before the task yields to others.
+const DRAIN_BUDGET: usize = 16_384;
+
+/// Messages from discovery to the capture stage.
+#[derive(Clone, Copy, Debug)]
+pub enum CaptureControl {
+    /// The process exited: free its connections.
+    ProcessExited(u32),
+}
+
+/// Settings of the capture task.
+#[derive(Clone, Copy, Debug)]
+pub struct StageSettings {
+    /// How often the ring buffer is polled when the kernel did not wake us.
+    pub poll_interval: Duration,
+    /// Connections silent for this long are dropped from the tracker.
+    pub idle_timeout: Duration,
+}
+
+/// The capture task's state.
+pub struct CaptureStage {
+    ring: RingBuf<MapData>,
+    counters: KernelCounters,
+    tracker: ConnTracker,
+    exchanges: mpsc::Sender<ConnExchange>,
+    execs: mpsc::Sender<u32>,
+    control: mpsc::Receiver<CaptureControl>,
+    metrics: Arc<SelfMetrics>,
+    settings: StageSettings,
+}
+
+/// What the drain loop needs besides the ring.
+struct Sink<'a> {
+    tracker: &'a mut ConnTracker,
+    exchanges: &'a mpsc::Sender<ConnExchange>,
+    execs: &'a mpsc::Sender<u32>,
+    metrics: &'a SelfMetrics,
+}
+
+impl Sink<'_> {
+    fn emit(exchanges: &mpsc::Sender<ConnExchange>, metrics: &SelfMetrics, ex: ConnExchange) {
+        if exchanges.try_send(ex).is_err() {
+            metrics.add_spans_dropped(DropReason::AssemblyQueueFull, 1);
+        }
+    }
+
+    /// Handles up to [`DRAIN_BUDGET`] records; returns how many.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> usize {
+        let mut n = 0;
+        let mut bad = 0u64;
+        while n < DRAIN_BUDGET {
+            let Some(item) = ring.next() else { break };
+            n += 1;
+            match RawEvent::decode(&item) {
+                Ok(ev) if ev.kind == EventKind::ProcExec => {
+                    if self.execs.try_send(ev.header.pid).is_err() {
+                        tracing::warn!(
+                            pid = ev.header.pid,
+                            "Exec report dropped: discovery is behind."
+                        );
+                    }
+                }
+                Ok(ev) => {
+                    let (exchanges, metrics) = (self.exchanges, self.metrics);
+                    self.tracker
+                        .on_event(&ev, &mut |ex| Self::emit(exchanges, metrics, ex));
+                }
+                Err(_) => bad += 1,
+            }
+        }
+        if n > 0 {
+            self.metrics.add_events_read(n as u64);
+        }
+        if bad > 0 {
+            tracing::warn!(records = bad, "Dropped malformed ring-buffer records.");
+        }
+        n
+    }
+}
+
+impl CaptureStage {
+    /// Assembles the stage from what `loader::load` returned; exchanges go to span assembly,
+    /// exec reports (pids) to discovery.
+    pub fn new(
+        loaded: (RingBuf<MapData>, KernelCounters),
+        tracker: ConnTracker,
+        outputs: (mpsc::Sender<ConnExchange>, mpsc::Sender<u32>),
+        control: mpsc::Receiver<CaptureControl>,
+        metrics: Arc<SelfMetrics>,
+        settings: StageSettings,
+    ) -> Self {
+        let ((ring, counters), (exchanges, execs)) = (loaded, outputs);
+        Self {
+            ring,
+            counters,
+            tracker,
+            exchanges,
+            execs,
+            control,
+            metrics,
+            settings,
+        }
+    }
+
+    /// Runs until `cancel` fires, then drains what the kernel already wrote and returns.
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), CaptureError> {
+        let Self {
+            ring,
+            counters,
+            mut tracker,
+            exchanges,
+            execs,
+            mut control,
+            metrics,
+            settings,
+        } = self;
+        // SAFETY: the ring buffer owns its map fd, which stays open and unchanged until the
+        // `AsyncFd` (which owns the ring) is dropped.
+        let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|e| CaptureError::Host(format!("cannot poll the ring buffer: {e}")))?;
+        let mut tick = tokio::time::interval(settings.poll_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            let mut sink = Sink {
+                tracker: &mut tracker,
+                exchanges: &exchanges,
+                execs: &execs,
+                metrics: &metrics,
+            };
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => {
+                    while sink.drain(ring.get_mut()) == DRAIN_BUDGET {}
+                    break;
+                }
+                Some(msg) = control.recv() => match msg {
+                    CaptureControl::ProcessExited(pid) => tracker.forget_pid(pid),
+                },
+                guard = ring.readable_mut() => {
+                    let mut guard = guard
+                        .map_err(|e| CaptureError::Host(format!("ring buffer poll failed: {e}")))?;
+                    if sink.drain(guard.get_inner_mut()) < DRAIN_BUDGET {
+                        guard.clear_ready();
+                    }
+                    tokio::task::yield_now().await;
+                }
+                _ = tick.tick() => {
+                    sink.drain(ring.get_mut());
+                }
+                _ = housekeeping.tick() => {
+                    let cutoff = crate::span::clock::monotonic_ns()
+                        .saturating_sub(settings.idle_timeout.as_nanos() as u64);
+                    tracker.expire_idle(cutoff, &mut |ex| Sink::emit(&exchanges, &metrics, ex));
+                    let stats = tracker.take_stats();
+                    metrics.add_parse_errors(Protocol::Http1, stats.http1_errors);
+                    metrics.set_events_lost(counters.read(Counter::RingbufFull));
+                    metrics.set_connections_tracked(tracker.len());
+                }
+            }
+        }
+        let stats = tracker.take_stats();
+        metrics.add_parse_errors(Protocol::Http1, stats.http1_errors);
+        metrics.set_events_lost(counters.read(Counter::RingbufFull));
+        Ok(())
+    }
+}
