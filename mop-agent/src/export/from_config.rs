@@ -212,4 +212,21 @@ mod tests {
         );
         assert_eq!(s.traces, None);
     }
+
+    #[test]
+    fn insecure_skip_verify_is_carried_and_refused_at_start() {
+        let config = load(
+            "otel_traces_export:\n  insecure_skip_verify: true\n",
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317")],
+        );
+        let traces = ExportSettings::from_config(&config).traces.unwrap();
+        assert!(traces.insecure_skip_verify);
+        assert!(matches!(
+            traces.validate(),
+            Err(crate::export::ExportError::InvalidSetting {
+                option: "insecure_skip_verify",
+                ..
+            })
+        ));
+    }
 }
