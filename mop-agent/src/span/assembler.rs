@@ -522,7 +522,12 @@ mod body_size_tests {
         let span = a.build(&cx).unwrap();
         assert_eq!(span.attributes.http_response_body_size, None);
         assert_eq!(span.attributes.http_request_body_size, Some(12));
-        let keys: Vec<&str> = span.attributes.key_values().iter().map(|(k, _)| *k).collect();
+        let keys: Vec<&str> = span
+            .attributes
+            .key_values()
+            .iter()
+            .map(|(k, _)| *k)
+            .collect();
         assert!(!keys.contains(&"http.response.body.size"));
         assert!(keys.contains(&"http.request.body.size"));
     }
