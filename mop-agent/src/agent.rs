@@ -21,7 +21,7 @@ use crate::{
     },
     config::{Config, ebpf::CapturePath},
     discovery::{self, DiscoveryOutputs, Scanner, identity::IdentityContext, procfs::ProcFs},
-    export::{ExportSettings, Exporters},
+    export::{ExportSettings, Exporters, SpanSink},
     span::{assembler::Assembler, clock::WallClock, ids::IdGenerator, stage::SpanStage},
     telemetry::SelfMetrics,
 };
@@ -114,7 +114,23 @@ struct Running {
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), AgentError> {
     let metrics = Arc::new(SelfMetrics::default());
-    let loaded = loader::load(&load_settings(&config))?;
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+    // Exporters first: a setting they refuse (or a port they cannot bind) fails the start
+    // before any program is attached.
+    let (sink, exporters) = Exporters::start(
+        ExportSettings::from_config(&config),
+        Arc::clone(&metrics),
+        ready_rx,
+        CancellationToken::new(),
+    )
+    .await?;
+    let loaded = match loader::load(&load_settings(&config)) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            exporters.shutdown().await;
+            return Err(e.into());
+        }
+    };
     let (path, attached) = (loaded.probes.path, loaded.probes.attached);
     metrics.set_probes_attached(attached);
     metrics.set_capture_path(path.as_str());
@@ -124,28 +140,21 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         buffer_size = config.ebpf.buffer_size,
         "Capture attached."
     );
-    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     let (first_pass_tx, first_pass_rx) = oneshot::channel();
-    let running = start(&config, loaded, metrics, ready_rx, first_pass_tx).await?;
+    let running = start(&config, loaded, metrics, (sink, exporters), first_pass_tx);
     wait_for_signal(first_pass_rx, &ready_tx, &running.metrics).await?;
     stop(running).await
 }
 
-/// Spawns every stage, from the exporters back to discovery (consumers before producers).
-async fn start(
+/// Spawns every stage after the exporters, from span assembly back to discovery (consumers
+/// before producers).
+fn start(
     config: &Config,
     loaded: Loaded,
     metrics: Arc<SelfMetrics>,
-    ready: watch::Receiver<bool>,
+    (sink, exporters): (SpanSink, Exporters),
     first_pass: oneshot::Sender<()>,
-) -> Result<Running, AgentError> {
-    let (sink, exporters) = Exporters::start(
-        ExportSettings::from_config(config),
-        Arc::clone(&metrics),
-        ready,
-        CancellationToken::new(),
-    )
-    .await?;
+) -> Running {
     let (exchange_tx, exchange_rx) = mpsc::channel(EXCHANGE_QUEUE);
     let (exec_tx, exec_rx) = mpsc::channel(CONTROL_QUEUE);
     let (capture_ctl_tx, capture_ctl_rx) = mpsc::channel(CONTROL_QUEUE);
@@ -201,7 +210,7 @@ async fn start(
         first_pass,
         discovery_cancel.clone(),
     ));
-    Ok(Running {
+    Running {
         metrics,
         discovery,
         discovery_cancel,
@@ -209,7 +218,7 @@ async fn start(
         capture_cancel,
         spans,
         exporters,
-    })
+    }
 }
 
 /// Reports readiness after the first discovery pass; returns on SIGINT or SIGTERM.
