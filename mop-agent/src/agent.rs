@@ -16,7 +16,12 @@ use crate::{
         stage::{CaptureStage, StageSettings},
     },
     config::{Config, ebpf::CapturePath},
-    discovery::{self, DiscoveryOutputs, Scanner, identity::IdentityContext, procfs::ProcFs},
+    discovery::{
+        self, DiscoveryOutputs, Scanner,
+        identity::IdentityContext,
+        kube::{KubeEnvironment, KubeError},
+        procfs::ProcFs,
+    },
     export::{ExportSettings, Exporters},
     span::{assembler::Assembler, clock::WallClock, ids::IdGenerator, stage::SpanStage},
     telemetry::SelfMetrics,
@@ -38,6 +43,9 @@ pub enum AgentError {
     /// An exporter could not start.
     #[error("starting exporters: {0}")]
     Export(#[from] crate::export::ExportError),
+    /// Kubernetes metadata is required (`attributes.kubernetes.enable: true`) but unavailable.
+    #[error(transparent)]
+    Kube(#[from] KubeError),
     /// Waiting for signals failed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -79,6 +87,13 @@ fn load_settings(config: &Config) -> LoadSettings {
     }
 }
 
+/// The kernel's host name (in a Pod not on the host network: the Pod's name).
+fn kernel_host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+}
+
 /// The host name resources carry: the configured override, else the kernel's.
 fn host_name(config: &Config) -> String {
     config
@@ -86,12 +101,15 @@ fn host_name(config: &Config) -> String {
         .instance_id
         .override_hostname
         .clone()
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-        })
+        .or_else(kernel_host_name)
         .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// What the Kubernetes module needs from the environment.
+// TODO(config): `KUBERNETES_SERVICE_HOST`/`_PORT` and `KUBE_NODE_NAME` belong in
+// `config::attributes::KubeConfig`; read here until they are.
+fn kube_environment() -> KubeEnvironment {
+    KubeEnvironment::from_env(|name| std::env::var(name).ok(), kernel_host_name())
 }
 
 /// Runs the agent until SIGINT or SIGTERM.
@@ -147,6 +165,14 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     );
     let spans = tokio::spawn(spans.run(move |span| sink.send(span)));
 
+    let discovery_cancel = CancellationToken::new();
+    let kube = discovery::kube::start(
+        &config.attributes.kubernetes,
+        &config.discovery,
+        &kube_environment(),
+        discovery_cancel.clone(),
+    )
+    .await?;
     let scanner = Scanner::new(
         ProcFs::host(),
         config.discovery.clone(),
@@ -155,7 +181,10 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
             service_name_override: config.service_name.clone(),
         },
     );
-    let discovery_cancel = CancellationToken::new();
+    let (scanner, kube_watcher) = match kube {
+        Some(kube) => (scanner.with_kube(kube.discovery), Some(kube.watcher)),
+        None => (scanner, None),
+    };
     let (first_pass_tx, first_pass_rx) = oneshot::channel();
     let discovery = tokio::spawn(discovery::run(
         scanner,
@@ -195,6 +224,12 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         stage: "discovery",
         source,
     })?;
+    if let Some(watcher) = kube_watcher {
+        watcher.await.map_err(|source| AgentError::Stage {
+            stage: "kubernetes metadata",
+            source,
+        })?;
+    }
     capture_cancel.cancel();
     let captured = capture.await.map_err(|source| AgentError::Stage {
         stage: "capture",
