@@ -118,7 +118,14 @@ impl KubeDiscovery {
                 Resolution::Wait
             }
             Some(pod) => Resolution::Decide(Some(pod)),
-            None if self.k8s_dependent && !expired => Resolution::Wait,
+            // Once synced, a container whose cgroup names no Pod (`docker run` on the node)
+            // will not get one.
+            None if self.k8s_dependent
+                && !expired
+                && !(self.store.synced() && ids.pod.is_none()) =>
+            {
+                Resolution::Wait
+            }
             None => Resolution::Decide(None),
         }
     }
