@@ -112,6 +112,32 @@ fn kube_environment() -> KubeEnvironment {
     KubeEnvironment::from_env(|name| std::env::var(name).ok(), kernel_host_name())
 }
 
+/// The discovery scanner, with Kubernetes metadata when it is on, and the metadata watcher.
+async fn scanner(
+    config: &Config,
+    cancel: &CancellationToken,
+) -> Result<(Scanner, Option<tokio::task::JoinHandle<()>>), AgentError> {
+    let kube = discovery::kube::start(
+        &config.attributes.kubernetes,
+        &config.discovery,
+        &kube_environment(),
+        cancel.clone(),
+    )
+    .await?;
+    let scanner = Scanner::new(
+        ProcFs::host(),
+        config.discovery.clone(),
+        IdentityContext {
+            host_name: host_name(config),
+            service_name_override: config.service_name.clone(),
+        },
+    );
+    Ok(match kube {
+        Some(kube) => (scanner.with_kube(kube.discovery), Some(kube.watcher)),
+        None => (scanner, None),
+    })
+}
+
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), AgentError> {
     let metrics = Arc::new(SelfMetrics::default());
@@ -166,25 +192,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     let spans = tokio::spawn(spans.run(move |span| sink.send(span)));
 
     let discovery_cancel = CancellationToken::new();
-    let kube = discovery::kube::start(
-        &config.attributes.kubernetes,
-        &config.discovery,
-        &kube_environment(),
-        discovery_cancel.clone(),
-    )
-    .await?;
-    let scanner = Scanner::new(
-        ProcFs::host(),
-        config.discovery.clone(),
-        IdentityContext {
-            host_name: host_name(&config),
-            service_name_override: config.service_name.clone(),
-        },
-    );
-    let (scanner, kube_watcher) = match kube {
-        Some(kube) => (scanner.with_kube(kube.discovery), Some(kube.watcher)),
-        None => (scanner, None),
-    };
+    let (scanner, kube_watcher) = scanner(&config, &discovery_cancel).await?;
     let (first_pass_tx, first_pass_rx) = oneshot::channel();
     let discovery = tokio::spawn(discovery::run(
         scanner,

@@ -135,7 +135,10 @@ pub fn resource(
         ),
     ];
     // The target's own attributes first, then its Pod's: the process knows best.
-    let from_pod = p.pod.map(|pod| naming::attributes(&pod)).unwrap_or_default();
+    let from_pod = p
+        .pod
+        .map(|pod| naming::attributes(&pod))
+        .unwrap_or_default();
     let from_env = from_env.into_iter().map(|(k, v)| (k, AttrValue::Str(v)));
     for (k, v) in from_env.chain(from_pod) {
         if !attributes.iter().any(|(have, _)| *have == k) {

@@ -313,58 +313,37 @@ impl Scanner {
             Some(TrackState::Pending { since, exec }) => (since, exec),
             _ => (now, false),
         };
-        let pod = match self.kube.as_ref().map(|k| k.resolve(&cgroup, since, now)) {
-            None => None,
-            Some(Resolution::Decide(pod)) => pod,
-            Some(Resolution::Wait) => {
-                self.tracked.insert(
-                    pid,
-                    Tracked {
-                        start_time: stat.start_time,
-                        net_ns,
-                        first_pass,
-                        state: TrackState::Pending { since, exec },
-                        cgroup,
-                        resource: None,
-                    },
-                );
-                return;
-            }
-        };
-        let candidate = Candidate {
-            exe: &exe,
-            ports: &ports,
-            pod,
-        };
-        let resource = matcher::select(&self.config, &candidate).map(|selection| {
-            let environ = self.procfs.environ(pid, IDENTITY_ENV).unwrap_or_default();
-            Arc::new(identity::resource(
-                &self.identity,
-                &ProcessIdentity {
-                    pid,
-                    exe: &exe,
-                    environ: &environ,
-                    pod,
-                },
-                &selection,
-            ))
-        });
-        let prev_resource = prev.and_then(|p| p.3);
-        match &resource {
-            Some(r) if prev_resource.as_deref() != Some(&**r) => changes.push(Change::Started {
-                pid,
-                resource: Arc::clone(r),
-            }),
-            Some(_) => {}
-            None if prev_state == Some(TrackState::Selected) => changes.push(Change::Exited(pid)),
-            None if exec => changes.push(Change::Rejected(pid)),
-            None => {}
-        }
-        let state = if resource.is_some() {
-            TrackState::Selected
-        } else {
-            TrackState::Unselected {
-                scanned_generation: generation,
+        let (state, resource) = match self.kube.as_ref().map(|k| k.resolve(&cgroup, since, now)) {
+            Some(Resolution::Wait) => (TrackState::Pending { since, exec }, None),
+            decision => {
+                let pod = match decision {
+                    Some(Resolution::Decide(pod)) => pod,
+                    _ => None,
+                };
+                let resource = self.resource_for(pid, &exe, &ports, pod);
+                let previous = prev.and_then(|p| p.3);
+                match &resource {
+                    // New, or re-announced with a changed resource (the span stage updates).
+                    Some(r) if previous.as_deref() != Some(&**r) => {
+                        changes.push(Change::Started {
+                            pid,
+                            resource: Arc::clone(r),
+                        });
+                    }
+                    None if prev_state == Some(TrackState::Selected) => {
+                        changes.push(Change::Exited(pid));
+                    }
+                    None if exec => changes.push(Change::Rejected(pid)),
+                    Some(_) | None => {}
+                }
+                let state = if resource.is_some() {
+                    TrackState::Selected
+                } else {
+                    TrackState::Unselected {
+                        scanned_generation: generation,
+                    }
+                };
+                (state, resource)
             }
         };
         self.tracked.insert(
@@ -378,6 +357,26 @@ impl Scanner {
                 resource,
             },
         );
+    }
+
+    /// The resource of a process if the selectors select it.
+    fn resource_for(
+        &self,
+        pid: u32,
+        exe: &str,
+        ports: &[u16],
+        pod: Option<kube::PodView<'_>>,
+    ) -> Option<Arc<ServiceResource>> {
+        let candidate = Candidate { exe, ports, pod };
+        let selection = matcher::select(&self.config, &candidate)?;
+        let environ = self.procfs.environ(pid, IDENTITY_ENV).unwrap_or_default();
+        let p = ProcessIdentity {
+            pid,
+            exe,
+            environ: &environ,
+            pod,
+        };
+        Some(Arc::new(identity::resource(&self.identity, &p, &selection)))
     }
 
     /// The listening-set generation of a namespace, reading its tables once per pass.

@@ -135,7 +135,13 @@ pub fn parse_path(path: &str) -> CgroupIds {
 }
 
 /// Runtime scope prefixes of container cgroups.
-const SCOPE_PREFIXES: &[&str] = &["cri-containerd-", "crio-", "docker-", "libpod-", "containerd-"];
+const SCOPE_PREFIXES: &[&str] = &[
+    "cri-containerd-",
+    "crio-",
+    "docker-",
+    "libpod-",
+    "containerd-",
+];
 
 fn container_in(part: &str) -> Option<ContainerId> {
     let unit = part.strip_suffix(".scope").unwrap_or(part);
@@ -339,7 +345,10 @@ mod tests {
         }
         assert_eq!(ContainerId::from_status("containerd://abc"), None);
         assert_eq!(ContainerId::from_status(""), None);
-        assert_eq!(PodUid::parse(UID).map(|u| u.to_string()), Some(UID.to_owned()));
+        assert_eq!(
+            PodUid::parse(UID).map(|u| u.to_string()),
+            Some(UID.to_owned())
+        );
         assert_eq!(PodUid::parse("not-a-uid"), None);
     }
 }

@@ -248,7 +248,9 @@ pub async fn probe(client: &Client, server: &str, timeout: Duration) -> Result<(
         }),
         Err(_) => Err(KubeError::Unreachable {
             server: server.to_owned(),
-            reason: format!("no answer within {timeout:?} (attributes.kubernetes.informers_sync_timeout)"),
+            reason: format!(
+                "no answer within {timeout:?} (attributes.kubernetes.informers_sync_timeout)"
+            ),
         }),
     }
 }

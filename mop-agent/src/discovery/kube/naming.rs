@@ -103,7 +103,10 @@ pub fn attributes(pod: &PodView<'_>) -> Vec<(String, AttrValue)> {
     let mut out = vec![
         ("k8s.namespace.name".to_owned(), s(pod.namespace())),
         ("k8s.pod.name".to_owned(), s(pod.name())),
-        ("k8s.pod.uid".to_owned(), AttrValue::Str(pod.uid().to_string())),
+        (
+            "k8s.pod.uid".to_owned(),
+            AttrValue::Str(pod.uid().to_string()),
+        ),
         ("k8s.node.name".to_owned(), s(pod.node())),
         (
             "k8s.owner.name".to_owned(),

@@ -237,11 +237,11 @@ impl PodWatcher {
                     event
                 }
                 Some(Err(error)) => {
-                    if !failing {
+                    if failing {
+                        tracing::debug!(%error, "Kubernetes Pod watch still failing.");
+                    } else {
                         tracing::warn!(%error, "Kubernetes Pod watch failed; retrying.");
                         failing = true;
-                    } else {
-                        tracing::debug!(%error, "Kubernetes Pod watch still failing.");
                     }
                     if is_gone(&error) {
                         return Restart::Relist;
@@ -261,7 +261,9 @@ impl PodWatcher {
                     KubeEvent::Pod(Box::new(pod_info(pod, owners, &self.settings.annotations)))
                 }
                 watcher::Event::Delete(pod) => {
-                    let Some(uid) = pod.metadata.uid else { continue };
+                    let Some(uid) = pod.metadata.uid else {
+                        continue;
+                    };
                     KubeEvent::PodDeleted(uid)
                 }
             };
@@ -317,7 +319,7 @@ impl Backoff {
         self.jitter_seed ^= self.jitter_seed << 17;
         let quarter = delay / 4;
         let nanos = u64::try_from(quarter.as_nanos()).unwrap_or(u64::MAX).max(1);
-        delay - quarter + Duration::from_nanos(self.jitter_seed % nanos)
+        delay.saturating_sub(quarter) + Duration::from_nanos(self.jitter_seed % nanos)
     }
 }
 
@@ -388,7 +390,9 @@ impl OwnerCache {
                 .parent::<ReplicaSet>(client, ns, owner)
                 .await
                 .unwrap_or_else(|()| deployment_by_hash(meta, &owner.name)),
-            (OwnerKind::Job, "batch/v1") => self.parent::<Job>(client, ns, owner).await.ok().flatten(),
+            (OwnerKind::Job, "batch/v1") => {
+                self.parent::<Job>(client, ns, owner).await.ok().flatten()
+            }
             _ => None,
         };
         let mut chain = vec![(kind, owner.name.clone())];
@@ -417,7 +421,8 @@ impl OwnerCache {
         let found = match api.get_metadata(&r.name).await {
             // A different uid: the owner was deleted and another took its name.
             Ok(object) if object.metadata.uid.as_deref() == Some(r.uid.as_str()) => {
-                controller(&object.metadata).map(|o| (OwnerKind::from_kind(&o.kind), o.name.clone()))
+                controller(&object.metadata)
+                    .map(|o| (OwnerKind::from_kind(&o.kind), o.name.clone()))
             }
             Ok(_) => return Err(()),
             Err(error) => {

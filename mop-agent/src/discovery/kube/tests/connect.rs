@@ -84,7 +84,11 @@ fn autodetect_is_on_in_a_pod_or_with_a_kubeconfig() {
     assert_eq!(api_source(&auto, &e).unwrap(), None, "nothing configured");
     e.service_host = Some("10.96.0.1".into());
     e.service_port = Some("443".into());
-    assert_eq!(api_source(&auto, &e).unwrap(), None, "no service account token");
+    assert_eq!(
+        api_source(&auto, &e).unwrap(),
+        None,
+        "no service account token"
+    );
     fs::create_dir_all(&e.service_account).unwrap();
     fs::write(e.service_account.join("token"), "eyJhbGciOi").unwrap();
     assert_eq!(
@@ -150,10 +154,15 @@ async fn true_fails_when_the_api_server_does_not_answer() {
     };
     let mut e = env(&dir.0);
     e.node_name = Some("node-a".into());
-    let err = start(&cfg, &DiscoveryConfig::default(), &e, CancellationToken::new())
-        .await
-        .err()
-        .expect("an error");
+    let err = start(
+        &cfg,
+        &DiscoveryConfig::default(),
+        &e,
+        CancellationToken::new(),
+    )
+    .await
+    .err()
+    .expect("an error");
     assert!(matches!(err, KubeError::Unreachable { .. }), "{err}");
     assert!(err.to_string().contains("not reachable"), "{err}");
     // Under autodetect, without a node name either, metadata is just off.
@@ -161,9 +170,14 @@ async fn true_fails_when_the_api_server_does_not_answer() {
         enable: KubeEnable::Autodetect,
         ..cfg
     };
-    let off = start(&cfg, &DiscoveryConfig::default(), &env(&dir.0), CancellationToken::new())
-        .await
-        .unwrap();
+    let off = start(
+        &cfg,
+        &DiscoveryConfig::default(),
+        &env(&dir.0),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
     assert!(off.is_none());
 }
 
@@ -198,7 +212,10 @@ async fn starts_from_a_kubeconfig_and_finds_its_node_through_its_own_pod() {
     }
     assert_eq!(pods, 8);
     let requests = api.with_state(|s| s.requests.clone());
-    assert!(requests.iter().any(|r| r == "GET /version"), "{requests:#?}");
+    assert!(
+        requests.iter().any(|r| r == "GET /version"),
+        "{requests:#?}"
+    );
     assert!(
         requests
             .iter()

@@ -5,6 +5,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    fmt::Write as _,
     net::SocketAddr,
     path::Path,
     sync::{Arc, Mutex, PoisonError},
@@ -194,7 +195,12 @@ impl FakeApi {
     /// Waits until `n` watch requests have arrived.
     pub(crate) async fn wait_for_watches(&self, n: usize) {
         for _ in 0..500 {
-            let watches = self.with_state(|s| s.requests.iter().filter(|r| r.contains("watch=true")).count());
+            let watches = self.with_state(|s| {
+                s.requests
+                    .iter()
+                    .filter(|r| r.contains("watch=true"))
+                    .count()
+            });
             if watches >= n {
                 return;
             }
@@ -366,7 +372,7 @@ async fn connection(mut sock: TcpStream, shared: Arc<Shared>) {
     keys.sort();
     for (i, (k, v)) in keys.iter().enumerate() {
         line.push(if i == 0 { '?' } else { '&' });
-        line.push_str(&format!("{k}={v}"));
+        let _ = write!(line, "{k}={v}");
     }
     if req.metadata_only {
         line.push_str(" [meta]");
@@ -380,7 +386,12 @@ async fn connection(mut sock: TcpStream, shared: Arc<Shared>) {
     }
     let is_pods = req.path == "/api/v1/pods"
         || (req.path.starts_with("/api/v1/namespaces/") && req.path.ends_with("/pods"));
-    if is_pods && matches!(req.query.get("watch").map(String::as_str), Some("true" | "1")) {
+    if is_pods
+        && matches!(
+            req.query.get("watch").map(String::as_str),
+            Some("true" | "1")
+        )
+    {
         let from = req
             .query
             .get("resourceVersion")
@@ -389,7 +400,10 @@ async fn connection(mut sock: TcpStream, shared: Arc<Shared>) {
         return watch_pods(sock, &shared, from, selector.cloned()).await;
     }
     if is_pods {
-        let namespace = req.path.strip_prefix("/api/v1/namespaces/").and_then(|p| p.split('/').next());
+        let namespace = req
+            .path
+            .strip_prefix("/api/v1/namespaces/")
+            .and_then(|p| p.split('/').next());
         let body = {
             let st = shared.state();
             let all: Vec<&Value> = st
@@ -398,8 +412,16 @@ async fn connection(mut sock: TcpStream, shared: Arc<Shared>) {
                 .filter(|p| selected(p, selector))
                 .filter(|p| namespace.is_none_or(|ns| p["metadata"]["namespace"] == ns))
                 .collect();
-            let offset: usize = req.query.get("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
-            let limit: usize = req.query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(usize::MAX);
+            let offset: usize = req
+                .query
+                .get("continue")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            let limit: usize = req
+                .query
+                .get("limit")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(usize::MAX);
             let end = offset.saturating_add(limit).min(all.len());
             let mut metadata = json!({"resourceVersion": st.rv.to_string()});
             if end < all.len() {
@@ -419,7 +441,12 @@ async fn connection(mut sock: TcpStream, shared: Arc<Shared>) {
         Some(obj) => respond(&mut sock, 200, &obj).await,
         None => {
             let name = req.path.rsplit('/').next().unwrap_or_default();
-            respond(&mut sock, 404, &status(404, "NotFound", &format!("\"{name}\" not found"))).await;
+            respond(
+                &mut sock,
+                404,
+                &status(404, "NotFound", &format!("\"{name}\" not found")),
+            )
+            .await;
         }
     }
 }

@@ -5,6 +5,7 @@
 mod api;
 mod connect;
 mod fake_api;
+mod namespaces;
 mod scanner;
 mod selectors;
 

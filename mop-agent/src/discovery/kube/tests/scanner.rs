@@ -7,10 +7,7 @@ use super::{KubeEvent, PodInfo, PodStore, container_id, pod, with_deployment};
 use crate::{
     config::{DiscoveryConfig, Selector, glob::Glob},
     discovery::{
-        Change, Scanner,
-        identity::IdentityContext,
-        kube::KubeDiscovery,
-        procfs::ProcFs,
+        Change, Scanner, identity::IdentityContext, kube::KubeDiscovery, procfs::ProcFs,
         tests::FakeProc,
     },
     span::{AttrValue, ServiceResource},
@@ -29,7 +26,19 @@ fn scanner(fake: &FakeProc, config: DiscoveryConfig, hold: Duration) -> Scanner 
 
 /// Listening sockets of every fake process (they share one network namespace): inode `pid`
 /// on port 8080.
-const LISTENERS: &[(u64, u16)] = &[(10, 8080), (11, 8080), (20, 8080), (30, 8080), (31, 8080), (40, 8080), (50, 8080), (51, 8080), (52, 8080), (60, 8080), (70, 8080)];
+const LISTENERS: &[(u64, u16)] = &[
+    (10, 8080),
+    (11, 8080),
+    (20, 8080),
+    (30, 8080),
+    (31, 8080),
+    (40, 8080),
+    (50, 8080),
+    (51, 8080),
+    (52, 8080),
+    (60, 8080),
+    (70, 8080),
+];
 
 /// A process listening on 8080, in container `digit` of the Pod `uid` (systemd driver,
 /// containerd), or on the host when `uid` is `None`.
@@ -49,10 +58,17 @@ fn add(fake: &FakeProc, pid: u32, exe: &str, digit: char, uid: Option<&str>) {
 
 /// The frontend Pod, its `frontend` container with id `a...` when `with_container`.
 fn web(with_container: bool) -> PodInfo {
-    let mut p = with_deployment(pod("frontend-7d9c5b8f6d-x2x9k", "shop", WEB_UID), "frontend", "7d9c5b8f6d");
+    let mut p = with_deployment(
+        pod("frontend-7d9c5b8f6d-x2x9k", "shop", WEB_UID),
+        "frontend",
+        "7d9c5b8f6d",
+    );
     p.labels = vec![("tier".into(), "web".into())];
     if with_container {
-        p.containers = vec![(format!("containerd://{}", container_id('a')), "frontend".into())];
+        p.containers = vec![(
+            format!("containerd://{}", container_id('a')),
+            "frontend".into(),
+        )];
     }
     p
 }
@@ -79,10 +95,13 @@ fn names(changes: &[Change]) -> Vec<(u32, String)> {
 }
 
 fn attr<'a>(r: &'a ServiceResource, key: &str) -> Option<&'a str> {
-    r.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| match v {
-        AttrValue::Str(s) => s.as_str(),
-        other => panic!("{key}: {other:?}"),
-    })
+    r.attributes
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| match v {
+            AttrValue::Str(s) => s.as_str(),
+            other => panic!("{key}: {other:?}"),
+        })
 }
 
 const HOUR: Duration = Duration::from_hours(1);
@@ -103,7 +122,10 @@ fn decisions_wait_for_pod_metadata_then_announce_kubernetes_names() {
     let (pid, r) = &got[0];
     assert_eq!((*pid, r.service_name.as_str()), (10, "frontend"));
     assert_eq!(r.service_namespace.as_deref(), Some("shop"));
-    assert_eq!(r.service_instance_id, "shop.frontend-7d9c5b8f6d-x2x9k.frontend");
+    assert_eq!(
+        r.service_instance_id,
+        "shop.frontend-7d9c5b8f6d-x2x9k.frontend"
+    );
     assert_eq!(attr(r, "k8s.deployment.name"), Some("frontend"));
     assert_eq!(attr(r, "k8s.container.name"), Some("frontend"));
     assert_eq!(attr(r, "process.executable.name"), Some("nginx"));
@@ -122,7 +144,10 @@ fn pods_in_excluded_namespaces_are_never_announced() {
     assert!(s.scan().is_empty());
     let mut dns = web(false);
     dns.namespace = "kube-system".into();
-    dns.containers = vec![(format!("containerd://{}", container_id('c')), "coredns".into())];
+    dns.containers = vec![(
+        format!("containerd://{}", container_id('c')),
+        "coredns".into(),
+    )];
     assert!(s.kube_update(event(dns)).is_empty());
     assert!(s.scan().is_empty());
     assert_eq!(s.instrumented(), 0);
@@ -136,19 +161,40 @@ fn after_the_hold_processes_are_decided_then_renamed_or_dropped_when_metadata_co
     // No metadata within the hold: decided on what is known (a listener, named by its exe).
     assert_eq!(names(&s.scan()), [(30, "nginx".to_owned())]);
     // Metadata arrives: re-announced (an update for the span stage), then renamed.
-    assert_eq!(names(&s.kube_update(event(web(true)))), [(30, "frontend".to_owned())]);
+    assert_eq!(
+        names(&s.kube_update(event(web(true)))),
+        [(30, "frontend".to_owned())]
+    );
     let mut renamed = web(true);
-    renamed.labels.push(("app.kubernetes.io/name".into(), "storefront".into()));
-    assert_eq!(names(&s.kube_update(event(renamed))), [(30, "storefront".to_owned())]);
+    renamed
+        .labels
+        .push(("app.kubernetes.io/name".into(), "storefront".into()));
+    assert_eq!(
+        names(&s.kube_update(event(renamed))),
+        [(30, "storefront".to_owned())]
+    );
     // A process whose Pod turns out to be in an excluded namespace is dropped.
-    add(&fake, 31, "/coredns", 'c', Some("5a4f3e2d-1c0b-4a98-8776-655443322110"));
+    add(
+        &fake,
+        31,
+        "/coredns",
+        'c',
+        Some("5a4f3e2d-1c0b-4a98-8776-655443322110"),
+    );
     assert_eq!(names(&s.scan()), [(31, "coredns".to_owned())]);
     let mut dns = with_deployment(
-        pod("coredns-668d6bf9bc-4hzrv", "kube-system", "5a4f3e2d-1c0b-4a98-8776-655443322110"),
+        pod(
+            "coredns-668d6bf9bc-4hzrv",
+            "kube-system",
+            "5a4f3e2d-1c0b-4a98-8776-655443322110",
+        ),
         "coredns",
         "668d6bf9bc",
     );
-    dns.containers = vec![(format!("containerd://{}", container_id('c')), "coredns".into())];
+    dns.containers = vec![(
+        format!("containerd://{}", container_id('c')),
+        "coredns".into(),
+    )];
     assert_eq!(s.kube_update(event(dns)), [Change::Exited(31)]);
     assert_eq!(s.instrumented(), 1);
 }
@@ -166,7 +212,10 @@ fn a_label_change_can_deselect() {
     };
     let mut s = scanner(&fake, config, HOUR);
     assert!(s.scan().is_empty());
-    assert_eq!(names(&s.kube_update(event(web(true)))), [(40, "frontend".to_owned())]);
+    assert_eq!(
+        names(&s.kube_update(event(web(true)))),
+        [(40, "frontend".to_owned())]
+    );
     let mut relabelled = web(true);
     relabelled.labels = vec![("tier".into(), "batch".into())];
     assert_eq!(s.kube_update(event(relabelled)), [Change::Exited(40)]);
@@ -184,17 +233,39 @@ fn an_execd_program_waiting_for_metadata_is_rejected_or_started_later() {
         ..DiscoveryConfig::default()
     };
     let mut s = scanner(&fake, config, HOUR);
-    add(&fake, 50, "/app/server", 'c', Some("5a4f3e2d-1c0b-4a98-8776-655443322110"));
+    add(
+        &fake,
+        50,
+        "/app/server",
+        'c',
+        Some("5a4f3e2d-1c0b-4a98-8776-655443322110"),
+    );
     add(&fake, 51, "/app/server", 'a', Some(WEB_UID));
     // Undecided: no rejection yet (the capture stage keeps what it captured meanwhile).
     assert!(s.exec(50).is_empty());
     assert!(s.exec(51).is_empty());
-    let mut dns = pod("coredns-668d6bf9bc-4hzrv", "kube-system", "5a4f3e2d-1c0b-4a98-8776-655443322110");
-    dns.containers = vec![(format!("containerd://{}", container_id('c')), "coredns".into())];
+    let mut dns = pod(
+        "coredns-668d6bf9bc-4hzrv",
+        "kube-system",
+        "5a4f3e2d-1c0b-4a98-8776-655443322110",
+    );
+    dns.containers = vec![(
+        format!("containerd://{}", container_id('c')),
+        "coredns".into(),
+    )];
     assert_eq!(s.kube_update(event(dns)), [Change::Rejected(50)]);
-    assert_eq!(names(&s.kube_update(event(web(true)))), [(51, "frontend".to_owned())]);
+    assert_eq!(
+        names(&s.kube_update(event(web(true)))),
+        [(51, "frontend".to_owned())]
+    );
     // A pending exec'd process that exits is rejected too.
-    add(&fake, 52, "/app/server", 'd', Some("7b6a5948-3726-4150-8f9e-8d7c6b5a4938"));
+    add(
+        &fake,
+        52,
+        "/app/server",
+        'd',
+        Some("7b6a5948-3726-4150-8f9e-8d7c6b5a4938"),
+    );
     assert!(s.exec(52).is_empty());
     fake.remove(52);
     assert_eq!(s.scan(), [Change::Rejected(52)]);
@@ -216,7 +287,10 @@ fn a_container_not_yet_reported_is_found_by_its_pod_uid() {
     let got = started(&s.kube_update(event(web(true))));
     let (_, r) = &got[0];
     assert_eq!(attr(r, "k8s.container.name"), Some("frontend"));
-    assert_eq!(r.service_instance_id, "shop.frontend-7d9c5b8f6d-x2x9k.frontend");
+    assert_eq!(
+        r.service_instance_id,
+        "shop.frontend-7d9c5b8f6d-x2x9k.frontend"
+    );
 }
 
 #[test]
@@ -234,7 +308,10 @@ fn a_container_name_selector_waits_for_the_container_id() {
     assert!(s.scan().is_empty());
     assert!(s.kube_update(event(web(false))).is_empty());
     assert!(s.scan().is_empty());
-    assert_eq!(names(&s.kube_update(event(web(true)))), [(70, "frontend".to_owned())]);
+    assert_eq!(
+        names(&s.kube_update(event(web(true)))),
+        [(70, "frontend".to_owned())]
+    );
 }
 
 #[test]
@@ -248,5 +325,8 @@ fn after_sync_containers_outside_any_pod_are_not_held() {
     let mut s = scanner(&fake, DiscoveryConfig::default(), HOUR);
     assert!(s.scan().is_empty(), "held until the first sync");
     s.kube_update(KubeEvent::ListStarted);
-    assert_eq!(names(&s.kube_update(KubeEvent::ListDone)), [(80, "nginx".to_owned())]);
+    assert_eq!(
+        names(&s.kube_update(KubeEvent::ListDone)),
+        [(80, "nginx".to_owned())]
+    );
 }
