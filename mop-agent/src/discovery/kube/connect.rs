@@ -4,7 +4,8 @@
 //! - `autodetect` (default): on when the agent runs in a Pod (`KUBERNETES_SERVICE_HOST` and
 //!   `_PORT` set, service account token mounted) or a kubeconfig is given
 //!   (`attributes.kubernetes.kubeconfig_path` / `KUBECONFIG`) or found at `~/.kube/config`;
-//!   an API server that does not answer at start is retried in the background.
+//!   an API server that does not answer is retried in the background (decisions that wait
+//!   for metadata give up after `informers_sync_timeout`).
 //! - `true`: as autodetect, but no API server configured, or none answering within
 //!   `informers_sync_timeout`, stops the agent with an error naming what is missing.
 //! - `false`: off.

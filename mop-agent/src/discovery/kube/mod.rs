@@ -160,11 +160,10 @@ pub async fn start(
     let server = source.describe();
     let setup = async {
         let client = connect::client(&source).await?;
-        if let Err(e) = connect::probe(&client, &server, cfg.informers_sync_timeout).await {
-            if required {
-                return Err(e);
-            }
-            tracing::warn!(error = %e, "Kubernetes API server not answering yet; retrying in the background.");
+        // Required metadata must be reachable now; autodetected metadata does not delay the
+        // start: the watcher retries in the background and held decisions time out.
+        if required {
+            connect::probe(&client, &server, cfg.informers_sync_timeout).await?;
         }
         let node = connect::node_name(&client, env).await?;
         Ok((client, node))
