@@ -20,7 +20,12 @@ use crate::{
         tls::TlsProbes,
     },
     config::{Config, ebpf::CapturePath},
-    discovery::{self, DiscoveryOutputs, Scanner, identity::IdentityContext, procfs::ProcFs},
+    discovery::{
+        self, DiscoveryOutputs, Scanner,
+        identity::IdentityContext,
+        kube::{KubeEnvironment, KubeError},
+        procfs::ProcFs,
+    },
     export::{ExportSettings, Exporters, SpanSink},
     span::{assembler::Assembler, clock::WallClock, ids::IdGenerator, stage::SpanStage},
     telemetry::SelfMetrics,
@@ -41,6 +46,9 @@ pub enum AgentError {
     /// Capture could not start.
     #[error(transparent)]
     Capture(#[from] CaptureError),
+    /// Kubernetes metadata was required but could not start.
+    #[error(transparent)]
+    Kube(#[from] KubeError),
     /// An exporter could not start.
     #[error("starting exporters: {0}")]
     Export(#[from] crate::export::ExportError),
@@ -85,6 +93,13 @@ fn load_settings(config: &Config) -> LoadSettings {
     }
 }
 
+/// The kernel's host name (the agent's UTS namespace: the node, with hostPID/hostNetwork).
+fn kernel_host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+}
+
 /// The host name resources carry: the configured override, else the kernel's.
 fn host_name(config: &Config) -> String {
     config
@@ -92,12 +107,42 @@ fn host_name(config: &Config) -> String {
         .instance_id
         .override_hostname
         .clone()
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-        })
+        .or_else(kernel_host_name)
         .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// What the Kubernetes module needs from the environment (read by `config`).
+fn kube_environment(config: &Config) -> KubeEnvironment {
+    KubeEnvironment::new(
+        &config.attributes.kubernetes.environment,
+        kernel_host_name(),
+    )
+}
+
+/// The discovery scanner, with Kubernetes metadata when it is on, and the metadata watcher.
+async fn scanner(
+    config: &Config,
+    cancel: &CancellationToken,
+) -> Result<(Scanner, Option<JoinHandle<()>>), AgentError> {
+    let kube = discovery::kube::start(
+        &config.attributes.kubernetes,
+        &config.discovery,
+        &kube_environment(config),
+        cancel.clone(),
+    )
+    .await?;
+    let scanner = Scanner::new(
+        ProcFs::host(),
+        config.discovery.clone(),
+        IdentityContext {
+            host_name: host_name(config),
+            service_name_override: config.service_name.clone(),
+        },
+    );
+    Ok(match kube {
+        Some(kube) => (scanner.with_kube(kube.discovery), Some(kube.watcher)),
+        None => (scanner, None),
+    })
 }
 
 /// The running stages, in pipeline order, and what stops them.
@@ -105,6 +150,7 @@ struct Running {
     metrics: Arc<SelfMetrics>,
     discovery: JoinHandle<Probes>,
     discovery_cancel: CancellationToken,
+    kube_watcher: Option<JoinHandle<()>>,
     capture: JoinHandle<Result<(), CaptureError>>,
     capture_cancel: CancellationToken,
     spans: JoinHandle<()>,
@@ -124,9 +170,19 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         CancellationToken::new(),
     )
     .await?;
+    // Then Kubernetes metadata (`enable: true` without an API server fails here).
+    let discovery_cancel = CancellationToken::new();
+    let (scanner, kube_watcher) = match scanner(&config, &discovery_cancel).await {
+        Ok(s) => s,
+        Err(e) => {
+            exporters.shutdown().await;
+            return Err(e);
+        }
+    };
     let loaded = match loader::load(&load_settings(&config)) {
         Ok(loaded) => loaded,
         Err(e) => {
+            discovery_cancel.cancel();
             exporters.shutdown().await;
             return Err(e.into());
         }
@@ -141,7 +197,14 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         "Capture attached."
     );
     let (first_pass_tx, first_pass_rx) = oneshot::channel();
-    let running = start(&config, loaded, metrics, (sink, exporters), first_pass_tx);
+    let running = start(
+        &config,
+        loaded,
+        metrics,
+        (sink, exporters),
+        (scanner, kube_watcher, discovery_cancel),
+        first_pass_tx,
+    );
     wait_for_signal(first_pass_rx, &ready_tx, &running.metrics).await?;
     stop(running).await
 }
@@ -153,6 +216,7 @@ fn start(
     loaded: Loaded,
     metrics: Arc<SelfMetrics>,
     (sink, exporters): (SpanSink, Exporters),
+    (scanner, kube_watcher, discovery_cancel): (Scanner, Option<JoinHandle<()>>, CancellationToken),
     first_pass: oneshot::Sender<()>,
 ) -> Running {
     let (exchange_tx, exchange_rx) = mpsc::channel(EXCHANGE_QUEUE);
@@ -186,15 +250,6 @@ fn start(
     );
     let capture = tokio::spawn(capture.run(capture_cancel.clone()));
 
-    let scanner = Scanner::new(
-        ProcFs::host(),
-        config.discovery.clone(),
-        IdentityContext {
-            host_name: host_name(config),
-            service_name_override: config.service_name.clone(),
-        },
-    );
-    let discovery_cancel = CancellationToken::new();
     let discovery = tokio::spawn(discovery::run(
         scanner,
         DiscoveryOutputs {
@@ -214,6 +269,7 @@ fn start(
         metrics,
         discovery,
         discovery_cancel,
+        kube_watcher,
         capture,
         capture_cancel,
         spans,
@@ -254,6 +310,9 @@ async fn stop(running: Running) -> Result<(), AgentError> {
     tracing::info!("Shutting down: stopping capture, flushing exporters.");
     running.discovery_cancel.cancel();
     let probes = running.discovery.await.map_err(stage("discovery"))?;
+    if let Some(watcher) = running.kube_watcher {
+        watcher.await.map_err(stage("kubernetes metadata"))?;
+    }
     running.capture_cancel.cancel();
     let captured = running.capture.await.map_err(stage("capture"))?;
     running.spans.await.map_err(stage("span"))?;

@@ -236,24 +236,30 @@ fn integration(ctx: &Context) -> anyhow::Result<()> {
         bail!("the integration tests need root: run as root or install sudo");
     }
     let agent = build_agent(&ctx.root)?;
-    let out = cmd::stdout(cargo(&ctx.root).args([
-        "test",
-        "-p",
-        "integration-test",
-        "--no-run",
-        "--message-format=json-render-diagnostics",
-    ]))?;
-    let binaries = test_binaries(&out)?;
-    if binaries.is_empty() {
-        bail!("cargo built no integration test binary");
-    }
-    let package_dir = ctx.root.join("test/integration-test");
-    for binary in binaries {
-        let mut test = cmd::as_root_with_env(&binary, &[("MOP_AGENT_BIN", agent.as_os_str())]);
-        test.current_dir(&package_dir)
-            .arg("--test-threads=1")
-            .args(&ctx.test_args);
-        cmd::run_bounded(&mut test, TESTS_TIMEOUT)?;
+    // The end-to-end tests, and the unit tests marked `#[ignore = "needs root ..."]`.
+    let suites: [(&[&str], &str, &[&str]); 2] = [
+        (&["-p", "integration-test"], "test/integration-test", &[]),
+        (&["-p", "mop-agent", "--lib"], "mop-agent", &["--ignored"]),
+    ];
+    for (select, dir, extra) in suites {
+        let out = cmd::stdout(
+            cargo(&ctx.root)
+                .arg("test")
+                .args(select)
+                .args(["--no-run", "--message-format=json-render-diagnostics"]),
+        )?;
+        let binaries = test_binaries(&out)?;
+        if binaries.is_empty() {
+            bail!("cargo built no test binary for {select:?}");
+        }
+        for binary in binaries {
+            let mut test = cmd::as_root_with_env(&binary, &[("MOP_AGENT_BIN", agent.as_os_str())]);
+            test.current_dir(ctx.root.join(dir))
+                .arg("--test-threads=1")
+                .args(extra)
+                .args(&ctx.test_args);
+            cmd::run_bounded(&mut test, TESTS_TIMEOUT)?;
+        }
     }
     Ok(())
 }

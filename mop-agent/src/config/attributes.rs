@@ -40,6 +40,22 @@ pub struct KubeConfig {
     pub informers_resync_period: Duration,
     /// Only watch Pods on this node (default false).
     pub meta_restrict_local_node: bool,
+    /// Where the agent runs, from the environment Kubernetes gives its Pods.
+    pub environment: KubeEnvironmentVars,
+}
+
+/// The environment variables that locate the API server and this node (no YAML keys: the
+/// Pod spec sets them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KubeEnvironmentVars {
+    /// `KUBERNETES_SERVICE_HOST`: set in every Pod; the in-cluster API server.
+    pub service_host: Option<String>,
+    /// `KUBERNETES_SERVICE_PORT`.
+    pub service_port: Option<String>,
+    /// `KUBE_NODE_NAME` (the Downward API's `spec.nodeName`): whose Pods to watch.
+    pub node_name: Option<String>,
+    /// `HOME`, for `~/.kube/config` off the cluster.
+    pub home: Option<PathBuf>,
 }
 
 impl Default for KubeConfig {
@@ -51,6 +67,7 @@ impl Default for KubeConfig {
             informers_sync_timeout: Duration::from_secs(30),
             informers_resync_period: Duration::from_mins(30),
             meta_restrict_local_node: false,
+            environment: KubeEnvironmentVars::default(),
         }
     }
 }
@@ -186,6 +203,21 @@ pub(super) fn build(raw: &RawAttributes, ctx: &mut Ctx<'_>) -> AttributesConfig 
                 value::boolean,
             )
             .unwrap_or(d.meta_restrict_local_node),
+        environment: KubeEnvironmentVars {
+            service_host: ctx
+                .env(&["KUBERNETES_SERVICE_HOST"], value::string)
+                .filter(|v| !v.is_empty()),
+            service_port: ctx
+                .env(&["KUBERNETES_SERVICE_PORT"], value::string)
+                .filter(|v| !v.is_empty()),
+            node_name: ctx
+                .env(&["KUBE_NODE_NAME"], value::string)
+                .filter(|v| !v.is_empty()),
+            home: ctx
+                .env(&["HOME"], value::string)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+        },
     };
     let instance_id = InstanceIdConfig {
         dns: ctx

@@ -1,12 +1,16 @@
 //! Naming an instrumented process: its OpenTelemetry resource.
 //!
 //! Service name, in order: the agent-wide `OTEL_SERVICE_NAME`, the matched entry's `name`, the
-//! target's own `OTEL_SERVICE_NAME`, `service.name` in its `OTEL_RESOURCE_ATTRIBUTES`, then the
-//! executable's base name (Kubernetes names slot in before that when metadata is on).
+//! target's own `OTEL_SERVICE_NAME`, `service.name` in its `OTEL_RESOURCE_ATTRIBUTES`, the
+//! Pod's names when it runs in one (see [`super::kube::naming`]), then the executable's base
+//! name.
 
 use std::collections::HashMap;
 
-use super::matcher::Selection;
+use super::{
+    kube::{PodView, naming},
+    matcher::Selection,
+};
 use crate::span::{AttrValue, ServiceResource};
 
 /// Environment variables of a target that shape its resource.
@@ -34,6 +38,8 @@ pub struct ProcessIdentity<'a> {
     pub exe: &'a str,
     /// The identity variables of its environment ([`IDENTITY_ENV`]).
     pub environ: &'a HashMap<String, String>,
+    /// Its Pod, when it runs in a known one.
+    pub pod: Option<PodView<'a>>,
 }
 
 /// Splits `OTEL_RESOURCE_ATTRIBUTES` (`k=v,k2=v2`, values percent-encoded) into pairs;
@@ -95,13 +101,16 @@ pub fn resource(
         .or_else(|| p.environ.get("OTEL_SERVICE_NAME").cloned())
         .or(env_name)
         .filter(|n| !n.is_empty())
+        .or_else(|| p.pod.map(|pod| naming::service_name(&pod).to_owned()))
         .unwrap_or_else(|| exe_name.clone());
     let service_namespace = selector
         .and_then(|s| s.namespace.clone())
         .or_else(|| p.environ.get("OTEL_SERVICE_NAMESPACE").cloned())
-        .or(env_namespace);
-    let service_instance_id =
-        env_instance.unwrap_or_else(|| format!("{}-{}", ctx.host_name, p.pid));
+        .or(env_namespace)
+        .or_else(|| p.pod.map(|pod| naming::service_namespace(&pod).to_owned()));
+    let service_instance_id = env_instance
+        .or_else(|| p.pod.map(|pod| naming::service_instance_id(&pod)))
+        .unwrap_or_else(|| format!("{}-{}", ctx.host_name, p.pid));
     let mut attributes: Vec<(String, AttrValue)> = vec![
         (
             "host.name".to_owned(),
@@ -125,9 +134,15 @@ pub fn resource(
             AttrValue::Str(env!("CARGO_PKG_VERSION").to_owned()),
         ),
     ];
-    for (k, v) in from_env {
+    // The target's own attributes first, then its Pod's: the process knows best.
+    let from_pod = p
+        .pod
+        .map(|pod| naming::attributes(&pod))
+        .unwrap_or_default();
+    let from_env = from_env.into_iter().map(|(k, v)| (k, AttrValue::Str(v)));
+    for (k, v) in from_env.chain(from_pod) {
         if !attributes.iter().any(|(have, _)| *have == k) {
-            attributes.push((k, AttrValue::Str(v)));
+            attributes.push((k, v));
         }
     }
     attributes.sort_by(|a, b| a.0.cmp(&b.0));
@@ -158,6 +173,7 @@ mod tests {
             pid: 7,
             exe: "/usr/bin/python3.11",
             environ: &env,
+            pod: None,
         };
         let r = resource(&ctx(None), &p, &Selection { selector: None });
         assert_eq!(r.service_name, "python3.11");
@@ -186,6 +202,7 @@ mod tests {
             pid: 1,
             exe: "/app/server",
             environ: &env,
+            pod: None,
         };
         let none = Selection { selector: None };
         let r = resource(&ctx(None), &p, &none);
@@ -223,6 +240,7 @@ mod tests {
             pid: 1,
             exe: "/app/server",
             environ: &env,
+            pod: None,
         };
         assert_eq!(resource(&ctx(None), &p, &none).service_name, "from-attrs");
     }

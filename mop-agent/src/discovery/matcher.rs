@@ -1,5 +1,6 @@
 //! Deciding whether a process is instrumented: `instrument` entries, exclusions, defaults.
 
+use super::kube::{PodView, naming};
 use crate::config::discovery::{DiscoveryConfig, Selector};
 
 /// What discovery knows about a process when it decides.
@@ -9,6 +10,8 @@ pub struct Candidate<'a> {
     pub exe: &'a str,
     /// TCP ports the process listens on.
     pub ports: &'a [u16],
+    /// Its Pod, when Kubernetes metadata is on and the process runs in a known Pod.
+    pub pod: Option<PodView<'a>>,
 }
 
 /// Why a process is instrumented: the entry it matched, or the no-selector default.
@@ -19,12 +22,15 @@ pub struct Selection<'c> {
 }
 
 /// True when every field the selector sets matches (and it sets at least one that can be
-/// evaluated here). Kubernetes fields never match off Kubernetes.
+/// evaluated here). Kubernetes fields never match a process outside a known Pod.
 fn selector_matches(sel: &Selector, c: &Candidate<'_>) -> bool {
-    if sel.uses_kubernetes() {
-        return false;
-    }
     let mut constrained = false;
+    if sel.uses_kubernetes() {
+        constrained = true;
+        if !c.pod.is_some_and(|pod| naming::selector_matches(sel, &pod)) {
+            return false;
+        }
+    }
     if let Some(ports) = &sel.open_ports {
         constrained = true;
         if !c.ports.iter().any(|p| ports.contains(*p)) {
@@ -94,10 +100,12 @@ mod tests {
     const NGINX: Candidate<'static> = Candidate {
         exe: "/usr/sbin/nginx",
         ports: &[8080],
+        pod: None,
     };
     const CURL: Candidate<'static> = Candidate {
         exe: "/usr/bin/curl",
         ports: &[],
+        pod: None,
     };
 
     #[test]
@@ -133,6 +141,7 @@ mod tests {
         let agent = Candidate {
             exe: "/opt/mop/mop-agent",
             ports: &[9400],
+            pod: None,
         };
         assert!(select(&c, &agent).is_none());
         assert!(needs_ports(&c));

@@ -3,18 +3,23 @@
 //! A pass reads `/proc`: new processes are matched against the configured selectors (their
 //! listening ports found through their own network namespace's TCP tables), matches are added
 //! to the kernel's pid filter and announced to the span stage with their resource, and exited
-//! processes are removed everywhere. Passes run every `discovery.poll_interval`.
+//! processes are removed everywhere. Passes run every `discovery.poll_interval`. With
+//! Kubernetes metadata on ([`kube`]), processes in containers are matched and named with their
+//! Pod, and decided again when its metadata arrives or changes.
 
 pub mod identity;
+pub mod kube;
 pub mod matcher;
 pub mod procfs;
 
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
+    time::Instant,
 };
 
 use identity::{IDENTITY_ENV, IdentityContext, ProcessIdentity};
+use kube::{KubeDiscovery, KubeEvent, Resolution, Touched, cgroup::CgroupIds};
 use matcher::Candidate;
 use procfs::ProcFs;
 use tokio::sync::{mpsc, oneshot};
@@ -51,6 +56,10 @@ struct Tracked {
     /// ports every pass, older ones every [`OLD_PROCESS_PASSES`].
     first_pass: u64,
     state: TrackState,
+    /// Its container and Pod (empty when Kubernetes metadata is off or on the host).
+    cgroup: CgroupIds,
+    /// The resource announced, while selected.
+    resource: Option<Arc<ServiceResource>>,
 }
 
 /// Passes during which a new, unselected process is re-checked every pass for new listening
@@ -69,6 +78,9 @@ enum TrackState {
     Unselected { scanned_generation: u64 },
     /// No executable (a kernel thread): never instrumented.
     NoExe,
+    /// In a container whose Kubernetes metadata the decision waits for, since `since`;
+    /// `exec` when the capture stage reported it (it must hear a rejection).
+    Pending { since: Instant, exec: bool },
 }
 
 /// The listening sockets of one network namespace, and a generation bumped when they change.
@@ -90,6 +102,8 @@ pub struct Scanner {
     /// Source of listening-set generations; never reused, so a namespace forgotten and seen
     /// again cannot look unchanged.
     next_generation: u64,
+    /// Kubernetes metadata, when on.
+    kube: Option<KubeDiscovery>,
 }
 
 impl Scanner {
@@ -104,6 +118,7 @@ impl Scanner {
             namespaces: HashMap::new(),
             pass: 0,
             next_generation: 0,
+            kube: None,
         }
     }
 
@@ -114,6 +129,49 @@ impl Scanner {
             .filter(|(_, t)| t.state == TrackState::Selected)
             .map(|(pid, _)| *pid)
             .collect()
+    }
+
+    /// Matches and names processes in containers with their Pods' metadata.
+    #[must_use]
+    pub fn with_kube(mut self, kube: KubeDiscovery) -> Self {
+        self.kube = Some(kube);
+        self
+    }
+
+    /// Kubernetes metadata, when on.
+    pub fn kube(&self) -> Option<&KubeDiscovery> {
+        self.kube.as_ref()
+    }
+
+    /// Applies a Kubernetes metadata event; processes of a Pod that appeared or changed are
+    /// decided again (announced, re-announced with a new resource, or dropped).
+    pub fn kube_update(&mut self, event: KubeEvent) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let Some(kube) = &mut self.kube else {
+            return changes;
+        };
+        let touched = kube.apply(event);
+        let pids: Vec<u32> = self
+            .tracked
+            .iter()
+            .filter(|(_, t)| {
+                t.cgroup.in_container()
+                    && match touched {
+                        Touched::Nothing => false,
+                        Touched::Listed => matches!(t.state, TrackState::Pending { .. }),
+                        Touched::Pod(uid) => {
+                            matches!(t.state, TrackState::Pending { .. })
+                                || kube.in_pod(&t.cgroup, uid)
+                        }
+                    }
+            })
+            .map(|(pid, _)| *pid)
+            .collect();
+        let needs_ports = matcher::needs_ports(&self.config);
+        for pid in pids {
+            self.decide(pid, needs_ports, &mut changes);
+        }
+        changes
     }
 
     /// Processes currently instrumented.
@@ -133,6 +191,13 @@ impl Scanner {
         if pid != self.self_pid || !self.config.skip_self {
             self.visit(pid, matcher::needs_ports(&self.config), &mut changes);
         }
+        if let Some(t) = self.tracked.get_mut(&pid)
+            && let TrackState::Pending { exec, .. } = &mut t.state
+        {
+            // Decided when its Pod's metadata arrives; rejected then if not selected.
+            *exec = true;
+            return changes;
+        }
         if !changes.iter().any(|c| matches!(c, Change::Started { .. })) {
             changes.push(Change::Rejected(pid));
         }
@@ -150,8 +215,12 @@ impl Scanner {
         let alive: HashSet<u32> = pids.iter().copied().collect();
         self.tracked.retain(|pid, t| {
             let gone = !alive.contains(pid);
-            if gone && t.state == TrackState::Selected {
-                changes.push(Change::Exited(*pid));
+            if gone {
+                match t.state {
+                    TrackState::Selected => changes.push(Change::Exited(*pid)),
+                    TrackState::Pending { exec: true, .. } => changes.push(Change::Rejected(*pid)),
+                    _ => {}
+                }
             }
             !gone
         });
@@ -192,13 +261,35 @@ impl Scanner {
                         return;
                     }
                 }
+                // Waiting for Kubernetes metadata: looked at every pass until the hold ends.
+                TrackState::Pending { .. } => {}
             }
         }
+        self.decide(pid, needs_ports, changes);
+    }
+
+    /// Decides about a process (again): instrument it or not, and with which resource.
+    fn decide(&mut self, pid: u32, needs_ports: bool, changes: &mut Vec<Change>) {
         let Ok(stat) = self.procfs.stat(pid) else {
             return;
         };
+        let prev = match self.tracked.get(&pid) {
+            Some(t) if t.start_time == stat.start_time => {
+                Some((t.first_pass, t.state, t.cgroup, t.resource.clone()))
+            }
+            Some(t) => {
+                if t.state == TrackState::Selected {
+                    changes.push(Change::Exited(pid));
+                }
+                None
+            }
+            None => None,
+        };
         let Ok(exe) = self.procfs.exe(pid) else {
             // Kernel threads and processes gone meanwhile have no executable.
+            if prev.as_ref().is_some_and(|p| p.1 == TrackState::Selected) {
+                changes.push(Change::Exited(pid));
+            }
             self.tracked.insert(
                 pid,
                 Tracked {
@@ -206,6 +297,8 @@ impl Scanner {
                     net_ns: 0,
                     first_pass: self.pass,
                     state: TrackState::NoExe,
+                    cgroup: CgroupIds::default(),
+                    resource: None,
                 },
             );
             return;
@@ -217,35 +310,51 @@ impl Scanner {
         } else {
             (Vec::new(), 0)
         };
-        let candidate = Candidate {
-            exe: &exe,
-            ports: &ports,
+        let first_pass = prev.as_ref().map_or(self.pass, |p| p.0);
+        let prev_state = prev.as_ref().map(|p| p.1);
+        let cgroup = match (&prev, &self.kube) {
+            (Some(p), _) => p.2,
+            (None, Some(_)) => kube::cgroup::parse(&self.procfs.cgroup(pid).unwrap_or_default()),
+            (None, None) => CgroupIds::default(),
         };
-        let selection = matcher::select(&self.config, &candidate);
-        if let Some(selection) = &selection {
-            let environ = self.procfs.environ(pid, IDENTITY_ENV).unwrap_or_default();
-            let resource = identity::resource(
-                &self.identity,
-                &ProcessIdentity {
-                    pid,
-                    exe: &exe,
-                    environ: &environ,
-                },
-                selection,
-            );
-            changes.push(Change::Started {
-                pid,
-                resource: Arc::new(resource),
-            });
-        }
-        let state = if selection.is_some() {
-            TrackState::Selected
-        } else {
-            TrackState::Unselected {
-                scanned_generation: generation,
+        let now = Instant::now();
+        let (since, exec) = match prev_state {
+            Some(TrackState::Pending { since, exec }) => (since, exec),
+            _ => (now, false),
+        };
+        let (state, resource) = match self.kube.as_ref().map(|k| k.resolve(&cgroup, since, now)) {
+            Some(Resolution::Wait) => (TrackState::Pending { since, exec }, None),
+            decision => {
+                let pod = match decision {
+                    Some(Resolution::Decide(pod)) => pod,
+                    _ => None,
+                };
+                let resource = self.resource_for(pid, &exe, &ports, pod);
+                let previous = prev.and_then(|p| p.3);
+                match &resource {
+                    // New, or re-announced with a changed resource (the span stage updates).
+                    Some(r) if previous.as_deref() != Some(&**r) => {
+                        changes.push(Change::Started {
+                            pid,
+                            resource: Arc::clone(r),
+                        });
+                    }
+                    None if prev_state == Some(TrackState::Selected) => {
+                        changes.push(Change::Exited(pid));
+                    }
+                    None if exec => changes.push(Change::Rejected(pid)),
+                    Some(_) | None => {}
+                }
+                let state = if resource.is_some() {
+                    TrackState::Selected
+                } else {
+                    TrackState::Unselected {
+                        scanned_generation: generation,
+                    }
+                };
+                (state, resource)
             }
         };
-        let first_pass = self.tracked.get(&pid).map_or(self.pass, |t| t.first_pass);
         self.tracked.insert(
             pid,
             Tracked {
@@ -253,8 +362,30 @@ impl Scanner {
                 net_ns,
                 first_pass,
                 state,
+                cgroup,
+                resource,
             },
         );
+    }
+
+    /// The resource of a process if the selectors select it.
+    fn resource_for(
+        &self,
+        pid: u32,
+        exe: &str,
+        ports: &[u16],
+        pod: Option<kube::PodView<'_>>,
+    ) -> Option<Arc<ServiceResource>> {
+        let candidate = Candidate { exe, ports, pod };
+        let selection = matcher::select(&self.config, &candidate)?;
+        let environ = self.procfs.environ(pid, IDENTITY_ENV).unwrap_or_default();
+        let p = ProcessIdentity {
+            pid,
+            exe,
+            environ: &environ,
+            pod,
+        };
+        Some(Arc::new(identity::resource(&self.identity, &p, &selection)))
     }
 
     /// The listening-set generation of a namespace, reading its tables once per pass.
@@ -335,6 +466,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Probes {
     let mut first_pass = Some(first_pass);
+    let mut kube_events = scanner.kube.as_mut().and_then(KubeDiscovery::take_events);
     let mut tick = tokio::time::interval(scanner.config.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -342,6 +474,7 @@ pub async fn run(
             biased;
             () = cancel.cancelled() => break,
             Some(pid) = execs.recv() => scanner.exec(pid),
+            Some(event) = next_kube_event(&mut kube_events) => scanner.kube_update(event),
             _ = tick.tick() => tokio::task::block_in_place(|| scanner.scan()),
         };
         for change in changes {
@@ -370,6 +503,17 @@ fn recheck_tls(scanner: &Scanner, out: &mut DiscoveryOutputs) {
     }
     out.metrics
         .set_tls_libraries(tls.attached_libraries(), tls.attached_programs());
+}
+
+/// The next Kubernetes metadata event; never ready when metadata is off or the watcher ended.
+async fn next_kube_event(events: &mut Option<mpsc::Receiver<KubeEvent>>) -> Option<KubeEvent> {
+    if let Some(rx) = events {
+        if let Some(event) = rx.recv().await {
+            return Some(event);
+        }
+        *events = None;
+    }
+    std::future::pending().await
 }
 
 /// Applies one change: the span stage learns a resource before the kernel captures its pid.

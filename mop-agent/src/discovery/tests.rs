@@ -8,13 +8,13 @@ use crate::config::{
     glob::Glob,
 };
 
-/// A fake `/proc` in a temporary directory, removed on drop.
-struct FakeProc {
-    root: PathBuf,
+/// A fake `/proc` in a temporary directory, removed on drop (shared with `kube::tests`).
+pub(super) struct FakeProc {
+    pub(super) root: PathBuf,
 }
 
 impl FakeProc {
-    fn new(name: &str) -> Self {
+    pub(super) fn new(name: &str) -> Self {
         let root = std::env::temp_dir().join(format!("mop-fakeproc-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
         fs::create_dir_all(&root).unwrap();
@@ -22,7 +22,7 @@ impl FakeProc {
     }
 
     /// Adds a process with an executable, a start time, a netns and socket fds.
-    fn add(&self, pid: u32, exe: &str, start: u64, sockets: &[u64]) {
+    pub(super) fn add(&self, pid: u32, exe: &str, start: u64, sockets: &[u64]) {
         let dir = self.root.join(pid.to_string());
         let _ = fs::remove_dir_all(&dir);
         for sub in ["fd", "ns", "net"] {
@@ -44,7 +44,7 @@ impl FakeProc {
     }
 
     /// Writes the TCP table `pid` sees: `(inode, port)` listeners.
-    fn set_listeners(&self, pid: u32, listeners: &[(u64, u16)]) {
+    pub(super) fn set_listeners(&self, pid: u32, listeners: &[(u64, u16)]) {
         let mut t = String::from(
             "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n",
         );
@@ -57,7 +57,7 @@ impl FakeProc {
         fs::write(self.root.join(pid.to_string()).join("net/tcp"), t).unwrap();
     }
 
-    fn remove(&self, pid: u32) {
+    pub(super) fn remove(&self, pid: u32) {
         fs::remove_dir_all(self.root.join(pid.to_string())).unwrap();
     }
 }
