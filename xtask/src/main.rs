@@ -4,6 +4,7 @@ mod cmd;
 mod image;
 mod manifests;
 mod setup;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,9 @@ enum Command {
     Manifests(manifests::Options),
     /// Build the agent's OCI image into target/image without a container daemon.
     Image(image::Options),
+    /// Boot Debian kernels (5.10, 6.1, 6.12, 7.x) under qemu and run the agent's end-to-end
+    /// HTTP/1 test in each, for each capture path; prints a kernel x path matrix.
+    VmTest(vm::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,5 +35,6 @@ fn main() -> anyhow::Result<()> {
         Command::Setup(opts) => setup::run(&opts),
         Command::Manifests(opts) => manifests::run(&opts),
         Command::Image(opts) => image::run(&opts),
+        Command::VmTest(opts) => vm::run(&opts),
     }
 }
