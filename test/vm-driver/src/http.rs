@@ -4,6 +4,7 @@
 //! per request, with the method, path and status below.
 
 use std::{
+    fmt::Write as _,
     io::{BufRead, BufReader, Read, Write},
     net::{Ipv4Addr, TcpListener, TcpStream},
     time::Duration,
@@ -89,7 +90,11 @@ fn read_head(reader: &mut impl BufRead) -> Result<Option<Head>, String> {
     };
     loop {
         let mut line = String::new();
-        if reader.read_line(&mut line).map_err(|e| format!("read: {e}"))? == 0 {
+        if reader
+            .read_line(&mut line)
+            .map_err(|e| format!("read: {e}"))?
+            == 0
+        {
             return Err("end of stream inside a message head".to_owned());
         }
         let line = line.trim_end();
@@ -118,8 +123,15 @@ fn read_body(reader: &mut impl Read, len: usize) -> Result<Vec<u8>, String> {
     Ok(body)
 }
 
+/// The socket to write to: `stream` itself, or with `dup` a `try_clone` of it (another file
+/// descriptor for the same socket, as Rust programs that split a stream have).
+fn writer_for(stream: &TcpStream, dup: bool) -> Result<Option<TcpStream>, String> {
+    dup.then(|| stream.try_clone().map_err(|e| format!("dup: {e}")))
+        .transpose()
+}
+
 /// Serves keep-alive connections on `127.0.0.1:port` until killed.
-pub(crate) fn serve(port: u16) -> Result<(), String> {
+pub(crate) fn serve(port: u16, dup: bool) -> Result<(), String> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
         .map_err(|e| format!("bind 127.0.0.1:{port}: {e}"))?;
     // `run` waits for this line before it starts the agent.
@@ -128,7 +140,7 @@ pub(crate) fn serve(port: u16) -> Result<(), String> {
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         std::thread::spawn(move || {
-            if let Err(e) = serve_connection(stream) {
+            if let Err(e) = serve_connection(&stream, dup) {
                 eprintln!("mop-vm serve: {e}");
             }
         });
@@ -136,11 +148,11 @@ pub(crate) fn serve(port: u16) -> Result<(), String> {
     Ok(())
 }
 
-fn serve_connection(stream: TcpStream) -> Result<(), String> {
-    // Reads and writes go through one file descriptor (no `try_clone`, which `dup`s it), as
-    // most servers do.
-    let mut writer = &stream;
-    let mut reader = BufReader::new(&stream);
+fn serve_connection(stream: &TcpStream, dup: bool) -> Result<(), String> {
+    // By default reads and writes go through one file descriptor, as most servers do.
+    let clone = writer_for(stream, dup)?;
+    let mut writer = clone.as_ref().unwrap_or(stream);
+    let mut reader = BufReader::new(stream);
     while let Some(head) = read_head(&mut reader)? {
         let mut parts = head.first_line.split(' ');
         let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
@@ -165,13 +177,14 @@ fn serve_connection(stream: TcpStream) -> Result<(), String> {
 
 /// Sends `count` requests of the plan over one keep-alive connection and checks each
 /// response.
-pub(crate) fn client(port: u16, count: usize) -> Result<(), String> {
+pub(crate) fn client(port: u16, count: usize, dup: bool) -> Result<(), String> {
     let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
         .map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(|e| e.to_string())?;
-    let mut writer = &stream;
+    let clone = writer_for(&stream, dup)?;
+    let mut writer = clone.as_ref().unwrap_or(&stream);
     let mut reader = BufReader::new(&stream);
     for i in 0..count {
         let ex = plan(i);
@@ -180,10 +193,11 @@ pub(crate) fn client(port: u16, count: usize) -> Result<(), String> {
             ex.method, ex.target
         );
         if ex.method == "POST" {
-            request.push_str(&format!(
+            let _ = write!(
+                request,
                 "Content-Type: application/octet-stream\r\nContent-Length: {}\r\n",
                 ex.body
-            ));
+            );
         }
         if i + 1 == count {
             request.push_str("Connection: close\r\n");

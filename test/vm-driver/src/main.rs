@@ -2,11 +2,14 @@
 //! (and that runs as root on any host).
 //!
 //! ```text
-//! mop-vm serve PORT          HTTP/1.1 server on 127.0.0.1:PORT (keep-alive)
-//! mop-vm client PORT N       N keep-alive requests of the plan; checks every response
+//! mop-vm serve PORT [--dup]     HTTP/1.1 server on 127.0.0.1:PORT (keep-alive)
+//! mop-vm client PORT N [--dup]  N keep-alive requests of the plan; checks every response
 //! mop-vm run [--agent PATH] [--path auto|fentry|kprobe|tracepoint] [--port P]
-//!            [--requests N] [--ready-timeout SECONDS]
+//!            [--requests N] [--ready-timeout SECONDS] [--dup-fds]
 //! ```
+//!
+//! `--dup` writes through a `dup` of the socket's file descriptor (Rust's
+//! `TcpStream::try_clone`) and reads through the original.
 //!
 //! `run` exits 0 on pass, 1 on fail, 2 when the agent does not implement the path yet and 3
 //! when this kernel cannot run it; it prints one line starting with `mop-vm: path=`.
@@ -17,9 +20,9 @@ mod spans;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
-const USAGE: &str = "usage: mop-vm serve PORT | client PORT N | run [--agent PATH] \
-                     [--path auto|fentry|kprobe|tracepoint] [--port PORT] [--requests N] \
-                     [--ready-timeout SECONDS]";
+const USAGE: &str = "usage: mop-vm serve PORT [--dup] | client PORT N [--dup] | run \
+                     [--agent PATH] [--path auto|fentry|kprobe|tracepoint] [--port PORT] \
+                     [--requests N] [--ready-timeout SECONDS] [--dup-fds]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -35,9 +38,11 @@ fn main() -> ExitCode {
 fn dispatch(args: &[String]) -> Result<ExitCode, String> {
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     match words.as_slice() {
-        ["serve", port] => http::serve(number(port)?).map(|()| ExitCode::SUCCESS),
-        ["client", port, count] => {
-            http::client(number(port)?, number(count)?).map(|()| ExitCode::SUCCESS)
+        ["serve", port, dup @ ..] if dup.is_empty() || dup == ["--dup"] => {
+            http::serve(number(port)?, !dup.is_empty()).map(|()| ExitCode::SUCCESS)
+        }
+        ["client", port, count, dup @ ..] if dup.is_empty() || dup == ["--dup"] => {
+            http::client(number(port)?, number(count)?, !dup.is_empty()).map(|()| ExitCode::SUCCESS)
         }
         ["run", rest @ ..] => {
             let opts = run_options(rest)?;
@@ -53,12 +58,21 @@ fn run_options(mut rest: &[&str]) -> Result<run::Options, String> {
         path: "tracepoint".to_owned(),
         port: 18080,
         requests: 12,
-        ready_timeout: Duration::from_secs(120),
+        ready_timeout: Duration::from_mins(2),
+        dup_fds: false,
     };
-    while let [flag, value, tail @ ..] = rest {
+    loop {
+        if let ["--dup-fds", tail @ ..] = rest {
+            opts.dup_fds = true;
+            rest = tail;
+            continue;
+        }
+        let [flag, value, tail @ ..] = rest else {
+            break;
+        };
         match *flag {
             "--agent" => opts.agent = PathBuf::from(value),
-            "--path" => opts.path = (*value).to_owned(),
+            "--path" => (*value).clone_into(&mut opts.path),
             "--port" => opts.port = number(value)?,
             "--requests" => opts.requests = number(value)?,
             "--ready-timeout" => opts.ready_timeout = Duration::from_secs(number(value)?),

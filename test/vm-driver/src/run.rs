@@ -9,7 +9,7 @@ use std::{
     io::{BufRead, BufReader, Read},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
-    sync::mpsc::{self, Receiver, RecvTimeoutError, Sender},
+    sync::mpsc::{self, Receiver, Sender},
     time::{Duration, Instant},
 };
 
@@ -27,6 +27,8 @@ pub(crate) struct Options {
     pub(crate) requests: usize,
     /// How long the agent may take to log `ready` (the verifier is slow under emulation).
     pub(crate) ready_timeout: Duration,
+    /// Server and client write through a `dup` of the socket (see `http::writer_for`).
+    pub(crate) dup_fds: bool,
 }
 
 /// The outcome of one run; the exit code of `mop-vm run`.
@@ -144,116 +146,144 @@ pub(crate) fn run(opts: &Options) -> Verdict {
 
 type Failed = (Report, String);
 
+/// What the agent did next.
+enum Next {
+    /// A span line (kept in [`Agent::stdout`]).
+    Out,
+    /// A log line.
+    Err(String),
+    /// Both output streams closed: the agent exited.
+    Closed,
+    Timeout,
+}
+
+/// The running agent and what it printed so far.
+struct Agent {
+    child: Reaper,
+    lines: Receiver<Line>,
+    open_streams: usize,
+    stdout: Vec<String>,
+}
+
+impl Agent {
+    fn start(binary: &Path, config: &Path) -> Result<Self, String> {
+        let mut child = Command::new(binary)
+            .arg("--config")
+            .arg(config)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", binary.display()))?;
+        let (tx, lines) = mpsc::channel();
+        forward(child.stdout.take(), &tx, Line::Out);
+        forward(child.stderr.take(), &tx, Line::Err);
+        Ok(Self {
+            child: Reaper(child),
+            lines,
+            open_streams: 2,
+            stdout: Vec::new(),
+        })
+    }
+
+    fn next(&mut self, deadline: Instant) -> Next {
+        loop {
+            if self.open_streams == 0 {
+                return Next::Closed;
+            }
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(wait) {
+                Ok(Line::Out(line)) => {
+                    self.stdout.push(line);
+                    return Next::Out;
+                }
+                Ok(Line::Err(line)) => return Next::Err(line),
+                Ok(Line::Eof) => self.open_streams -= 1,
+                Err(_) => return Next::Timeout,
+            }
+        }
+    }
+}
+
 fn test(opts: &Options) -> Result<Report, Failed> {
     let mut report = Report::new();
+    let fail = |e: String| (Report::new(), e);
     let dir = std::env::temp_dir().join(format!("mop-vm-{}", std::process::id()));
-    let client_exe = prepare_dir(&dir).map_err(|e| (Report::new(), e))?;
+    let client_exe = prepare_dir(&dir).map_err(fail)?;
     let _cleanup = RemoveDir(dir.clone());
 
-    let me = std::env::current_exe().map_err(|e| (Report::new(), e.to_string()))?;
-    let server = start_server(&me, opts.port).map_err(|e| (Report::new(), e))?;
+    let me = std::env::current_exe().map_err(|e| fail(e.to_string()))?;
+    let server = start_server(&me, opts.port, opts.dup_fds).map_err(fail)?;
     let config = dir.join("agent.yaml");
     std::fs::write(&config, agent_config(opts, &client_exe))
-        .map_err(|e| (Report::new(), format!("writing {}: {e}", config.display())))?;
-
-    let mut agent = Command::new(&opts.agent)
-        .arg("--config")
-        .arg(&config)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| (Report::new(), format!("starting {}: {e}", opts.agent.display())))?;
-    let (tx, rx) = mpsc::channel();
-    forward(agent.stdout.take(), &tx, Line::Out);
-    forward(agent.stderr.take(), &tx, Line::Err);
-    drop(tx);
-    let mut agent = Reaper(agent);
-    let mut stdout = Vec::new();
-    let mut open_streams = 2;
+        .map_err(|e| fail(format!("writing {}: {e}", config.display())))?;
+    let mut agent = Agent::start(&opts.agent, &config).map_err(fail)?;
 
     // Ready, or an early exit that says why.
     let deadline = Instant::now() + opts.ready_timeout;
     loop {
-        match recv_until(&rx, deadline) {
-            Some(Line::Err(line)) => {
+        match agent.next(deadline) {
+            Next::Err(line) => {
                 let ready = is_ready_line(&line);
-                note_stderr(&mut report, line);
+                note_stderr(&mut report, &line);
                 if ready {
                     break;
                 }
             }
-            Some(Line::Out(line)) => stdout.push(line),
-            Some(Line::Eof) => open_streams -= 1,
-            None => {
-                let detail = format!(
-                    "no ready line within {} s",
-                    opts.ready_timeout.as_secs()
-                );
-                return Err((report, detail));
+            Next::Out => {}
+            Next::Closed => {
+                let status = agent.child.0.wait().ok();
+                return Ok(classify_early_exit(report, status));
             }
-        }
-        if open_streams == 0 {
-            let status = agent.0.wait().ok();
-            return Ok(classify_early_exit(report, status));
+            Next::Timeout => {
+                let secs = opts.ready_timeout.as_secs();
+                return Err((report, format!("no ready line within {secs} s")));
+            }
         }
     }
 
-    let client = Command::new(&client_exe)
-        .args(["client", &opts.port.to_string(), &opts.requests.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let client_pid = client.as_ref().map_or(0, Child::id);
-    match client.and_then(Child::wait_with_output) {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => {
-            let detail = format!(
-                "client failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            return Err((report, detail));
-        }
-        Err(e) => return Err((report, format!("starting the client: {e}"))),
-    }
+    let client_pid = match run_client(&client_exe, opts) {
+        Ok(pid) => pid,
+        Err(e) => return Err((report, e)),
+    };
 
     // Wait for the spans we expect (extra ones show up in the counts after the flush).
     let expected = Expected::new(opts.requests, opts.port, server.0.id(), client_pid);
     let deadline = Instant::now() + SPAN_TIMEOUT;
-    while open_streams > 0 && !spans::enough(&stdout, &expected) {
-        match recv_until(&rx, deadline) {
-            Some(Line::Out(line)) => stdout.push(line),
-            Some(Line::Err(line)) => note_stderr(&mut report, line),
-            Some(Line::Eof) => open_streams -= 1,
-            None => break,
+    while !spans::enough(&agent.stdout, &expected) {
+        match agent.next(deadline) {
+            Next::Out => {}
+            Next::Err(line) => note_stderr(&mut report, &line),
+            Next::Closed | Next::Timeout => break,
         }
     }
     drop(server);
 
     // SIGTERM: the agent flushes and exits 0.
-    let pid = agent.0.id().to_string();
+    let pid = agent.child.0.id().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
-    while open_streams > 0 {
-        match recv_until(&rx, deadline) {
-            Some(Line::Out(line)) => stdout.push(line),
-            Some(Line::Err(line)) => note_stderr(&mut report, line),
-            Some(Line::Eof) => open_streams -= 1,
-            None => {
-                let detail = format!(
-                    "agent still running {} s after SIGTERM",
-                    SHUTDOWN_TIMEOUT.as_secs()
-                );
-                return Err((report, detail));
+    loop {
+        match agent.next(deadline) {
+            Next::Out => {}
+            Next::Err(line) => note_stderr(&mut report, &line),
+            Next::Closed => break,
+            Next::Timeout => {
+                let secs = SHUTDOWN_TIMEOUT.as_secs();
+                return Err((
+                    report,
+                    format!("agent still running {secs} s after SIGTERM"),
+                ));
             }
         }
     }
-    let status = agent.0.wait().map_err(|e| (Report::new(), e.to_string()))?;
+    let status = match agent.child.0.wait() {
+        Ok(status) => status,
+        Err(e) => return Err((report, format!("waiting for the agent: {e}"))),
+    };
 
-    let outcome = spans::check(&stdout, &expected);
+    let outcome = spans::check(&agent.stdout, &expected);
     report.server_spans = outcome.server_spans;
     report.client_spans = outcome.client_spans;
     if !status.success() {
@@ -263,6 +293,31 @@ fn test(opts: &Options) -> Result<Report, Failed> {
         return Err((report, problem));
     }
     Ok(report.finish(Verdict::Pass, ""))
+}
+
+/// Runs the client to completion; returns its pid (the client spans must carry it).
+fn run_client(client_exe: &Path, opts: &Options) -> Result<u32, String> {
+    let client = Command::new(client_exe)
+        .args(["client", &opts.port.to_string(), &opts.requests.to_string()])
+        .args(opts.dup_fds.then_some("--dup"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting the client: {e}"))?;
+    let pid = client.id();
+    let out = client
+        .wait_with_output()
+        .map_err(|e| format!("waiting for the client: {e}"))?;
+    if out.status.success() {
+        Ok(pid)
+    } else {
+        Err(format!(
+            "client failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
 }
 
 /// Removes the scratch directory when the test ends.
@@ -288,9 +343,10 @@ fn prepare_dir(dir: &Path) -> Result<PathBuf, String> {
 }
 
 /// Starts `mop-vm serve PORT` and waits until it listens.
-fn start_server(me: &Path, port: u16) -> Result<Reaper, String> {
+fn start_server(me: &Path, port: u16, dup: bool) -> Result<Reaper, String> {
     let mut child = Command::new(me)
         .args(["serve", &port.to_string()])
+        .args(dup.then_some("--dup"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
@@ -316,7 +372,11 @@ fn agent_config(opts: &Options, client_exe: &Path) -> String {
 }
 
 /// Sends every line of `stream` to `tx`, then [`Line::Eof`].
-fn forward(stream: Option<impl Read + Send + 'static>, tx: &Sender<Line>, wrap: fn(String) -> Line) {
+fn forward(
+    stream: Option<impl Read + Send + 'static>,
+    tx: &Sender<Line>,
+    wrap: fn(String) -> Line,
+) {
     let tx = tx.clone();
     std::thread::spawn(move || {
         if let Some(stream) = stream {
@@ -331,17 +391,9 @@ fn forward(stream: Option<impl Read + Send + 'static>, tx: &Sender<Line>, wrap: 
     });
 }
 
-fn recv_until(rx: &Receiver<Line>, deadline: Instant) -> Option<Line> {
-    let wait = deadline.saturating_duration_since(Instant::now());
-    match rx.recv_timeout(wait) {
-        Ok(line) => Some(line),
-        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-    }
-}
-
 /// Keeps an agent log line (without colour codes) and notes the path the agent attached.
-fn note_stderr(report: &mut Report, line: String) {
-    let line = strip_ansi(&line);
+fn note_stderr(report: &mut Report, line: &str) {
+    let line = strip_ansi(line);
     if line.contains("Capture attached") {
         report.chosen = field(&line, "path").map(str::to_owned);
     }
@@ -412,7 +464,9 @@ mod tests {
         assert!(is_ready_line(
             "2026-01-01T00:00:00Z  INFO Agent ready: probes attached and first discovery pass done. processes=1"
         ));
-        assert!(!is_ready_line("2026-01-01T00:00:00Z  INFO already attached"));
+        assert!(!is_ready_line(
+            "2026-01-01T00:00:00Z  INFO already attached"
+        ));
         assert!(!is_ready_line("2026-01-01T00:00:00Z DEBUG ready"));
     }
 
@@ -420,7 +474,10 @@ mod tests {
     fn strips_colours_and_reads_fields() {
         let line =
             strip_ansi("\u{1b}[32m INFO\u{1b}[0m Capture attached. path=\"tracepoint\" programs=3");
-        assert_eq!(line, " INFO Capture attached. path=\"tracepoint\" programs=3");
+        assert_eq!(
+            line,
+            " INFO Capture attached. path=\"tracepoint\" programs=3"
+        );
         assert_eq!(field(&line, "path"), Some("tracepoint"));
         assert_eq!(field(&line, "programs"), Some("3"));
     }
@@ -439,7 +496,8 @@ mod tests {
         assert!(r.verdict == Verdict::NotAvailable);
         assert_eq!(r.detail, "no BTF trampolines");
         let mut r = Report::new();
-        r.stderr.push("mop-agent: loading the eBPF object: boom".into());
+        r.stderr
+            .push("mop-agent: loading the eBPF object: boom".into());
         assert!(classify_early_exit(r, None).verdict == Verdict::Fail);
     }
 }

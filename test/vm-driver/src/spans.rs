@@ -1,6 +1,6 @@
 //! Reading the agent's JSON spans and comparing them with the plan.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde_json::Value;
 
@@ -60,7 +60,10 @@ pub(crate) fn enough(lines: &[String], expected: &Expected) -> bool {
 
 fn count_kinds(lines: &[String]) -> (usize, usize) {
     let mut counts = (0, 0);
-    for span in lines.iter().filter_map(|l| serde_json::from_str::<Value>(l).ok()) {
+    for span in lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    {
         match span["kind"].as_str() {
             Some("server") => counts.0 += 1,
             Some("client") => counts.1 += 1,
@@ -85,12 +88,18 @@ pub(crate) fn check(lines: &[String], expected: &Expected) -> Outcome {
     for (key, want) in &expected.tally {
         let got = tally.get(key).copied().unwrap_or(0);
         if got != *want {
-            problems.push(format!("{} {} {} {}: {got} spans, want {want}", key.0, key.1, key.2, key.3));
+            problems.push(format!(
+                "{} {} {} {}: {got} spans, want {want}",
+                key.0, key.1, key.2, key.3
+            ));
         }
     }
     for (key, got) in &tally {
         if !expected.tally.contains_key(key) {
-            problems.push(format!("unexpected {got}x {} {} {} {}", key.0, key.1, key.2, key.3));
+            problems.push(format!(
+                "unexpected {got}x {} {} {} {}",
+                key.0, key.1, key.2, key.3
+            ));
         }
     }
     Outcome {
@@ -100,7 +109,7 @@ pub(crate) fn check(lines: &[String], expected: &Expected) -> Outcome {
             let more = problems.len().saturating_sub(3);
             let mut text = problems.into_iter().take(3).collect::<Vec<_>>().join("; ");
             if more > 0 {
-                text.push_str(&format!("; and {more} more"));
+                let _ = write!(text, "; and {more} more");
             }
             text
         }),
@@ -152,7 +161,11 @@ mod tests {
     use super::*;
 
     fn span(kind: &str, pid: u32, method: &str, url: &str, status: i64, port: i64) -> String {
-        let url_key = if kind == "server" { "url.path" } else { "url.full" };
+        let url_key = if kind == "server" {
+            "url.path"
+        } else {
+            "url.full"
+        };
         serde_json::json!({
             "kind": kind, "pid": pid,
             "attributes": {
@@ -191,7 +204,12 @@ mod tests {
         let mut lines = good(6);
         lines.pop();
         assert!(!enough(&lines, &expected));
-        assert!(check(&lines, &expected).problem.unwrap().contains("client POST /echo 200: 1 spans, want 2"));
+        assert!(
+            check(&lines, &expected)
+                .problem
+                .unwrap()
+                .contains("client POST /echo 200: 1 spans, want 2")
+        );
 
         let mut lines = good(6);
         lines.push(lines[0].clone());
@@ -199,10 +217,22 @@ mod tests {
 
         let mut lines = good(6);
         lines[0] = span("server", 10, "GET", "/hello", 200, 9999);
-        assert!(check(&lines, &expected).problem.unwrap().contains("server.port"));
+        assert!(
+            check(&lines, &expected)
+                .problem
+                .unwrap()
+                .contains("server.port")
+        );
 
         let mut lines = good(6);
-        lines[1] = span("client", 99, "GET", "http://127.0.0.1:8080/hello", 200, 8080);
+        lines[1] = span(
+            "client",
+            99,
+            "GET",
+            "http://127.0.0.1:8080/hello",
+            200,
+            8080,
+        );
         assert!(check(&lines, &expected).problem.unwrap().contains("pid"));
     }
 

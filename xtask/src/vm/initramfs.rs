@@ -66,7 +66,11 @@ pub(crate) fn build(contents: &Contents<'_>, scratch: &Path, out: &Path) -> anyh
         cpio.file(name.trim_start_matches('/'), 0o755, &read(&real)?);
     }
     if !libraries.is_empty() {
-        cpio.file("etc/ld.so.cache", 0o644, &read(Path::new("/etc/ld.so.cache"))?);
+        cpio.file(
+            "etc/ld.so.cache",
+            0o644,
+            &read(Path::new("/etc/ld.so.cache"))?,
+        );
     }
     cpio.file("init", 0o755, init_script(contents).as_bytes());
 
@@ -210,7 +214,7 @@ impl Cpio {
     }
 
     fn pad(&mut self) {
-        while self.out.len() % 4 != 0 {
+        while !self.out.len().is_multiple_of(4) {
             self.out.push(0);
         }
     }
@@ -234,20 +238,22 @@ mod tests {
         c.file("a/b/c.txt", 0o644, b"hello");
         c.char_device("dev/console", 0o600, 5, 1);
         let archive = c.finish();
-        assert_eq!(archive.len() % 4, 0);
+        assert!(archive.len().is_multiple_of(4));
         let dir = std::env::temp_dir().join(format!("xtask-cpio-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join("x.cpio");
         fs::write(&path, &archive).unwrap();
-        let listing = cmd::output(Command::new("sh").args([
-            "-c",
-            &format!("cpio -itv < {}", path.display()),
-        ]))
+        let listing = cmd::output(
+            Command::new("sh").args(["-c", &format!("cpio -itv < {}", path.display())]),
+        )
         .unwrap();
         fs::remove_dir_all(&dir).unwrap();
         for name in ["a\n", "a/b\n", "a/b/c.txt\n", "dev/console\n"] {
             let name = name.trim_end();
-            assert!(listing.lines().any(|l| l.ends_with(name)), "{name} in {listing}");
+            assert!(
+                listing.lines().any(|l| l.ends_with(name)),
+                "{name} in {listing}"
+            );
         }
         assert!(listing.contains("crw-------"), "{listing}");
     }

@@ -196,6 +196,12 @@ pub(crate) fn fetch(
             });
         }
     };
+    if let Ok(k) = cached(series, &record)
+        && k.package == stanza.package
+        && k.version == stanza.version
+    {
+        return Ok(k);
+    }
     let deb = cache.join("debs").join(file_name(&stanza.filename));
     let url = format!("{base}/{}", stanza.filename);
     download_verified(&url, &deb, stanza.size, &stanza.sha256)?;
@@ -325,7 +331,9 @@ fn parse_packages(text: &str) -> Vec<Stanza> {
 /// The ABI name of a generic amd64 image package (`linux-image-6.1.0-50-amd64` gives
 /// `6.1.0-50`); `None` for the cloud and rt flavours, debug symbols and unsigned builds.
 fn generic_abi(package: &str) -> Option<&str> {
-    let abi = package.strip_prefix("linux-image-")?.strip_suffix("-amd64")?;
+    let abi = package
+        .strip_prefix("linux-image-")?
+        .strip_suffix("-amd64")?;
     let flavoured = abi.split('-').any(|part| part == "cloud" || part == "rt");
     (!flavoured && abi.starts_with(|c: char| c.is_ascii_digit())).then_some(abi)
 }
@@ -362,8 +370,7 @@ pub(crate) fn compare_versions(a: &str, b: &str) -> Ordering {
     let (mut i, mut j) = (0, 0);
     while i < a.len() || j < b.len() {
         // Non-digit prefix.
-        while (i < a.len() && !a[i].is_ascii_digit()) || (j < b.len() && !b[j].is_ascii_digit())
-        {
+        while (i < a.len() && !a[i].is_ascii_digit()) || (j < b.len() && !b[j].is_ascii_digit()) {
             let ca = a.get(i).copied().filter(|c| !c.is_ascii_digit());
             let cb = b.get(j).copied().filter(|c| !c.is_ascii_digit());
             let (oa, ob) = (order(ca), order(cb));
@@ -451,7 +458,9 @@ fn unpack_vmlinuz(deb: &Path, dir: &Path) -> anyhow::Result<(String, PathBuf)> {
             if let Some(release) = m.strip_prefix("boot/vmlinuz-") {
                 return Some((m.to_owned(), release.to_owned()));
             }
-            let release = m.strip_prefix("usr/lib/modules/")?.strip_suffix("/vmlinuz")?;
+            let release = m
+                .strip_prefix("usr/lib/modules/")?
+                .strip_suffix("/vmlinuz")?;
             Some((m.to_owned(), release.to_owned()))
         })
         .with_context(|| format!("{} has no vmlinuz", deb.display()))?;
@@ -504,7 +513,10 @@ mod tests {
         let stanzas = parse_packages(text);
         assert_eq!(stanzas.len(), 5);
         let got = pick_image(SERIES[1], &stanzas).unwrap();
-        assert_eq!((got.package.as_str(), got.size), ("linux-image-6.1.0-50-amd64", 2));
+        assert_eq!(
+            (got.package.as_str(), got.size),
+            ("linux-image-6.1.0-50-amd64", 2)
+        );
         let got = pick_image(SERIES[2], &stanzas).unwrap();
         assert_eq!(got.filename, "e");
         assert!(pick_image(SERIES[0], &stanzas).is_none());

@@ -43,7 +43,15 @@ pub(crate) fn boot(
 ) -> anyhow::Result<Boot> {
     let mut command = Command::new("qemu-system-x86_64");
     command
-        .args(["-m", "1G", "-smp", "2", "-nographic", "-no-reboot", "-nodefaults"])
+        .args([
+            "-m",
+            "1G",
+            "-smp",
+            "2",
+            "-nographic",
+            "-no-reboot",
+            "-nodefaults",
+        ])
         .args(["-serial", "stdio"])
         .args(if kvm {
             ["-accel", "kvm", "-cpu", "host"]
@@ -66,8 +74,14 @@ pub(crate) fn boot(
 
     let (tx, rx) = mpsc::channel();
     for stream in [
-        child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
     ]
     .into_iter()
     .flatten()
