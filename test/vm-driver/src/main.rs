@@ -5,10 +5,10 @@
 //! mop-vm serve PORT [--dup]     HTTP/1.1 server on 127.0.0.1:PORT (keep-alive)
 //! mop-vm client PORT N [--dup]  N keep-alive requests of the plan; checks every response
 //! mop-vm run [--agent PATH] [--path auto|fentry|kprobe|tracepoint] [--port P]
-//!            [--requests N] [--ready-timeout SECONDS] [--dup-fds]
+//!            [--requests N] [--ready-timeout SECONDS] [--dup-fds] [--verbose]
 //! ```
 //!
-//! `--dup` writes through a `dup` of the socket's file descriptor (Rust's
+//! `--verbose` shows the agent's log on a pass too. `--dup` writes through a `dup` of the socket's file descriptor (Rust's
 //! `TcpStream::try_clone`) and reads through the original.
 //!
 //! `run` exits 0 on pass, 1 on fail, 2 when the agent does not implement the path yet and 3
@@ -22,7 +22,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 const USAGE: &str = "usage: mop-vm serve PORT [--dup] | client PORT N [--dup] | run \
                      [--agent PATH] [--path auto|fentry|kprobe|tracepoint] [--port PORT] \
-                     [--requests N] [--ready-timeout SECONDS] [--dup-fds]";
+                     [--requests N] [--ready-timeout SECONDS] [--dup-fds] [--verbose]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -60,10 +60,15 @@ fn run_options(mut rest: &[&str]) -> Result<run::Options, String> {
         requests: 12,
         ready_timeout: Duration::from_mins(2),
         dup_fds: false,
+        verbose: false,
     };
     loop {
-        if let ["--dup-fds", tail @ ..] = rest {
-            opts.dup_fds = true;
+        if let [flag @ ("--dup-fds" | "--verbose"), tail @ ..] = rest {
+            if *flag == "--verbose" {
+                opts.verbose = true;
+            } else {
+                opts.dup_fds = true;
+            }
             rest = tail;
             continue;
         }

@@ -29,6 +29,8 @@ pub(crate) struct Options {
     pub(crate) ready_timeout: Duration,
     /// Server and client write through a `dup` of the socket (see `http::writer_for`).
     pub(crate) dup_fds: bool,
+    /// Show the agent's log on a pass too.
+    pub(crate) verbose: bool,
 }
 
 /// The outcome of one run; the exit code of `mop-vm run`.
@@ -61,6 +63,8 @@ const SPAN_TIMEOUT: Duration = Duration::from_secs(20);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Agent stderr lines shown on a failure (the last ones).
 const STDERR_TAIL: usize = 60;
+/// Span lines shown on a failure (the first ones).
+const SPANS_SHOWN: usize = 80;
 
 /// A line from one of the agent's output streams.
 enum Line {
@@ -78,6 +82,8 @@ struct Report {
     client_spans: usize,
     detail: String,
     stderr: Vec<String>,
+    /// The span lines, shown on a failure.
+    spans: Vec<String>,
 }
 
 impl Report {
@@ -89,6 +95,7 @@ impl Report {
             client_spans: 0,
             detail: String::new(),
             stderr: Vec::new(),
+            spans: Vec::new(),
         }
     }
 
@@ -121,14 +128,30 @@ pub(crate) fn run(opts: &Options) -> Verdict {
         .filter(|c| *c != opts.path)
         .map(|c| format!(" chosen={c}"))
         .unwrap_or_default();
-    if report.verdict != Verdict::Pass {
+    if report.verdict != Verdict::Pass || opts.verbose {
         for line in &report.stderr[report.stderr.len().saturating_sub(STDERR_TAIL)..] {
             println!("mop-vm: agent: {line}");
         }
     }
+    if report.verdict == Verdict::Fail {
+        for line in report.spans.iter().take(SPANS_SHOWN) {
+            println!("mop-vm: span: {}", spans::brief(line));
+        }
+    }
+    // The agent's own totals from its last log line (`Stopped. events=N lost=N spans=N`).
+    let stopped = report
+        .stderr
+        .iter()
+        .rev()
+        .find(|l| l.contains("Stopped."))
+        .map(|l| {
+            let get = |k| field(l, k).unwrap_or("?");
+            format!(" agent_events={} agent_lost={}", get("events"), get("lost"))
+        })
+        .unwrap_or_default();
     println!(
-        "mop-vm: path={}{chosen} kernel={kernel} expected={} server_spans={} client_spans={} \
-         seconds={:.1} result={} detail={}",
+        "mop-vm: path={}{chosen} kernel={kernel} expected={} server_spans={} client_spans={}\
+         {stopped} seconds={:.1} result={} detail={}",
         opts.path,
         opts.requests,
         report.server_spans,
@@ -206,6 +229,10 @@ impl Agent {
     }
 }
 
+#[expect(
+    clippy::result_large_err,
+    reason = "called once per run; the report travels with the error"
+)]
 fn test(opts: &Options) -> Result<Report, Failed> {
     let mut report = Report::new();
     let fail = |e: String| (Report::new(), e);
@@ -284,6 +311,7 @@ fn test(opts: &Options) -> Result<Report, Failed> {
     };
 
     let outcome = spans::check(&agent.stdout, &expected);
+    report.spans = std::mem::take(&mut agent.stdout);
     report.server_spans = outcome.server_spans;
     report.client_spans = outcome.client_spans;
     if !status.success() {

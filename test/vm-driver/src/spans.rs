@@ -116,6 +116,27 @@ pub(crate) fn check(lines: &[String], expected: &Expected) -> Outcome {
     }
 }
 
+/// A span line in a few words for a failure report: kind, pid, method, URL, status, times.
+pub(crate) fn brief(line: &str) -> String {
+    let Ok(span) = serde_json::from_str::<Value>(line) else {
+        return line.to_owned();
+    };
+    let attrs = &span["attributes"];
+    let url = attrs["url.path"].as_str().or(attrs["url.full"].as_str());
+    format!(
+        "{} pid={} {} {} status={} start={} end={} trace={} parent={}",
+        span["kind"].as_str().unwrap_or("?"),
+        span["pid"],
+        attrs["http.request.method"].as_str().unwrap_or("?"),
+        url.unwrap_or("?"),
+        attrs["http.response.status_code"],
+        span["start_unix_nano"],
+        span["end_unix_nano"],
+        span["trace_id"].as_str().unwrap_or(""),
+        span["parent_span_id"].as_str().unwrap_or(""),
+    )
+}
+
 /// One span line as its key, after checking its port and pid.
 fn parse(line: &str, expected: &Expected) -> Result<Key, String> {
     let span: Value =

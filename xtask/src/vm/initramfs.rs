@@ -28,6 +28,10 @@ pub(crate) struct Contents<'a> {
     pub(crate) requests: usize,
     /// Seconds the agent may take to log `ready` in the guest.
     pub(crate) ready_timeout: u64,
+    /// Server and client write through a `dup` of their socket (`mop-vm run --dup-fds`).
+    pub(crate) dup_fds: bool,
+    /// Relay the agent's log on a pass too (`mop-vm run --verbose`).
+    pub(crate) verbose: bool,
 }
 
 /// Builds the archive at `out`; `scratch` holds the stripped binaries.
@@ -132,14 +136,20 @@ fn init_script(c: &Contents<'_>) -> String {
          echo \"init: kernel $(uname -r), $(nproc) cpus\"\n\
          failed=0\n",
     );
+    let mut flags = String::new();
+    for (on, flag) in [(c.dup_fds, " --dup-fds"), (c.verbose, " --verbose")] {
+        if on {
+            flags.push_str(flag);
+        }
+    }
     for path in c.paths {
         // Exit codes of `mop-vm run`: 0 pass, 1 fail, 2 path missing from the agent, 3 path
         // not available on this kernel; anything else (a crash) is a failure too.
         let _ = write!(
             s,
-            "mop-vm run --agent /bin/mop-agent --path {path} --requests {} --ready-timeout {}\n\
+            "mop-vm run --agent /bin/mop-agent --path {path} --requests {} --ready-timeout {}{flags}\n\
              case $? in 0|2|3) ;; *) failed=1 ;; esac\n",
-            c.requests, c.ready_timeout
+            c.requests, c.ready_timeout,
         );
     }
     s.push_str(
@@ -266,9 +276,12 @@ mod tests {
             paths: &["tracepoint", "kprobe"],
             requests: 12,
             ready_timeout: 60,
+            dup_fds: false,
+            verbose: true,
         });
         assert!(script.contains("--path tracepoint --requests 12 --ready-timeout 60"));
         assert!(script.contains("--path kprobe"));
+        assert!(script.contains(" --verbose\ncase $?"));
         assert!(script.ends_with("poweroff -f\n"));
     }
 }

@@ -90,6 +90,19 @@ pub(crate) struct Options {
     /// Seconds one guest may run before it counts as hung (a guest takes 10-15 s here).
     #[arg(long, default_value_t = 180)]
     pub(crate) timeout: u64,
+    /// Server and client write through a `dup` of their socket and read through the original
+    /// (as Rust programs using `TcpStream::try_clone` do).
+    #[arg(long)]
+    pub(crate) dup_fds: bool,
+    /// Show the agent's log for passing runs too.
+    #[arg(long)]
+    pub(crate) verbose: bool,
+    /// Virtual CPUs of each guest.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) cpus: u32,
+    /// Extra kernel command-line arguments (e.g. `preempt=full`).
+    #[arg(long, default_value = "")]
+    pub(crate) append: String,
     /// Run guests under KVM instead of emulating the CPU (needs a working /dev/kvm).
     #[arg(long)]
     pub(crate) kvm: bool,
@@ -227,6 +240,8 @@ pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
             paths: &paths,
             requests: opts.requests,
             ready_timeout,
+            dup_fds: opts.dup_fds,
+            verbose: opts.verbose,
         },
         &work.join("bin"),
         &initrd,
@@ -250,6 +265,8 @@ pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
             &log,
             Duration::from_secs(opts.timeout),
             opts.kvm,
+            opts.cpus,
+            &opts.append,
         )?;
         rows.push(Row {
             cells: cells(&boot.lines),

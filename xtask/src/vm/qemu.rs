@@ -2,9 +2,9 @@
 
 use std::{
     fs::File,
-    io::{BufRead, BufReader, Write as _},
+    io::{BufRead, BufReader, Read, Write as _},
     path::Path,
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
@@ -40,29 +40,25 @@ pub(crate) fn boot(
     log: &Path,
     timeout: Duration,
     kvm: bool,
+    cpus: u32,
+    append: &str,
 ) -> anyhow::Result<Boot> {
     let mut command = Command::new("qemu-system-x86_64");
     command
-        .args([
-            "-m",
-            "1G",
-            "-smp",
-            "2",
-            "-nographic",
-            "-no-reboot",
-            "-nodefaults",
-        ])
+        .args(["-m", "1G", "-smp", &cpus.to_string()])
+        .args(["-nographic", "-no-reboot", "-nodefaults"])
         .args(["-serial", "stdio"])
         .args(if kvm {
             ["-accel", "kvm", "-cpu", "host"]
         } else {
-            ["-accel", "tcg", "-cpu", "max"]
+            ["-accel", "tcg,thread=single", "-cpu", "max"]
         })
         .arg("-kernel")
         .arg(vmlinuz)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .arg("-append")
+        .arg(format!("console=ttyS0 panic=-1 quiet {append}").trim_end())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -72,34 +68,7 @@ pub(crate) fn boot(
         .context("starting qemu-system-x86_64 (install qemu-system-x86: cargo xtask setup)")?;
     let mut log_file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
 
-    let (tx, rx) = mpsc::channel();
-    for stream in [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stream);
-            let mut buf = Vec::new();
-            while reader.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
-                let line = String::from_utf8_lossy(&buf).trim_end().replace('\r', "");
-                if tx.send(line).is_err() {
-                    return;
-                }
-                buf.clear();
-            }
-        });
-    }
-    drop(tx);
+    let rx = console_lines(&mut child);
 
     let deadline = started + timeout;
     let mut lines = Vec::new();
@@ -152,4 +121,29 @@ pub(crate) fn boot(
         end,
         elapsed: started.elapsed(),
     })
+}
+
+/// The lines qemu prints (the guest's serial console, then qemu's own errors), read by one
+/// thread per stream.
+fn console_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    let streams: [Option<Box<dyn Read + Send>>; 2] = [
+        child.stdout.take().map(|s| Box::new(s) as _),
+        child.stderr.take().map(|s| Box::new(s) as _),
+    ];
+    for stream in streams.into_iter().flatten() {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stream);
+            let mut buf = Vec::new();
+            while reader.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+                let line = String::from_utf8_lossy(&buf).trim_end().replace('\r', "");
+                if tx.send(line).is_err() {
+                    return;
+                }
+                buf.clear();
+            }
+        });
+    }
+    rx
 }
