@@ -7,6 +7,7 @@ mod manifests;
 mod run;
 mod setup;
 mod test;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +34,9 @@ enum Command {
     Image(image::Options),
     /// Measure the agent (`overhead`: nginx under load with and without it).
     Bench(bench::Options),
+    /// Boot Debian kernels (5.10, 6.1, 6.12, 7.x) under qemu and run the agent's end-to-end
+    /// HTTP/1 test in each, for each capture path; prints a kernel x path matrix.
+    VmTest(vm::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,5 +47,6 @@ fn main() -> anyhow::Result<()> {
         Command::Manifests(opts) => manifests::run(&opts),
         Command::Image(opts) => image::run(&opts),
         Command::Bench(opts) => bench::run(&opts),
+        Command::VmTest(opts) => vm::run(&opts),
     }
 }
