@@ -17,8 +17,8 @@ use mop_common::{
 };
 
 use crate::{
-    emit::{DataSyscall, emit_conn_event, emit_data},
-    maps::{MOP_CONFIG, MOP_CONNS, MOP_INFLIGHT, MOP_PIDS, MOP_SYSCALL_OPS, bump, next_conn_id},
+    emit::{DataSyscall, emit_conn_event, emit_data, emit_exec},
+    maps::{MOP_CONFIG, MOP_CONNS, MOP_INFLIGHT, MOP_PIDS, MOP_SYSCALL_OPS, bump},
     sock::{FdKind, classify_fd},
 };
 
@@ -156,8 +156,8 @@ fn track(key: &ConnKey, role: u32, cfg: &KernelConfig) -> Option<ConnInfo> {
         }
     };
     let info = match kind {
-        FdKind::Tcp(addrs) => ConnInfo {
-            conn_id: next_conn_id(),
+        FdKind::Tcp(sk, addrs) => ConnInfo {
+            conn_id: sk,
             addrs,
             kind: CONN_TCP,
             role,
@@ -276,7 +276,7 @@ fn on_close(pid_tgid: u64, fd: i32, now: u64, cfg: &KernelConfig) {
 }
 
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
-pub(crate) fn mop_sched_exec(_ctx: RawTracePointContext) -> i32 {
+pub(crate) fn mop_sched_exec(ctx: RawTracePointContext) -> i32 {
     let cfg = MOP_CONFIG.load();
     if cfg.flags & FLAG_WATCH_EXEC == 0 {
         return 0;
@@ -285,17 +285,19 @@ pub(crate) fn mop_sched_exec(_ctx: RawTracePointContext) -> i32 {
     let pid = (pid_tgid >> 32) as u32;
     // A new program: capture it until discovery decides, even if its old image was selected.
     let _ = MOP_PIDS.insert(&pid, &PID_PENDING, 0);
+    // TP_PROTO(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+    let bprm: *const u8 = ctx.arg(2);
+    // SAFETY: bpf_probe_read_kernel checks the address.
+    let filename: *const u8 = unsafe {
+        bpf_probe_read_kernel(
+            bprm.wrapping_add(cfg.offsets.binprm_filename as usize)
+                .cast::<*const u8>(),
+        )
+    }
+    .unwrap_or(core::ptr::null());
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let none = ConnInfo {
-        conn_id: 0,
-        addrs: mop_common::ConnAddrs::default(),
-        kind: 0,
-        role: ROLE_UNKNOWN,
-        proto: PROTO_UNKNOWN,
-        flags: 0,
-    };
-    emit_conn_event(EventKind::ProcExec, &none, pid_tgid, -1, now, now, &cfg);
+    emit_exec(pid_tgid, filename, now);
     0
 }
 

@@ -8,11 +8,14 @@ use std::{collections::HashMap, net::SocketAddr};
 
 use mop_common::EventKind;
 use mop_protocol::{
-    HttpExchange,
+    Direction, HttpExchange, Segment,
     http1::{self, Http1Connection, Http1Limits},
 };
 
-use super::event::{RawEvent, socket_addrs};
+use super::{
+    event::{RawEvent, socket_addrs},
+    stream::{Alignment, StreamPosition, trim_front},
+};
 
 /// Data records of a connection inspected before it is declared a protocol mop does not parse.
 ///
@@ -55,6 +58,8 @@ struct Connection {
     /// Plaintext from the TLS library has been seen: socket bytes (ciphertext) are ignored
     /// from now on, and the protocol was decided on the plaintext.
     tls: bool,
+    /// Stream positions of the ingress and egress directions.
+    positions: [StreamPosition; 2],
 }
 
 /// Key of a tracked connection: the kernel's connection id is unique per boot, the pid keeps
@@ -72,6 +77,8 @@ pub struct TrackerStats {
     pub http1_errors: u64,
     /// Connections evicted because the table was full.
     pub evicted: u64,
+    /// Data records the kernel never reported (seen as gaps in a stream).
+    pub stream_gaps: u64,
 }
 
 /// The connection table.
@@ -156,10 +163,32 @@ impl ConnTracker {
         if let Protocol::Undecided(seen) = conn.protocol {
             conn.protocol = sniff(ev.head, seen, self.http1_limits);
         }
+        let dir = ev.direction();
+        let mut segment = ev.segment();
+        if let Some(end) = ev.stream_seq() {
+            let position = &mut conn.positions[usize::from(dir == Direction::Egress)];
+            match position.place(end, ev.header.total_len) {
+                Alignment::InOrder => {}
+                Alignment::Duplicate => return,
+                Alignment::Overlap(n) => segment = trim_front(&segment, n),
+                Alignment::Gap(n) => {
+                    self.stats.stream_gaps += 1;
+                    if let Protocol::Http1(parser) = &mut conn.protocol {
+                        let lost = Segment {
+                            head: &[],
+                            gap: n,
+                            tail: &[],
+                            ..segment
+                        };
+                        parser.feed(dir, &lost, &mut self.scratch);
+                    }
+                }
+            }
+        }
         let Protocol::Http1(parser) = &mut conn.protocol else {
             return;
         };
-        parser.feed(ev.direction(), &ev.segment(), &mut self.scratch);
+        parser.feed(dir, &segment, &mut self.scratch);
         self.stats.http1_errors += parser.take_stats().errors_total();
         if parser.is_tunnel() {
             conn.protocol = Protocol::Opaque;
@@ -205,6 +234,7 @@ impl ConnTracker {
                 protocol: Protocol::Undecided(0),
                 last_seen_ns: ev.header.exit_ns,
                 tls: false,
+                positions: [StreamPosition::default(); 2],
             },
         );
     }
@@ -297,5 +327,103 @@ mod tests {
             sniff(b"\x00\x01", SNIFF_SEGMENTS - 1, limits),
             Protocol::Opaque
         ));
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use mop_common::{
+        DataEventHeader, EVENT_HEADER_LEN,
+        event::{DIR_EGRESS, DIR_INGRESS, FLAG_STREAM_SEQ},
+    };
+
+    use super::*;
+
+    /// A data record of `bytes` in `dir`, ending at stream position `end`.
+    fn record(dir: u32, bytes: &[u8], end: u32, t: u64) -> Vec<u8> {
+        // SAFETY: all-zero is a valid header.
+        let mut h: DataEventHeader = unsafe { std::mem::zeroed() };
+        h.kind = EventKind::Data as u32;
+        h.direction = dir;
+        h.pid = 7;
+        h.conn_id = 1;
+        h.enter_ns = t;
+        h.exit_ns = t + 1;
+        h.captured_len = bytes.len() as u32;
+        h.total_len = bytes.len() as u64;
+        h.flags = FLAG_STREAM_SEQ;
+        h.seq_end = end;
+        let mut out = vec![0u8; EVENT_HEADER_LEN];
+        // SAFETY: the buffer holds a header.
+        unsafe { std::ptr::write_unaligned(out.as_mut_ptr().cast::<DataEventHeader>(), h) };
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    fn feed(t: &mut ConnTracker, rec: &[u8], out: &mut Vec<ConnExchange>) {
+        let ev = RawEvent::decode(rec).unwrap();
+        t.on_event(&ev, &mut |x| out.push(x));
+    }
+
+    #[test]
+    fn a_lost_request_does_not_shift_the_responses() {
+        let mut t = ConnTracker::new(16, Http1Limits::default());
+        let mut out = Vec::new();
+        let (r1, r2, r3) = (
+            b"GET /1 HTTP/1.1\r\n\r\n",
+            b"GET /2 HTTP/1.1\r\n\r\n",
+            b"GET /3 HTTP/1.1\r\n\r\n",
+        );
+        let resp = |code: &str| format!("HTTP/1.1 {code} OK\r\nContent-Length: 0\r\n\r\n");
+        let mut rin = 0u32;
+        let mut rout = 0u32;
+        rin += r1.len() as u32;
+        feed(&mut t, &record(DIR_INGRESS, r1, rin, 10), &mut out);
+        rout += resp("201").len() as u32;
+        feed(
+            &mut t,
+            &record(DIR_EGRESS, resp("201").as_bytes(), rout, 20),
+            &mut out,
+        );
+        // Request 2 and its response are never reported (the kernel skipped the program).
+        rin += r2.len() as u32;
+        rout += resp("202").len() as u32;
+        rin += r3.len() as u32;
+        feed(&mut t, &record(DIR_INGRESS, r3, rin, 50), &mut out);
+        rout += resp("203").len() as u32;
+        feed(
+            &mut t,
+            &record(DIR_EGRESS, resp("203").as_bytes(), rout, 60),
+            &mut out,
+        );
+        let seen: Vec<(String, Option<u16>)> = out
+            .iter()
+            .map(|x| (x.exchange.target.clone(), x.exchange.status))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![("/1".to_owned(), Some(201)), ("/3".to_owned(), Some(203))]
+        );
+        assert_eq!(t.take_stats().stream_gaps, 2);
+    }
+
+    #[test]
+    fn bytes_reported_twice_are_parsed_once() {
+        let mut t = ConnTracker::new(16, Http1Limits::default());
+        let mut out = Vec::new();
+        let req = b"GET /peek HTTP/1.1\r\n\r\n";
+        let end = req.len() as u32;
+        // A MSG_PEEK read does not move the stream; the real read returns the same bytes.
+        feed(&mut t, &record(DIR_INGRESS, req, end, 10), &mut out);
+        feed(&mut t, &record(DIR_INGRESS, req, end, 11), &mut out);
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        feed(
+            &mut t,
+            &record(DIR_EGRESS, resp, resp.len() as u32, 20),
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].exchange.target, "/peek");
+        assert_eq!(t.take_stats().stream_gaps, 0);
     }
 }
