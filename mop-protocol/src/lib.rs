@@ -7,6 +7,7 @@
 
 pub mod exchange;
 pub mod http1;
+pub mod http2;
 pub mod segment;
 
 pub use exchange::{HttpExchange, HttpVersion, Role, TraceHeaders};

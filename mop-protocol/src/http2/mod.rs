@@ -1,0 +1,3 @@
+//! HTTP/2 and gRPC.
+
+pub mod hpack;
