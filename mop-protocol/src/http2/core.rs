@@ -247,7 +247,8 @@ impl Core {
             s.x.response_start_ns = b.start.enter;
             s.x.response_head_truncated |= !f.complete();
             s.content_length[1] = f.number(Slot::ContentLength);
-            if s.x.content_type.is_none() {
+            if s.x.content_type.is_none() && s.x.request_head_truncated {
+                // The request's was lost: the response's still tells gRPC apart.
                 s.x.content_type = f.string(Slot::ContentType);
             }
         }

@@ -191,7 +191,8 @@ mod tests {
         let two: Vec<u8> = settings.iter().chain(&data).copied().collect();
         assert!(frames_tile(&seg(&two, 0, &[]), DEFAULT_MAX_FRAME));
         // A frame running past the end continues in the next segment.
-        assert!(frames_tile(&seg(&two[..12], 0, &[]), DEFAULT_MAX_FRAME));
+        assert!(frames_tile(&seg(&two[..20], 0, &[]), DEFAULT_MAX_FRAME));
+        assert!(!frames_tile(&seg(&two[..12], 0, &[]), DEFAULT_MAX_FRAME));
         // A header cut by the end, or in uncaptured bytes, does not count.
         assert!(!frames_tile(&seg(&two[..5], 0, &[]), DEFAULT_MAX_FRAME));
         assert!(!frames_tile(&seg(&two[..5], 8, &[]), DEFAULT_MAX_FRAME));

@@ -183,6 +183,12 @@ impl Reader {
                 State::UpgradeHead { matched, seen } => {
                     let mut used = 0;
                     for &b in data {
+                        if *seen < 7 && b != b"HTTP/1."[*seen as usize] {
+                            // The head began in bytes fed before: where the frames start is
+                            // unknown.
+                            self.lose(ts, core, out, true);
+                            return;
+                        }
                         used += 1;
                         *seen += 1;
                         *matched = match (*matched, b) {

@@ -1,0 +1,8 @@
+//! HTTP/2 and gRPC parser tests on recorded traffic, split every way, cut by the capture window,
+//! joined late, and broken on purpose.
+
+mod capture;
+mod fixtures;
+mod hostile;
+mod splits;
+mod support;
