@@ -130,7 +130,9 @@ impl Tracker {
         };
         let dir = self.side.dir(p.c2s);
         if self.h1.is_none() && self.h2.is_none() {
-            if !p.c2s || looks_like_preface(p.head) || p.head.starts_with(b"PR") {
+            // A real tracker sees whole syscalls; pieces of one byte need the prefix test.
+            let preface = mop_protocol::http2::PREFACE;
+            if !p.c2s || looks_like_preface(p.head) || preface.starts_with(p.head) {
                 self.h2 = Some(Http2Connection::new(self.limits));
             } else {
                 self.h1 = Some(Http1Connection::default());
@@ -244,3 +246,78 @@ pub(crate) fn timed(mut x: HttpExchange, req: (usize, usize), resp: (usize, usiz
 }
 
 pub(crate) const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/// Every exchange in `got` agrees with the one for its stream in `want` wherever it claims to
+/// know something: unknown is allowed (`None`, empty, or flagged), a different value is not.
+/// Returns how many exchanges were fully known.
+pub(crate) fn assert_never_wrong(got: &[HttpExchange], want: &[HttpExchange], what: &str) -> usize {
+    let mut exact = 0;
+    for g in got {
+        let w = want
+            .iter()
+            .find(|w| w.stream_id == g.stream_id)
+            .unwrap_or_else(|| panic!("{what}: stream {} was never sent", g.stream_id));
+        let ctx = format!("{what}: stream {}: {g:#?}", g.stream_id);
+        assert_eq!((g.role, g.version), (w.role, w.version), "{ctx}");
+        let same_or = |a: &str, b: &str| a == b || (a.is_empty() && g.request_head_truncated);
+        assert!(same_or(&g.method, &w.method), "method {ctx}");
+        assert!(same_or(&g.target, &w.target), "target {ctx}");
+        let opt = |a: &Option<String>, b: &Option<String>| a.is_none() || a == b;
+        assert!(opt(&g.host, &w.host), "host {ctx}");
+        assert!(opt(&g.content_type, &w.content_type), "content-type {ctx}");
+        let t = (&g.trace_headers, &w.trace_headers);
+        assert!(opt(&t.0.traceparent, &t.1.traceparent), "traceparent {ctx}");
+        assert!(g.status.is_none() || g.status == w.status, "status {ctx}");
+        assert!(g.grpc_status.is_none() || g.grpc_status == w.grpc_status, "grpc {ctx}");
+        assert!(
+            g.request_body_size == w.request_body_size
+                || (g.request_body_size == 0 && g.request_body_size_unknown),
+            "request body {ctx}"
+        );
+        assert!(
+            g.response_body_size == w.response_body_size
+                || g.response_body_size_unknown
+                || g.status.is_none()
+                || g.response_head_truncated,
+            "response body {ctx}"
+        );
+        if *g == *w {
+            exact += 1;
+        }
+    }
+    exact
+}
+
+/// A frame.
+pub(crate) fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = len.to_be_bytes()[1..].to_vec();
+    f.push(kind);
+    f.push(flags);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// HPACK: a literal with incremental indexing and a new name, raw strings (short ones).
+pub(crate) fn lit(name: &str, value: &str) -> Vec<u8> {
+    let mut b = vec![0x40, name.len() as u8];
+    b.extend_from_slice(name.as_bytes());
+    b.push(value.len() as u8);
+    b.extend_from_slice(value.as_bytes());
+    b
+}
+
+/// HPACK: a literal with incremental indexing naming static entry `idx` (< 63).
+pub(crate) fn lit_named(idx: u8, value: &str) -> Vec<u8> {
+    let mut b = vec![0x40 | idx, value.len() as u8];
+    b.extend_from_slice(value.as_bytes());
+    b
+}
+
+/// The client preface followed by an empty SETTINGS frame.
+pub(crate) fn preface() -> Vec<u8> {
+    let mut b = mop_protocol::http2::PREFACE.to_vec();
+    b.extend(frame(4, 0, 0, &[]));
+    b
+}
