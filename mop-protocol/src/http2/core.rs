@@ -55,6 +55,9 @@ pub(crate) struct Core {
     pub(crate) stats: Http2Stats,
     /// The direction that sends requests, once known.
     pub(crate) client: Option<Direction>,
+    /// The client preface was seen (in direction `client`): the connection is seen from its
+    /// start.
+    pub(crate) preface_seen: bool,
     /// HPACK decoders, by the direction of the blocks they decode.
     hpack: [Decoder; 2],
     /// Kept fields of the block being decoded, by direction.
@@ -84,6 +87,7 @@ impl Core {
             limits,
             stats: Http2Stats::default(),
             client: None,
+            preface_seen: false,
             hpack: [dec(), dec()],
             fields: [fields(), fields()],
             streams: Vec::new(),
@@ -119,6 +123,7 @@ impl Core {
         if self.client.is_none() {
             self.client = Some(dir);
         }
+        self.preface_seen = true;
         self.fresh_start(dir);
     }
 
@@ -247,10 +252,6 @@ impl Core {
             s.x.response_start_ns = b.start.enter;
             s.x.response_head_truncated |= !f.complete();
             s.content_length[1] = f.number(Slot::ContentLength);
-            if s.x.content_type.is_none() && s.x.request_head_truncated {
-                // The request's was lost: the response's still tells gRPC apart.
-                s.x.content_type = f.string(Slot::ContentType);
-            }
         }
         if s.x.grpc_status.is_none() {
             s.x.grpc_status = f

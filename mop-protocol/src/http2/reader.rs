@@ -139,7 +139,7 @@ impl Reader {
             self.state = State::Preface(0);
             return;
         }
-        if core.client == Some(self.dir.reverse()) {
+        if core.preface_seen && core.client == Some(self.dir.reverse()) {
             // The client's preface was seen: these are the server's first bytes.
             core.fresh_start(self.dir);
             self.state = header();

@@ -186,6 +186,21 @@ pub(crate) fn run_pieces<'a>(
     t.close()
 }
 
+/// Feeds pieces straight to an [`Http2Connection`] (a connection known to be HTTP/2, e.g.
+/// joined late), closes.
+pub(crate) fn run_h2_pieces<'a>(
+    side: Side,
+    limits: Http2Limits,
+    pieces: impl IntoIterator<Item = Piece<'a>>,
+) -> (Vec<HttpExchange>, Http2Stats) {
+    let mut t = Tracker::new(side, limits);
+    t.h2 = Some(Http2Connection::new(limits));
+    for p in pieces {
+        t.feed(&p);
+    }
+    t.close()
+}
+
 /// Feeds every recorded segment whole.
 pub(crate) fn run(side: Side, rec: &Recorded) -> (Vec<HttpExchange>, Http2Stats) {
     run_pieces(
