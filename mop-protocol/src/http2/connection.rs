@@ -48,7 +48,7 @@ impl Default for Http2Limits {
 /// The HTTP/2 (and gRPC) parser of one TCP connection.
 ///
 /// Feed it every captured segment of the connection, in order, with [`Http2Connection::feed`];
-/// it pushes an [`HttpExchange`] when a stream's response ends (END_STREAM), when a stream is
+/// it pushes an [`HttpExchange`] when a stream's response ends (`END_STREAM`), when a stream is
 /// reset, or when a GOAWAY abandons it. Call [`Http2Connection::on_close`] when the connection
 /// closes: it emits the streams still open, with what is known.
 ///

@@ -17,9 +17,9 @@ use crate::segment::Direction;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct BlockInfo {
     pub(crate) stream: u32,
-    /// A PUSH_PROMISE block: decoded for the table, otherwise ignored.
+    /// A `PUSH_PROMISE` block: decoded for the table, otherwise ignored.
     pub(crate) push: bool,
-    /// The HEADERS frame had END_STREAM.
+    /// The HEADERS frame had `END_STREAM`.
     pub(crate) end_stream: bool,
     /// The segment that carried the HEADERS frame's first byte.
     pub(crate) start: Ts,
@@ -194,7 +194,7 @@ impl Core {
         }
     }
 
-    /// The header block ended (END_HEADERS, or cut short).
+    /// The header block ended (`END_HEADERS`, or cut short).
     pub(crate) fn block_end(
         &mut self,
         dir: Direction,
@@ -284,7 +284,7 @@ impl Core {
             }
         };
         if !request {
-            if b.stream % 2 == 0 {
+            if b.stream.is_multiple_of(2) {
                 // The response on a pushed stream.
                 self.stats.untracked_frames += 1;
             } else {
@@ -292,7 +292,7 @@ impl Core {
             }
             return;
         }
-        if b.stream % 2 == 0 || b.stream <= self.max_request_id {
+        if b.stream.is_multiple_of(2) || b.stream <= self.max_request_id {
             // Not a new client stream: trailers of a stream already done, or broken.
             self.stats.untracked_frames += 1;
             return;
@@ -374,10 +374,16 @@ impl Core {
         let (body, unknown) = if request {
             s.x.request_end_ns = ts.exit;
             s.req_ended |= end_stream;
-            (&mut s.x.request_body_size, &mut s.x.request_body_size_unknown)
+            (
+                &mut s.x.request_body_size,
+                &mut s.x.request_body_size_unknown,
+            )
         } else {
             s.x.response_end_ns = ts.exit;
-            (&mut s.x.response_body_size, &mut s.x.response_body_size_unknown)
+            (
+                &mut s.x.response_body_size,
+                &mut s.x.response_body_size_unknown,
+            )
         };
         match size {
             Some(n) => *body += n,
@@ -405,11 +411,10 @@ impl Core {
         s.x.reset_code = Some(code);
         s.x.response_end_ns = ts.exit;
         let by_server = s.req_dir != dir;
-        let is_grpc = s
-            .x
-            .content_type
-            .as_deref()
-            .is_some_and(grpc::is_grpc_content_type);
+        let is_grpc =
+            s.x.content_type
+                .as_deref()
+                .is_some_and(grpc::is_grpc_content_type);
         if by_server && is_grpc && s.x.grpc_status.is_none() {
             s.x.grpc_status = grpc::status_from_server_reset(code);
         }
@@ -417,7 +422,13 @@ impl Core {
     }
 
     /// `dir`'s sender will process no stream of its peer above `last`.
-    pub(crate) fn goaway(&mut self, dir: Direction, last: u32, ts: Ts, out: &mut Vec<HttpExchange>) {
+    pub(crate) fn goaway(
+        &mut self,
+        dir: Direction,
+        last: u32,
+        ts: Ts,
+        out: &mut Vec<HttpExchange>,
+    ) {
         let peer = dir.reverse();
         while let Some(at) = self
             .streams

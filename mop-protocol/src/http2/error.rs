@@ -247,6 +247,9 @@ mod tests {
         assert_eq!(b.count(ParseError::HeaderBlockTooLarge), 2);
         assert_eq!(b.errors_total(), 4);
         assert_eq!((b.exchanges, b.resets), (4, 2));
-        assert_eq!(ParseError::LostSync.to_string(), "frame header in uncaptured bytes");
+        assert_eq!(
+            ParseError::LostSync.to_string(),
+            "frame header in uncaptured bytes"
+        );
     }
 }

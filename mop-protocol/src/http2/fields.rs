@@ -180,7 +180,10 @@ mod tests {
         assert_eq!(f.number(Slot::GrpcStatus), None);
         assert_eq!(f.get(Slot::Authority), None);
         f.error(HpackError::Truncated);
-        assert_eq!(f.take_errors().collect::<Vec<_>>(), [(HpackError::Truncated, 1)]);
+        assert_eq!(
+            f.take_errors().collect::<Vec<_>>(),
+            [(HpackError::Truncated, 1)]
+        );
         f.reset();
         assert!(f.complete());
         assert_eq!(f.get(Slot::Path), None);

@@ -74,7 +74,11 @@ impl FrameHeader {
         let on_stream = self.stream != 0;
         let (flags_ok, stream_ok, len_ok) = match self.kind {
             DATA => (END_STREAM | PADDED, on_stream, true),
-            HEADERS => (END_STREAM | END_HEADERS | PADDED | PRIORITY_FLAG, on_stream, true),
+            HEADERS => (
+                END_STREAM | END_HEADERS | PADDED | PRIORITY_FLAG,
+                on_stream,
+                true,
+            ),
             PRIORITY => (0, on_stream, self.len == 5),
             RST_STREAM => (0, on_stream, self.len == 4),
             SETTINGS => (
@@ -83,7 +87,7 @@ impl FrameHeader {
                 if self.has(ACK) {
                     self.len == 0
                 } else {
-                    self.len % 6 == 0
+                    self.len.is_multiple_of(6)
                 },
             ),
             PUSH_PROMISE => (END_HEADERS | PADDED, on_stream, self.len >= 4),
@@ -153,7 +157,9 @@ mod tests {
     #[test]
     fn preface_detection() {
         assert!(looks_like_preface(PREFACE));
-        assert!(looks_like_preface(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04"));
+        assert!(looks_like_preface(
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04"
+        ));
         assert!(looks_like_preface(b"PRI"));
         assert!(looks_like_preface(b"PRI * HT"));
         assert!(!looks_like_preface(b"PR"));
@@ -180,7 +186,10 @@ mod tests {
             [0, 0, 8, PING, 0, 0, 0, 0, 1],
             [0, 0, 0, 0x0a, 0, 0, 0, 0, 0],
         ] {
-            assert!(!FrameHeader::parse(&b).plausible(DEFAULT_MAX_FRAME), "{b:?}");
+            assert!(
+                !FrameHeader::parse(&b).plausible(DEFAULT_MAX_FRAME),
+                "{b:?}"
+            );
         }
     }
 
@@ -199,9 +208,18 @@ mod tests {
         // A DATA payload as a gap.
         assert!(frames_tile(&seg(&data[..9], 4, &[]), DEFAULT_MAX_FRAME));
         // Header, gap, then the next header in the tail.
-        assert!(frames_tile(&seg(&data[..9], 4, &settings), DEFAULT_MAX_FRAME));
-        assert!(!frames_tile(&seg(&data[..9], 5, &settings), DEFAULT_MAX_FRAME));
-        assert!(!frames_tile(&seg(b"GET / HTTP/1.1\r\n", 0, &[]), DEFAULT_MAX_FRAME));
+        assert!(frames_tile(
+            &seg(&data[..9], 4, &settings),
+            DEFAULT_MAX_FRAME
+        ));
+        assert!(!frames_tile(
+            &seg(&data[..9], 5, &settings),
+            DEFAULT_MAX_FRAME
+        ));
+        assert!(!frames_tile(
+            &seg(b"GET / HTTP/1.1\r\n", 0, &[]),
+            DEFAULT_MAX_FRAME
+        ));
         assert!(!frames_tile(&seg(&[], 0, &[]), DEFAULT_MAX_FRAME));
     }
 }

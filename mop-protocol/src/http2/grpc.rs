@@ -23,7 +23,9 @@ pub fn split_path(path: &str) -> Option<(&str, &str)> {
     let rest = path.strip_prefix('/')?;
     let (service, method) = rest.split_once('/')?;
     let ok = |s: &str| {
-        !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b'?' | b'#'))
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b'?' | b'#'))
     };
     (ok(service) && ok(method)).then_some((service, method))
 }

@@ -4,7 +4,7 @@
 //! Frames are found across any split of the byte streams: a frame header or payload may span
 //! segments, a segment may hold many frames, and uncaptured bytes (the kernel's capture window,
 //! or DATA payloads it skips on purpose) are skipped by count. DATA payloads are never needed:
-//! their sizes come from frame headers. Header blocks (HEADERS or PUSH_PROMISE, then
+//! their sizes come from frame headers. Header blocks (HEADERS or `PUSH_PROMISE`, then
 //! CONTINUATION) are decoded as they arrive by a per-direction [`hpack::Decoder`]; only the
 //! fields the agent needs are kept, once per block.
 //!

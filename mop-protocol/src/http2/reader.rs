@@ -46,7 +46,7 @@ struct Payload {
     pos: u32,
     /// Pad length of a PADDED frame, once read; `None` also when its byte was not captured.
     pad: Option<u8>,
-    /// The first bytes of a control frame (RST_STREAM, GOAWAY) or the current SETTINGS entry.
+    /// The first bytes of a control frame (`RST_STREAM`, GOAWAY) or the current SETTINGS entry.
     small: [u8; 8],
     /// `small` holds captured bytes only.
     small_ok: bool,
@@ -61,7 +61,7 @@ pub(crate) struct Reader {
     state: State,
     /// The segment that carried the current frame's first byte.
     frame_start: Ts,
-    /// The header block in progress (HEADERS or PUSH_PROMISE, then CONTINUATION).
+    /// The header block in progress (HEADERS or `PUSH_PROMISE`, then CONTINUATION).
     block: Option<BlockInfo>,
     /// Frames were just found again: CONTINUATIONs of a block that started in lost bytes are
     /// expected and skipped quietly.
@@ -192,8 +192,7 @@ impl Reader {
                         used += 1;
                         *seen += 1;
                         *matched = match (*matched, b) {
-                            (0 | 2, b'\r') => *matched + 1,
-                            (1 | 3, b'\n') => *matched + 1,
+                            (0 | 2, b'\r') | (1 | 3, b'\n') => *matched + 1,
                             (_, b'\r') => 1,
                             _ => 0,
                         };
@@ -328,7 +327,7 @@ impl Reader {
         }
     }
 
-    /// Where the header block fragment lies in a HEADERS, PUSH_PROMISE or CONTINUATION payload:
+    /// Where the header block fragment lies in a HEADERS, `PUSH_PROMISE` or CONTINUATION payload:
     /// `(start, end)`, `end` known once the pad length is.
     fn fragment_range(p: &Payload) -> (u32, Option<u32>) {
         let padded = p.h.has(PADDED) && p.h.kind != CONTINUATION;
@@ -339,7 +338,11 @@ impl Reader {
         if p.h.kind == PUSH_PROMISE {
             start += 4;
         }
-        let pad = if padded { p.pad.map(u32::from) } else { Some(0) };
+        let pad = if padded {
+            p.pad.map(u32::from)
+        } else {
+            Some(0)
+        };
         (start, pad.and_then(|pad| p.h.len.checked_sub(pad)))
     }
 
@@ -377,7 +380,8 @@ impl Reader {
                     p.small[k] = b;
                     if k == 5 && p.small_ok {
                         let id = u16::from_be_bytes([p.small[0], p.small[1]]);
-                        let v = u32::from_be_bytes([p.small[2], p.small[3], p.small[4], p.small[5]]);
+                        let v =
+                            u32::from_be_bytes([p.small[2], p.small[3], p.small[4], p.small[5]]);
                         core.setting(dir, id, v);
                     }
                 }
@@ -428,7 +432,14 @@ impl Reader {
                 if pad.is_some() && size.is_none() {
                     core.stats.record(ParseError::InvalidFrame);
                 }
-                core.data(dir, h.stream, size.map(u64::from), h.has(END_STREAM), ts, out);
+                core.data(
+                    dir,
+                    h.stream,
+                    size.map(u64::from),
+                    h.has(END_STREAM),
+                    ts,
+                    out,
+                );
             }
             HEADERS | PUSH_PROMISE | CONTINUATION => {
                 if h.has(END_HEADERS)
@@ -440,8 +451,8 @@ impl Reader {
             SETTINGS if h.has(ACK) => core.settings_ack(dir),
             SETTINGS => core.settings_end(dir),
             RST_STREAM if p.small_ok => {
-                let code = u32::from_be_bytes([p.small[0], p.small[1], p.small[2], p.small[3]]);
-                core.rst(dir, h.stream, code, ts, out);
+                let error = u32::from_be_bytes([p.small[0], p.small[1], p.small[2], p.small[3]]);
+                core.rst(dir, h.stream, error, ts, out);
             }
             GOAWAY if p.small_ok => {
                 let last = u32::from_be_bytes([p.small[0], p.small[1], p.small[2], p.small[3]])
@@ -468,7 +479,14 @@ fn valid(h: &FrameHeader) -> bool {
         DATA | HEADERS | CONTINUATION | PUSH_PROMISE => on_stream,
         PRIORITY => on_stream && h.len == 5,
         RST_STREAM => on_stream && h.len == 4,
-        SETTINGS => !on_stream && if h.has(ACK) { h.len == 0 } else { h.len % 6 == 0 },
+        SETTINGS => {
+            !on_stream
+                && if h.has(ACK) {
+                    h.len == 0
+                } else {
+                    h.len.is_multiple_of(6)
+                }
+        }
         super::frame::PING => !on_stream && h.len == 8,
         GOAWAY => !on_stream && h.len >= 8,
         WINDOW_UPDATE => h.len == 4,

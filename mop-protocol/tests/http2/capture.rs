@@ -32,14 +32,22 @@ fn heads_cut_by_the_window() {
         for name in FIXTURES {
             let rec = fixture(name);
             for side in [Side::Server, Side::Client] {
-                let pieces = rec.iter().enumerate().map(|(i, (c, b))| captured(i, *c, b, window));
+                let pieces = rec
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (c, b))| captured(i, *c, b, window));
                 let (got, stats) = run_pieces(side, Http2Limits::default(), pieces);
                 let want = expected(name, side);
                 let what = format!("{name} window {window} as {side:?}");
                 let exact = assert_never_wrong(&got, &want, &what);
-                let flagged = got.iter().filter(|x| x.request_head_truncated || x.response_head_truncated).count();
+                let flagged = got
+                    .iter()
+                    .filter(|x| x.request_head_truncated || x.response_head_truncated)
+                    .count();
                 assert_eq!(stats.degraded_exchanges, flagged as u64, "{what}");
-                if window == 4096 && !matches!(name, "grpc_concurrent" | "nginx_h2" | "hypercorn_h2") {
+                if window == 4096
+                    && !matches!(name, "grpc_concurrent" | "nginx_h2" | "hypercorn_h2")
+                {
                     assert_eq!(exact, want.len(), "{what}: {got:#?}");
                 }
             }
@@ -71,7 +79,12 @@ fn frame_aware(rec: &[(bool, Vec<u8>)], cap: usize) -> Vec<(usize, bool, Vec<u8>
             let kept = if stream[at + 3] == 0 { 0 } else { len.min(cap) };
             let end = (at + 9 + len).min(stream.len());
             let head = stream[at..(at + 9 + kept).min(end)].to_vec();
-            out.push((starts[at], dir, head, (end - at - 9 - kept.min(end - at - 9)) as u64));
+            out.push((
+                starts[at],
+                dir,
+                head,
+                (end - at - 9 - kept.min(end - at - 9)) as u64,
+            ));
             at = end;
         }
     }
@@ -101,16 +114,36 @@ fn frame_aware_segments() {
         let rec = fixture(name);
         for side in [Side::Server, Side::Client] {
             let segs = frame_aware(&rec, 4096);
-            let pieces = segs.iter().map(|(i, c, h, gap)| Piece { index: *i, c2s: *c, head: h, gap: *gap, tail: &[] });
+            let pieces = segs.iter().map(|(i, c, h, gap)| Piece {
+                index: *i,
+                c2s: *c,
+                head: h,
+                gap: *gap,
+                tail: &[],
+            });
             let (got, stats) = run_pieces(side, Http2Limits::default(), pieces);
-            assert_eq!(untimed(got), untimed(expected(name, side)), "{name} as {side:?}");
+            assert_eq!(
+                untimed(got),
+                untimed(expected(name, side)),
+                "{name} as {side:?}"
+            );
             assert_eq!(stats.errors_total(), 0, "{name}: {stats:?}");
             // A small cap cuts header blocks: less is known, nothing is wrong.
             let segs = frame_aware(&rec, 20);
-            let pieces = segs.iter().map(|(i, c, h, gap)| Piece { index: *i, c2s: *c, head: h, gap: *gap, tail: &[] });
+            let pieces = segs.iter().map(|(i, c, h, gap)| Piece {
+                index: *i,
+                c2s: *c,
+                head: h,
+                gap: *gap,
+                tail: &[],
+            });
             let (got, stats) = run_pieces(side, Http2Limits::default(), pieces);
             assert_never_wrong(&got, &expected(name, side), &format!("{name} cap 20"));
-            assert_eq!(stats.count(ParseError::LostSync), 0, "{name}: frame sync is never lost");
+            assert_eq!(
+                stats.count(ParseError::LostSync),
+                0,
+                "{name}: frame sync is never lost"
+            );
         }
     }
 }
@@ -122,19 +155,35 @@ fn joined_mid_connection() {
         for side in [Side::Server, Side::Client] {
             let want = expected(name, side);
             for skip in 1..rec.len() {
-                let pieces = rec.iter().enumerate().skip(skip).map(|(i, (c, b))| whole(i, *c, b));
+                let pieces = rec
+                    .iter()
+                    .enumerate()
+                    .skip(skip)
+                    .map(|(i, (c, b))| whole(i, *c, b));
                 let (got, _) = run_h2_pieces(side, Http2Limits::default(), pieces);
-                assert_never_wrong(&got, &want, &format!("{name} from segment {skip} as {side:?}"));
+                assert_never_wrong(
+                    &got,
+                    &want,
+                    &format!("{name} from segment {skip} as {side:?}"),
+                );
             }
         }
     }
     // gRPC joined after the first call: later calls refer to the dynamic table for :path and
     // content-type, which the parser never saw. They are reported, degraded, never wrong.
     let rec = fixture("grpc_calls");
-    let pieces = rec.iter().enumerate().skip(7).map(|(i, (c, b))| whole(i, *c, b));
+    let pieces = rec
+        .iter()
+        .enumerate()
+        .skip(7)
+        .map(|(i, (c, b))| whole(i, *c, b));
     let (got, stats) = run_h2_pieces(Side::Server, Http2Limits::default(), pieces);
     let got = by_stream(got);
-    assert_eq!(got.iter().map(|x| x.stream_id).collect::<Vec<_>>(), [3, 5, 7, 9, 11], "{stats:?}");
+    assert_eq!(
+        got.iter().map(|x| x.stream_id).collect::<Vec<_>>(),
+        [3, 5, 7, 9, 11],
+        "{stats:?}"
+    );
     for x in &got {
         // content-type (and :authority) refer to entries of stream 1's block.
         assert!(x.request_head_truncated);
@@ -146,14 +195,28 @@ fn joined_mid_connection() {
     let targets: Vec<_> = got.iter().map(|x| x.target.as_str()).collect();
     assert_eq!(
         targets,
-        ["", "/demo.v1.Echo/Count", "/demo.v1.Echo/Total", "/demo.v1.Echo/Missing", "/demo.v1.Echo/Slow"]
+        [
+            "",
+            "/demo.v1.Echo/Count",
+            "/demo.v1.Echo/Total",
+            "/demo.v1.Echo/Missing",
+            "/demo.v1.Echo/Slow"
+        ]
     );
     // Stream 3's trailers refer to the `grpc-status: 0` entry stream 1 inserted.
     assert_eq!(got[0].grpc_status, None);
     assert!(got[0].response_head_truncated);
-    assert_never_wrong(&got, &expected("grpc_calls", Side::Server), "grpc joined at 7");
+    assert_never_wrong(
+        &got,
+        &expected("grpc_calls", Side::Server),
+        "grpc joined at 7",
+    );
     assert!(stats.unknown_fields > 0);
-    assert_eq!(stats.count(ParseError::HpackInvalidIndex), 0, "unknown, not invalid");
+    assert_eq!(
+        stats.count(ParseError::HpackInvalidIndex),
+        0,
+        "unknown, not invalid"
+    );
 }
 
 /// A client connection with a HEADERS block whose middle was not captured, then requests that
@@ -161,19 +224,27 @@ fn joined_mid_connection() {
 #[test]
 fn gap_inside_a_header_block_then_dynamic_references() {
     let block1 = [
-        vec![0x83],                      // :method POST
-        lit_named(4, "/svc.A/Get"),      // :path, inserted (62)
+        vec![0x83],                        // :method POST
+        lit_named(4, "/svc.A/Get"),        // :path, inserted (62)
         lit_named(31, "application/grpc"), // content-type, inserted (62; path 63)
-        lit_named(1, "host-a"),          // :authority, inserted (62)
+        lit_named(1, "host-a"),            // :authority, inserted (62)
     ]
     .concat();
     let f1 = frame(1, 0x5, 1, &block1);
     // Refers to :authority (62), content-type (63), :path (64): all lost.
     let f3 = frame(1, 0x5, 3, &[0x83, 0xc0, 0xbe, 0xbf]);
     // Inserts a new :path (62), refers to it again on stream 7; 65 and up stay unknown.
-    let f5 = frame(1, 0x5, 5, &[vec![0x83], lit_named(4, "/svc.B/Put")].concat());
+    let f5 = frame(
+        1,
+        0x5,
+        5,
+        &[vec![0x83], lit_named(4, "/svc.B/Put")].concat(),
+    );
     let f7 = frame(1, 0x5, 7, &[0x83, 0xbe, 0xc1]);
-    let ok: Vec<Vec<u8>> = [1, 3, 5, 7].iter().map(|&s| frame(1, 0x5, s, &[0x88])).collect();
+    let ok: Vec<Vec<u8>> = [1, 3, 5, 7]
+        .iter()
+        .map(|&s| frame(1, 0x5, s, &[0x88]))
+        .collect();
     let pre = preface();
     let cut = 9 + 4; // frame header, :method, 3 bytes of the :path literal
     let pieces = vec![
@@ -197,7 +268,16 @@ fn gap_inside_a_header_block_then_dynamic_references() {
     let got = by_stream(got);
     let view: Vec<_> = got
         .iter()
-        .map(|x| (x.stream_id, x.method.as_str(), x.target.as_str(), x.host.as_deref(), x.request_head_truncated, x.status))
+        .map(|x| {
+            (
+                x.stream_id,
+                x.method.as_str(),
+                x.target.as_str(),
+                x.host.as_deref(),
+                x.request_head_truncated,
+                x.status,
+            )
+        })
         .collect();
     assert_eq!(
         view,

@@ -23,7 +23,11 @@ fn byte_by_byte() {
                 }
             });
             let (got, stats) = run_pieces(side, Http2Limits::default(), pieces);
-            assert_eq!(by_stream(got), expected(name, side), "{name} byte by byte as {side:?}");
+            assert_eq!(
+                by_stream(got),
+                expected(name, side),
+                "{name} byte by byte as {side:?}"
+            );
             assert_eq!(stats.errors_total(), 0, "{name}: {stats:?}");
         }
     }
@@ -44,7 +48,11 @@ fn cuts(len: usize) -> Vec<usize> {
 fn every_two_way_split() {
     for name in FIXTURES {
         let rec = fixture(name);
-        let side = if name.len() % 2 == 0 { Side::Server } else { Side::Client };
+        let side = if name.len() % 2 == 0 {
+            Side::Server
+        } else {
+            Side::Client
+        };
         let want = expected(name, side);
         for (at, (c2s, b)) in rec.iter().enumerate() {
             if keep_whole(name, at) {
@@ -54,8 +62,20 @@ fn every_two_way_split() {
                 let pieces = rec.iter().enumerate().flat_map(|(i, (c, bytes))| {
                     if i == at {
                         vec![
-                            Piece { index: i, c2s: *c2s, head: &b[..cut], gap: 0, tail: &[] },
-                            Piece { index: i, c2s: *c2s, head: &b[cut..], gap: 0, tail: &[] },
+                            Piece {
+                                index: i,
+                                c2s: *c2s,
+                                head: &b[..cut],
+                                gap: 0,
+                                tail: &[],
+                            },
+                            Piece {
+                                index: i,
+                                c2s: *c2s,
+                                head: &b[cut..],
+                                gap: 0,
+                                tail: &[],
+                            },
                         ]
                     } else {
                         vec![whole(i, *c, bytes)]
@@ -74,16 +94,30 @@ fn all_segments_of_a_direction_merged() {
     // Many frames in one segment: each direction's bytes as one segment, requests first.
     for name in ["grpc_calls", "nginx_h2", "hypercorn_h2"] {
         let rec = fixture(name);
-        let c2s: Vec<u8> = rec.iter().filter(|(c, _)| *c).flat_map(|(_, b)| b.clone()).collect();
-        let s2c: Vec<u8> = rec.iter().filter(|(c, _)| !*c).flat_map(|(_, b)| b.clone()).collect();
+        let c2s: Vec<u8> = rec
+            .iter()
+            .filter(|(c, _)| *c)
+            .flat_map(|(_, b)| b.clone())
+            .collect();
+        let s2c: Vec<u8> = rec
+            .iter()
+            .filter(|(c, _)| !*c)
+            .flat_map(|(_, b)| b.clone())
+            .collect();
         let pieces = [whole(0, true, &c2s), whole(1, false, &s2c)];
         let (got, stats) = run_pieces(Side::Server, Http2Limits::default(), pieces);
         let want = expected(name, Side::Server);
         assert_eq!(got.len(), want.len(), "{name}");
         assert_eq!(stats.errors_total(), 0, "{name}");
         for (g, w) in by_stream(got).iter().zip(&want) {
-            assert_eq!((&g.method, &g.target, g.status, g.grpc_status), (&w.method, &w.target, w.status, w.grpc_status));
-            assert_eq!((g.request_body_size, g.response_body_size), (w.request_body_size, w.response_body_size));
+            assert_eq!(
+                (&g.method, &g.target, g.status, g.grpc_status),
+                (&w.method, &w.target, w.status, w.grpc_status)
+            );
+            assert_eq!(
+                (g.request_body_size, g.response_body_size),
+                (w.request_body_size, w.response_body_size)
+            );
         }
     }
 }

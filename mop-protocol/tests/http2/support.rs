@@ -219,7 +219,13 @@ pub(crate) fn by_stream(mut v: Vec<HttpExchange>) -> Vec<HttpExchange> {
 }
 
 /// An HTTP/2 exchange with everything unset but the request: tests fill in the rest.
-pub(crate) fn exchange(role: Role, stream: u32, method: &str, target: &str, host: &str) -> HttpExchange {
+pub(crate) fn exchange(
+    role: Role,
+    stream: u32,
+    method: &str,
+    target: &str,
+    host: &str,
+) -> HttpExchange {
     HttpExchange {
         role,
         version: HttpVersion::Http2,
@@ -250,7 +256,11 @@ pub(crate) fn exchange(role: Role, stream: u32, method: &str, target: &str, host
 }
 
 /// Sets request segments `req` (first, last) and response segments `resp` (first, last) times.
-pub(crate) fn timed(mut x: HttpExchange, req: (usize, usize), resp: (usize, usize)) -> HttpExchange {
+pub(crate) fn timed(
+    mut x: HttpExchange,
+    req: (usize, usize),
+    resp: (usize, usize),
+) -> HttpExchange {
     x.request_start_ns = times(req.0).0;
     x.request_first_exit_ns = times(req.0).1;
     x.request_tid = times(req.0).2;
@@ -283,7 +293,10 @@ pub(crate) fn assert_never_wrong(got: &[HttpExchange], want: &[HttpExchange], wh
         let t = (&g.trace_headers, &w.trace_headers);
         assert!(opt(&t.0.traceparent, &t.1.traceparent), "traceparent {ctx}");
         assert!(g.status.is_none() || g.status == w.status, "status {ctx}");
-        assert!(g.grpc_status.is_none() || g.grpc_status == w.grpc_status, "grpc {ctx}");
+        assert!(
+            g.grpc_status.is_none() || g.grpc_status == w.grpc_status,
+            "grpc {ctx}"
+        );
         assert!(
             g.request_body_size == w.request_body_size
                 || (g.request_body_size == 0 && g.request_body_size_unknown),

@@ -6,6 +6,7 @@
 //! ASCII characters) are also looked up directly from the next 8 bits.
 
 /// `(code, length in bits)` of each symbol; symbol 256 is EOS.
+#[expect(clippy::unreadable_literal, reason = "the table as RFC 7541 Appendix B prints it")]
 #[rustfmt::skip]
 pub(crate) const CODES: [(u32, u8); 257] = [
     (0x1ff8, 13), (0x7fffd8, 23), (0xfffffe2, 28), (0xfffffe3, 28), (0xfffffe4, 28),

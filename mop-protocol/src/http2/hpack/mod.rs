@@ -1,7 +1,7 @@
 //! HPACK (RFC 7541): the header-block decoder of one direction of an HTTP/2 connection.
 //!
 //! [`Decoder`] is fed the fragments of each header block as they arrive (the payloads of a
-//! HEADERS or PUSH_PROMISE frame and its CONTINUATION frames, split anywhere) and decodes every
+//! HEADERS or `PUSH_PROMISE` frame and its CONTINUATION frames, split anywhere) and decodes every
 //! instruction as soon as its last byte is there, keeping only the bytes of one incomplete
 //! instruction, at most [`Decoder::max_pending`]. Every field is reported to a [`FieldSink`],
 //! which says which values it wants decoded; every field is processed, so the dynamic table stays
@@ -233,7 +233,7 @@ impl Decoder {
         self.failed
     }
 
-    /// The current block ended (END_HEADERS).
+    /// The current block ended (`END_HEADERS`).
     pub fn end_block(&mut self, sink: &mut impl FieldSink) {
         if !self.failed && !self.pending.is_empty() {
             sink.error(HpackError::Truncated);
@@ -339,12 +339,11 @@ impl Decoder {
         let (name_src, name_len_exact) = match &name_str {
             Some(s) if s.huffman => {
                 self.name_buf.clear();
-                match huffman::decode(&buf[s.start..s.end], &mut self.name_buf) {
-                    Ok(()) => (Src::NameBuf, true),
-                    Err(_) => {
-                        errors[0] = Some(HpackError::InvalidHuffman);
-                        (Src::Unknown, false)
-                    }
+                if huffman::decode(&buf[s.start..s.end], &mut self.name_buf).is_ok() {
+                    (Src::NameBuf, true)
+                } else {
+                    errors[0] = Some(HpackError::InvalidHuffman);
+                    (Src::Unknown, false)
                 }
             }
             Some(s) => (Src::Input(s.start, s.end), true),
@@ -375,12 +374,11 @@ impl Decoder {
             Src::Unknown
         } else if value_str.huffman {
             self.value_buf.clear();
-            match huffman::decode(raw_value, &mut self.value_buf) {
-                Ok(()) => Src::ValueBuf,
-                Err(_) => {
-                    errors[1] = Some(HpackError::InvalidHuffman);
-                    Src::Unknown
-                }
+            if huffman::decode(raw_value, &mut self.value_buf).is_ok() {
+                Src::ValueBuf
+            } else {
+                errors[1] = Some(HpackError::InvalidHuffman);
+                Src::Unknown
             }
         } else {
             Src::Input(value_str.start, value_str.end)

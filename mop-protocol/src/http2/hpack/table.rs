@@ -278,13 +278,11 @@ impl DynamicTable {
 
     fn evict_to(&mut self, limit: usize) {
         while self.size > limit {
-            match self.entries.pop_front() {
-                Some(e) => self.size -= e.size as usize,
-                None => {
-                    self.size = 0;
-                    break;
-                }
-            }
+            let Some(e) = self.entries.pop_front() else {
+                self.size = 0;
+                break;
+            };
+            self.size -= e.size as usize;
         }
         if self.entries.is_empty() {
             self.base += self.data.len() as u64;
