@@ -5,6 +5,10 @@
 //! request/response pair. Bytes the kernel did not capture arrive as a gap of known length, so a
 //! parser can skip bodies it never saw and resynchronise on the next message.
 
+// A dev-dependency for the benchmarks only; unit tests see it too.
+#[cfg(test)]
+use criterion as _;
+
 pub mod exchange;
 pub mod http1;
 pub mod http2;
