@@ -336,7 +336,12 @@ impl Core {
             response_start_ns: 0,
             response_end_ns: 0,
             request_tid: b.start.tid,
-            request_head_truncated: !f.complete(),
+            // A request without `:method`, or without `:path` (CONNECT aside), or with either
+            // empty, is malformed: flagged like one whose fields were lost.
+            request_head_truncated: !f.complete()
+                || f.get(Slot::Method).is_none_or(<[u8]>::is_empty)
+                || (f.get(Slot::Path).is_none_or(<[u8]>::is_empty)
+                    && f.get(Slot::Method) != Some(b"CONNECT")),
             request_target_truncated: f.path_cut,
             response_head_truncated: false,
             request_body_size_unknown: false,

@@ -32,6 +32,9 @@ pub mod grpc;
 pub mod hpack;
 mod reader;
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use connection::{Http2Connection, Http2Limits};
 pub use error::{Http2Stats, ParseError};
 pub use frame::{PREFACE, looks_like_preface};

@@ -52,6 +52,8 @@ struct Payload {
     small_ok: bool,
     /// The frame breaks RFC 9113: its payload is skipped.
     invalid: bool,
+    /// Its padding is longer than its payload (counted once).
+    bad_pad: bool,
 }
 
 /// The frame reader of one direction.
@@ -105,6 +107,10 @@ impl Reader {
     }
 
     pub(crate) fn feed(&mut self, seg: &Segment<'_>, core: &mut Core, out: &mut Vec<HttpExchange>) {
+        if seg.total_len() == 0 {
+            // Nothing moved: it must not decide how the direction starts.
+            return;
+        }
         let ts = Ts {
             enter: seg.enter_ns,
             exit: seg.exit_ns,
@@ -320,6 +326,7 @@ impl Reader {
             small: [0; 8],
             small_ok: true,
             invalid,
+            bad_pad: false,
         };
         self.state = State::Payload(p);
         if h.len == 0 {
@@ -359,7 +366,8 @@ impl Reader {
                 let (start, end) = Self::fragment_range(p);
                 let Some(end) = end.filter(|&e| e >= start) else {
                     // Padding longer than the payload: the block is unusable.
-                    if p.pad.is_some() {
+                    if p.pad.is_some() && !p.bad_pad {
+                        p.bad_pad = true;
                         core.stats.record(ParseError::InvalidFrame);
                     }
                     core.block_lost(dir, false);

@@ -6,6 +6,7 @@ use criterion as _;
 
 mod capture;
 mod fixtures;
+mod fuzz_replay;
 mod hostile;
 mod splits;
 mod support;

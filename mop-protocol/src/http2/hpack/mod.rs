@@ -199,25 +199,31 @@ impl Decoder {
     }
 
     /// The next bytes of the current header block.
-    pub fn fragment(&mut self, bytes: &[u8], sink: &mut impl FieldSink) {
-        if self.failed || bytes.is_empty() {
-            return;
-        }
-        if self.pending.is_empty() {
-            let used = self.run(bytes, sink);
-            if !self.failed {
-                self.pending.extend_from_slice(&bytes[used..]);
+    pub fn fragment(&mut self, mut bytes: &[u8], sink: &mut impl FieldSink) {
+        while !self.failed && !bytes.is_empty() {
+            if self.pending.is_empty() {
+                // Decode straight from the input; keep only an incomplete last instruction
+                // (at most `max_pending` bytes, or `run` failed the block).
+                let used = self.run(bytes, sink);
+                if !self.failed {
+                    self.pending.extend_from_slice(&bytes[used..]);
+                }
+                return;
             }
-            return;
+            // Complete the pending instruction, never holding more than `max_pending + 1`.
+            let take = (self.max_pending + 1)
+                .saturating_sub(self.pending.len())
+                .clamp(1, bytes.len());
+            let mut pending = std::mem::take(&mut self.pending);
+            pending.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            let used = self.run(&pending, sink);
+            pending.drain(..used);
+            if self.failed {
+                pending.clear();
+            }
+            self.pending = pending;
         }
-        let mut pending = std::mem::take(&mut self.pending);
-        pending.extend_from_slice(bytes);
-        let used = self.run(&pending, sink);
-        pending.drain(..used);
-        if self.failed {
-            pending.clear();
-        }
-        self.pending = pending;
     }
 
     /// Bytes of the current block were not captured: the rest of the block is skipped and the
@@ -254,7 +260,10 @@ impl Decoder {
             match self.instruction(&buf[at..], sink) {
                 Ok(n) => at += n,
                 Err(Stop::Incomplete) => {
-                    if buf.len() - at > self.max_pending {
+                    // An incomplete instruction is never longer than `max_pending` plus an
+                    // integer: its strings' lengths are checked as soon as they are read, the
+                    // same way whatever the split. This only guards memory.
+                    if buf.len() - at > self.max_pending + 64 {
                         self.fatal(HpackError::Oversize, sink);
                     }
                     break;
@@ -332,6 +341,10 @@ impl Decoder {
         };
         let value_str = string(&buf[at..], at, self.max_pending)?;
         at = value_str.end;
+        if at > self.max_pending {
+            // Whether the whole instruction is at hand or not: the same outcome for any split.
+            return Err(Stop::Fatal(HpackError::Oversize));
+        }
         self.at_start = false;
 
         let mut errors = [None, None];
@@ -507,7 +520,7 @@ fn string(buf: &[u8], base: usize, max: usize) -> Result<StrHeader, Stop> {
     };
     let (len, n) = integer(buf, 7)?;
     let len = usize::try_from(len).unwrap_or(usize::MAX);
-    if len > max {
+    if len.saturating_add(base + n) > max {
         return Err(Stop::Fatal(HpackError::Oversize));
     }
     if buf.len() - n < len {
