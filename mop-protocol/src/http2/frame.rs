@@ -121,9 +121,12 @@ fn header_at(seg: &Segment<'_>, pos: u64) -> Option<FrameHeader> {
     Some(FrameHeader::parse(&b))
 }
 
-/// Whether the segment's buffer starts with a run of plausible frames: every frame header in it
-/// captured and plausible, and the last frame ending at or after the segment's end. A segment
-/// whose last frame header is cut by its end, or falls in uncaptured bytes, does not count.
+/// Whether the segment's buffer is a run of whole plausible frames: every frame header in it
+/// captured and plausible, and the last frame ending exactly at the segment's end (HTTP/2
+/// stacks write whole frames, and a frame-aware capture delivers one per segment). A segment
+/// whose last frame runs past its end, or whose frame header is cut or falls in uncaptured
+/// bytes, does not count: random bytes rarely chain to the exact end, so this is what keeps
+/// frames found again from being bytes of a DATA payload.
 pub(crate) fn frames_tile(seg: &Segment<'_>, max_len: u32) -> bool {
     let total = seg.total_len();
     if total == 0 {
@@ -136,7 +139,7 @@ pub(crate) fn frames_tile(seg: &Segment<'_>, max_len: u32) -> bool {
             _ => return false,
         }
     }
-    true
+    pos == total
 }
 
 #[cfg(test)]
@@ -199,8 +202,8 @@ mod tests {
         let data = [0, 0, 4, DATA, 0, 0, 0, 0, 1, b'a', b'b', b'c', b'd'];
         let two: Vec<u8> = settings.iter().chain(&data).copied().collect();
         assert!(frames_tile(&seg(&two, 0, &[]), DEFAULT_MAX_FRAME));
-        // A frame running past the end continues in the next segment.
-        assert!(frames_tile(&seg(&two[..20], 0, &[]), DEFAULT_MAX_FRAME));
+        // A frame running past the end does not count.
+        assert!(!frames_tile(&seg(&two[..20], 0, &[]), DEFAULT_MAX_FRAME));
         assert!(!frames_tile(&seg(&two[..12], 0, &[]), DEFAULT_MAX_FRAME));
         // A header cut by the end, or in uncaptured bytes, does not count.
         assert!(!frames_tile(&seg(&two[..5], 0, &[]), DEFAULT_MAX_FRAME));

@@ -220,28 +220,36 @@ fn joined_mid_connection() {
 }
 
 /// A client connection with a HEADERS block whose middle was not captured, then requests that
-/// refer to dynamic entries: those from the lost block are unknown, new ones are known.
+/// refer to dynamic entries: an index that meant an entry the lost part inserted is unknown
+/// (the table before the loss would give a wrong, older entry), new ones are known again.
 #[test]
 fn gap_inside_a_header_block_then_dynamic_references() {
-    let block1 = [
-        vec![0x83],                        // :method POST
-        lit_named(4, "/svc.A/Get"),        // :path, inserted (62)
-        lit_named(31, "application/grpc"), // content-type, inserted (62; path 63)
-        lit_named(1, "host-a"),            // :authority, inserted (62)
-    ]
-    .concat();
-    let f1 = frame(1, 0x5, 1, &block1);
-    // Refers to :authority (62), content-type (63), :path (64): all lost.
-    let f3 = frame(1, 0x5, 3, &[0x83, 0xc0, 0xbe, 0xbf]);
-    // Inserts a new :path (62), refers to it again on stream 7; 65 and up stay unknown.
-    let f5 = frame(
+    // Stream 1, captured: inserts :path /svc.A/Get (62).
+    let f1 = frame(
         1,
         0x5,
-        5,
+        1,
+        &[vec![0x83], lit_named(4, "/svc.A/Get")].concat(),
+    );
+    // Stream 3, its middle lost: inserts :path /svc.Z/Zap, then :authority host-z.
+    let block3 = [
+        vec![0x83],
+        lit_named(4, "/svc.Z/Zap"),
+        lit_named(1, "host-z"),
+    ]
+    .concat();
+    let f3 = frame(1, 0x5, 3, &block3);
+    // Stream 5 refers to 63 (the encoder's /svc.Z/Zap; /svc.A/Get before the loss) and 62.
+    let f5 = frame(1, 0x5, 5, &[0x83, 0xbf, 0xbe]);
+    // Stream 7 inserts a new :path (62) and refers to it on stream 9; 63 stays unknown.
+    let f7 = frame(
+        1,
+        0x5,
+        7,
         &[vec![0x83], lit_named(4, "/svc.B/Put")].concat(),
     );
-    let f7 = frame(1, 0x5, 7, &[0x83, 0xbe, 0xc1]);
-    let ok: Vec<Vec<u8>> = [1, 3, 5, 7]
+    let f9 = frame(1, 0x5, 9, &[0x83, 0xbe, 0xbf]);
+    let ok: Vec<Vec<u8>> = [1, 3, 5, 7, 9]
         .iter()
         .map(|&s| frame(1, 0x5, s, &[0x88]))
         .collect();
@@ -249,20 +257,22 @@ fn gap_inside_a_header_block_then_dynamic_references() {
     let cut = 9 + 4; // frame header, :method, 3 bytes of the :path literal
     let pieces = vec![
         whole(0, true, &pre),
-        Piece {
-            index: 1,
-            c2s: true,
-            head: &f1[..cut],
-            gap: (f1.len() - cut - 2) as u64,
-            tail: &f1[f1.len() - 2..],
-        },
+        whole(1, true, &f1),
         whole(2, false, &ok[0]),
-        whole(3, true, &f3),
+        Piece {
+            index: 3,
+            c2s: true,
+            head: &f3[..cut],
+            gap: (f3.len() - cut - 2) as u64,
+            tail: &f3[f3.len() - 2..],
+        },
         whole(4, false, &ok[1]),
         whole(5, true, &f5),
         whole(6, false, &ok[2]),
         whole(7, true, &f7),
         whole(8, false, &ok[3]),
+        whole(9, true, &f9),
+        whole(10, false, &ok[4]),
     ];
     let (got, stats) = run_pieces(Side::Server, Http2Limits::default(), pieces);
     let got = by_stream(got);
@@ -282,10 +292,11 @@ fn gap_inside_a_header_block_then_dynamic_references() {
     assert_eq!(
         view,
         [
-            (1, "POST", "", None, true, Some(200)),
+            (1, "POST", "/svc.A/Get", None, false, Some(200)),
             (3, "POST", "", None, true, Some(200)),
-            (5, "POST", "/svc.B/Put", None, false, Some(200)),
-            (7, "POST", "/svc.B/Put", None, true, Some(200)),
+            (5, "POST", "", None, true, Some(200)),
+            (7, "POST", "/svc.B/Put", None, false, Some(200)),
+            (9, "POST", "/svc.B/Put", None, true, Some(200)),
         ]
     );
     assert_eq!(stats.count(ParseError::HeaderBlockLost), 1);
