@@ -103,8 +103,34 @@ impl Core {
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
+        let strings = |x: &HttpExchange| {
+            let t = &x.trace_headers;
+            [
+                &x.host,
+                &x.content_type,
+                &x.grpc_message,
+                &t.traceparent,
+                &t.tracestate,
+                &t.b3,
+            ]
+            .iter()
+            .chain(
+                [
+                    &t.x_b3_traceid,
+                    &t.x_b3_spanid,
+                    &t.x_b3_parentspanid,
+                    &t.x_b3_sampled,
+                ]
+                .iter(),
+            )
+            .map(|s| s.as_ref().map_or(0, String::capacity))
+            .sum::<usize>()
+                + x.method.capacity()
+                + x.target.capacity()
+        };
         self.hpack.iter().map(Decoder::heap_bytes).sum::<usize>()
             + self.streams.capacity() * std::mem::size_of::<Stream>()
+            + self.streams.iter().map(|s| strings(&s.x)).sum::<usize>()
     }
 
     pub(crate) fn max_frame(&self, dir: Direction) -> u32 {

@@ -50,8 +50,23 @@ fn slot_of(name: &[u8]) -> Option<Slot> {
     NAMES.iter().find(|(n, _)| *n == name).map(|&(_, s)| s)
 }
 
-/// Longest value kept per field; longer values are cut (a path stays a path prefix).
+/// Longest `:path` kept; a longer one is cut (a path prefix, flagged).
 const MAX_VALUE: usize = 8 * 1024;
+
+/// Longest value kept of every other field. A longer value is not kept at all (a cut
+/// `traceparent` would be a wrong one): it counts as unknown. Generous for what each field
+/// holds (W3C caps `tracestate` at 512 bytes), and small enough that 1024 open streams stay
+/// within a few MiB.
+const fn max_len(slot: Slot) -> usize {
+    match slot {
+        Slot::Path => MAX_VALUE,
+        Slot::Method | Slot::Status | Slot::ContentLength | Slot::GrpcStatus => 32,
+        Slot::Scheme | Slot::XB3TraceId | Slot::XB3SpanId | Slot::XB3ParentSpanId => 64,
+        Slot::XB3Sampled => 16,
+        Slot::ContentType | Slot::Traceparent | Slot::B3 => 256,
+        Slot::Authority | Slot::Tracestate | Slot::GrpcMessage => 1024,
+    }
+}
 
 /// The kept fields of the block being decoded in one direction. Values live in one reused byte
 /// buffer: nothing is allocated per field.
@@ -142,6 +157,10 @@ impl FieldSink for BlockFields {
             self.unknown += 1;
             return;
         };
+        if value.len() > max_len(slot) && slot != Slot::Path {
+            self.unknown += 1;
+            return;
+        }
         if self.slots[slot as usize].is_none() {
             let v = &value[..value.len().min(MAX_VALUE)];
             self.path_cut |= slot == Slot::Path && v.len() < value.len();

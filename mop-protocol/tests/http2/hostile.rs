@@ -312,3 +312,55 @@ fn resets() {
     let s = c.take_stats();
     assert_eq!((s.resets, s.untracked_frames), (2, 1));
 }
+
+#[test]
+fn long_values_are_cut_or_dropped_and_streams_stay_small() {
+    let (mut c, mut out) = server();
+    let long_path = format!("/{}", "p".repeat(20_000));
+    let long_trace = "t".repeat(300);
+    // One request with a 20 KB path and an over-long traceparent.
+    let mut block = vec![0x83, 0x86];
+    block.extend([0x04, 0x7f]);
+    let mut n = long_path.len() - 127;
+    while n >= 128 {
+        block.push((n % 128) as u8 | 0x80);
+        n /= 128;
+    }
+    block.push(n as u8);
+    block.extend(long_path.as_bytes());
+    block.extend([0x00, 11]);
+    block.extend(b"traceparent");
+    block.extend([0x7f, (long_trace.len() - 127) as u8, 0x01]);
+    block.extend(long_trace.as_bytes());
+    let mut frames = frame(1, 0x1, 1, &block[..16_000]);
+    frames.extend(frame(9, 0x4, 1, &block[16_000..]));
+    c.feed(Direction::Ingress, &seg(&frames), &mut out);
+    c.feed(
+        Direction::Egress,
+        &seg(&frame(1, 0x5, 1, &[0x88])),
+        &mut out,
+    );
+    assert_eq!(out.len(), 1);
+    let x = &out[0];
+    assert_eq!(x.target.len(), 8 * 1024);
+    assert!(long_path.starts_with(&x.target));
+    assert!(x.request_target_truncated && x.request_head_truncated);
+    assert_eq!(x.trace_headers.traceparent, None);
+    // 1024 open streams with 8 KiB paths stay within the bound.
+    let mut all = Vec::new();
+    for k in 0..1024u32 {
+        let path = format!("/{k:05}{}", "q".repeat(8_000));
+        let mut b = vec![0x83, 0x86, 0x04, 0x7f];
+        let mut n = path.len() - 127;
+        while n >= 128 {
+            b.push((n % 128) as u8 | 0x80);
+            n /= 128;
+        }
+        b.push(n as u8);
+        b.extend(path.as_bytes());
+        all.extend(frame(1, 0x5, 2 * k + 3, &b));
+    }
+    c.feed(Direction::Ingress, &seg(&all), &mut out);
+    assert_eq!(c.open_streams(), 1024);
+    assert!(c.heap_bytes() < 16 * 1024 * 1024, "{}", c.heap_bytes());
+}
