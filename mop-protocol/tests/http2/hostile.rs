@@ -364,3 +364,106 @@ fn long_values_are_cut_or_dropped_and_streams_stay_small() {
     assert_eq!(c.open_streams(), 1024);
     assert!(c.heap_bytes() < 16 * 1024 * 1024, "{}", c.heap_bytes());
 }
+
+#[test]
+fn padding_priority_and_push_promise() {
+    let (mut c, mut out) = server();
+    // HEADERS with PADDED and PRIORITY: pad length, 5 priority bytes, the block, the padding.
+    let block = [vec![0x83, 0x86], lit_named(4, "/padded")].concat();
+    let mut payload = vec![3, 0x80, 0, 0, 0, 16];
+    payload.extend(&block);
+    payload.extend([0, 0, 0]);
+    c.feed(
+        Direction::Ingress,
+        &seg(&frame(1, 0x4 | 0x8 | 0x20, 1, &payload)),
+        &mut out,
+    );
+    // A PADDED DATA: 10 bytes of body, 2 of padding; END_STREAM.
+    let mut data = vec![2];
+    data.extend([7; 10]);
+    data.extend([0, 0]);
+    c.feed(
+        Direction::Ingress,
+        &seg(&frame(0, 0x1 | 0x8, 1, &data)),
+        &mut out,
+    );
+    // The server pushes: the PUSH_PROMISE block (promised stream 2) inserts `grpc-status: 7`
+    // into the server's table, which its trailers then refer to.
+    let mut push = vec![0, 0, 0, 2];
+    push.extend(
+        [
+            vec![0x82, 0x86],
+            lit_named(4, "/pushed"),
+            lit("grpc-status", "7"),
+        ]
+        .concat(),
+    );
+    c.feed(Direction::Egress, &seg(&frame(5, 0x4, 1, &push)), &mut out);
+    c.feed(
+        Direction::Egress,
+        &seg(&frame(1, 0x4, 1, &[0x88])),
+        &mut out,
+    );
+    // The pushed stream's response: not reported.
+    c.feed(
+        Direction::Egress,
+        &seg(&frame(1, 0x5, 2, &[0x88])),
+        &mut out,
+    );
+    c.feed(
+        Direction::Egress,
+        &seg(&frame(1, 0x5, 1, &[0xbe])),
+        &mut out,
+    );
+    assert_eq!(out.len(), 1, "{out:#?}");
+    let x = &out[0];
+    assert_eq!((x.method.as_str(), x.target.as_str()), ("POST", "/padded"));
+    assert_eq!(
+        (x.request_body_size, x.status, x.grpc_status),
+        (10, Some(200), Some(7))
+    );
+    assert!(!x.request_head_truncated && !x.response_head_truncated);
+    let s = c.take_stats();
+    assert_eq!(
+        (s.errors_total(), s.push_promises, s.untracked_frames),
+        (0, 1, 1),
+        "{s:?}"
+    );
+}
+
+#[test]
+fn acknowledged_table_size_evicts() {
+    let (mut c, mut out) = server();
+    // The client inserts a 200-byte entry.
+    let big = "/".to_string() + &"b".repeat(150);
+    c.feed(Direction::Ingress, &seg(&request(1, &big)), &mut out);
+    c.feed(
+        Direction::Egress,
+        &seg(&frame(1, 0x5, 1, &[0x88])),
+        &mut out,
+    );
+    // The server lowers its decoder's table to 64 bytes; the client acknowledges.
+    c.feed(
+        Direction::Egress,
+        &seg(&frame(4, 0, 0, &[0, 1, 0, 0, 0, 64])),
+        &mut out,
+    );
+    c.feed(Direction::Ingress, &seg(&frame(4, 0x1, 0, &[])), &mut out);
+    // A client that (wrongly) still refers to the entry: it is gone.
+    c.feed(
+        Direction::Ingress,
+        &seg(&frame(1, 0x5, 3, &[0x82, 0x86, 0xbe])),
+        &mut out,
+    );
+    c.feed(
+        Direction::Egress,
+        &seg(&frame(1, 0x5, 3, &[0x88])),
+        &mut out,
+    );
+    assert_eq!(out[0].target, big);
+    assert_eq!(
+        (out[1].target.as_str(), out[1].request_head_truncated),
+        ("", true)
+    );
+    assert_eq!(c.take_stats().count(ParseError::HpackInvalidIndex), 1);
+}

@@ -327,20 +327,37 @@ pub(crate) fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8>
     f
 }
 
-/// HPACK: a literal with incremental indexing and a new name, raw strings (short ones).
-pub(crate) fn lit(name: &str, value: &str) -> Vec<u8> {
-    let mut b = vec![0x40, name.len() as u8];
-    b.extend_from_slice(name.as_bytes());
-    b.push(value.len() as u8);
-    b.extend_from_slice(value.as_bytes());
-    b
+/// HPACK: an integer with a `prefix`-bit prefix, the first byte's other bits `first`.
+pub(crate) fn int(first: u8, prefix: u32, value: usize) -> Vec<u8> {
+    let max = (1usize << prefix) - 1;
+    if value < max {
+        return vec![first | value as u8];
+    }
+    let mut out = vec![first | max as u8];
+    let mut n = value - max;
+    while n >= 128 {
+        out.push((n % 128) as u8 | 0x80);
+        n /= 128;
+    }
+    out.push(n as u8);
+    out
 }
 
-/// HPACK: a literal with incremental indexing naming static entry `idx` (< 63).
-pub(crate) fn lit_named(idx: u8, value: &str) -> Vec<u8> {
-    let mut b = vec![0x40 | idx, value.len() as u8];
-    b.extend_from_slice(value.as_bytes());
-    b
+/// HPACK: a raw (not Huffman) string literal.
+pub(crate) fn string(s: &str) -> Vec<u8> {
+    let mut out = int(0, 7, s.len());
+    out.extend_from_slice(s.as_bytes());
+    out
+}
+
+/// HPACK: a literal with incremental indexing and a new name, raw strings.
+pub(crate) fn lit(name: &str, value: &str) -> Vec<u8> {
+    [vec![0x40], string(name), string(value)].concat()
+}
+
+/// HPACK: a literal with incremental indexing naming static entry `idx`.
+pub(crate) fn lit_named(idx: usize, value: &str) -> Vec<u8> {
+    [int(0x40, 6, idx), string(value)].concat()
 }
 
 /// The client preface followed by an empty SETTINGS frame.
