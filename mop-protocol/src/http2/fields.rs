@@ -47,6 +47,12 @@ const NAMES: [(&[u8], Slot); SLOTS] = [
 ];
 
 fn slot_of(name: &[u8]) -> Option<Slot> {
+    // Most names are not kept: reject them on length and first byte before comparing.
+    if !(2..=17).contains(&name.len())
+        || !matches!(name[0], b':' | b'c' | b'g' | b't' | b'b' | b'x')
+    {
+        return None;
+    }
     NAMES.iter().find(|(n, _)| *n == name).map(|&(_, s)| s)
 }
 

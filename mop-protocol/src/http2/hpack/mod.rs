@@ -6,7 +6,8 @@
 //! instruction, at most [`Decoder::max_pending`]. Every field is reported to a [`FieldSink`],
 //! which says which values it wants decoded; every field is processed, so the dynamic table stays
 //! right. Nothing is allocated per field: Huffman strings decode into two reused buffers, and
-//! the dynamic table keeps its entries in one byte buffer (see [`DynamicTable`]).
+//! the dynamic table keeps its entries, oldest first, in one byte buffer that drops evicted
+//! bytes when they are half of it.
 //!
 //! # Lost context
 //!
