@@ -10,6 +10,7 @@ use mop_common::{
     ConnInfo, Counter, EVENT_HEADER_LEN, EventKind, KernelConfig, MAX_CAPTURE_BYTES, SyscallOp,
     TAIL_BYTES,
     event::{DIR_EGRESS, DIR_INGRESS, DataEventHeader, FLAG_IOV_TRUNCATED, FLAG_SENDFILE},
+    maps::PROTO_HTTP2,
 };
 
 use crate::maps::{EventBuffer, MOP_EVENTS, MOP_SCRATCH, bump};
@@ -32,6 +33,8 @@ pub(crate) struct DataSyscall {
     pub(crate) enter_ns: u64,
     pub(crate) exit_ns: u64,
     pub(crate) pid_tgid: u64,
+    /// `FLAG_*` bits the record carries (e.g. TLS plaintext).
+    pub(crate) flags: u32,
 }
 
 /// `struct iovec` of the user's address space.
@@ -303,11 +306,13 @@ pub(crate) fn emit_data(conn: &ConnInfo, sc: &DataSyscall, cfg: &KernelConfig) {
         DIR_EGRESS
     };
     ev.header.total_len = sc.ret;
-    let cap = if cfg.capture_bytes > MAX {
-        MAX
+    ev.header.flags = sc.flags;
+    let window = if conn.proto == PROTO_HTTP2 {
+        cfg.http2_capture_bytes
     } else {
         cfg.capture_bytes
     };
+    let cap = if window > MAX { MAX } else { window };
     let captured = match sc.op {
         SyscallOp::Read | SyscallOp::Write | SyscallOp::Recvfrom | SyscallOp::Sendto => {
             capture_contiguous(ev, sc.buf, sc.ret, cap)

@@ -5,7 +5,7 @@
 //! tracepoints once each and dispatches on the syscall number, which costs less than one
 //! tracepoint per syscall (see the README's performance section). Files by concern: `maps.rs`
 //! (every map and the load-time config), `sock.rs` (fd to TCP socket and its addresses),
-//! `emit.rs` (payload copy and ring-buffer output).
+//! `emit.rs` (payload copy and ring-buffer output), `tls.rs` (plaintext at the TLS library).
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
@@ -19,6 +19,8 @@ mod maps;
 mod sock;
 #[cfg(target_arch = "bpf")]
 mod syscalls;
+#[cfg(target_arch = "bpf")]
+mod tls;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]
@@ -34,3 +36,6 @@ static LICENSE: [u8; 4] = *b"GPL\0";
 /// Host builds (`cargo check --workspace`) compile this stub; the programs exist only for bpf.
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}
+
+#[cfg(not(target_arch = "bpf"))]
+use {aya_ebpf as _, mop_common as _};

@@ -7,6 +7,7 @@ use aya_ebpf::{
 };
 use mop_common::{
     ConnInfo, ConnKey, Counter, InflightSyscall, KernelConfig, KernelOffsets, MAX_CAPTURE_BYTES,
+    SslCall, SslKey,
     event::DataEventHeader,
     maps::{COUNTER_SLOTS, MAX_CONNS, MAX_INFLIGHT, MAX_PIDS},
     ops::SYSCALL_TABLE_LEN,
@@ -31,6 +32,13 @@ pub(crate) static MOP_INFLIGHT: LruHashMap<u64, InflightSyscall> =
 #[map(name = "MOP_CONNS")]
 pub(crate) static MOP_CONNS: LruHashMap<ConnKey, ConnInfo> =
     LruHashMap::with_max_entries(MAX_CONNS, 0);
+
+#[map(name = "MOP_SSL_CALLS")]
+pub(crate) static MOP_SSL_CALLS: LruHashMap<u64, SslCall> =
+    LruHashMap::with_max_entries(MAX_INFLIGHT, 0);
+
+#[map(name = "MOP_SSL_FDS")]
+pub(crate) static MOP_SSL_FDS: LruHashMap<SslKey, i32> = LruHashMap::with_max_entries(MAX_CONNS, 0);
 
 #[map(name = "MOP_COUNTERS")]
 pub(crate) static MOP_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
@@ -58,7 +66,7 @@ pub(crate) static MOP_CONFIG: Global<KernelConfig> = Global::new(KernelConfig {
     capture_bytes: 256,
     wakeup_bytes: 0,
     flags: 0,
-    pad: 0,
+    http2_capture_bytes: 4096,
     regs_arg_offsets: [0; 6],
     offsets: KernelOffsets {
         task_files: 0,

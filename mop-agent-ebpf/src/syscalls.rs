@@ -9,7 +9,10 @@ use aya_ebpf::{
 use mop_common::{
     ConnInfo, ConnKey, Counter, EventKind, InflightSyscall, KernelConfig, SyscallOp,
     event::{ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN},
-    maps::{CONN_OTHER, CONN_TCP, FLAG_WATCH_EXEC, PID_PENDING},
+    maps::{
+        CONN_FLAG_TLS, CONN_OTHER, CONN_TCP, FLAG_WATCH_EXEC, INFLIGHT_IN_TLS, PID_PENDING,
+        PROTO_HTTP2, PROTO_OTHER, PROTO_UNKNOWN,
+    },
     ops::SYSCALL_TABLE_LEN,
 };
 
@@ -69,12 +72,15 @@ pub(crate) fn mop_sys_enter(ctx: RawTracePointContext) -> i32 {
     } else {
         (syscall_arg(regs, &cfg, 1), syscall_arg(regs, &cfg, 2))
     };
+    // A socket syscall inside a TLS library call: its bytes are ciphertext, and it tells which
+    // socket the `SSL*` uses.
+    let in_tls = (op.is_ingress() || op.is_egress()) && crate::tls::note_socket(pid_tgid, fd);
     let inflight = InflightSyscall {
         enter_ns: now,
         buf,
         len,
         fd,
-        op: op as u32,
+        op: op as u32 | if in_tls { INFLIGHT_IN_TLS } else { 0 },
     };
     if MOP_INFLIGHT.insert(&pid_tgid, &inflight, 0).is_err() {
         bump(Counter::InflightFull);
@@ -95,6 +101,7 @@ pub(crate) fn mop_sys_exit(ctx: RawTracePointContext) -> i32 {
     let _ = MOP_INFLIGHT.remove(&pid_tgid);
     let ret: i64 = ctx.arg(1);
     let op = SyscallOp::from_u8(inflight.op as u8);
+    let in_tls = inflight.op & INFLIGHT_IN_TLS != 0;
     let cfg = MOP_CONFIG.load();
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -129,8 +136,9 @@ pub(crate) fn mop_sys_exit(ctx: RawTracePointContext) -> i32 {
                 enter_ns: inflight.enter_ns,
                 exit_ns: now,
                 pid_tgid,
+                flags: 0,
             };
-            on_data(&sc, &cfg);
+            on_data(&sc, &cfg, in_tls);
         }
         _ => {}
     }
@@ -153,12 +161,16 @@ fn track(key: &ConnKey, role: u32, cfg: &KernelConfig) -> Option<ConnInfo> {
             addrs,
             kind: CONN_TCP,
             role,
+            proto: PROTO_UNKNOWN,
+            flags: 0,
         },
         FdKind::Other => ConnInfo {
             conn_id: 0,
             addrs: mop_common::ConnAddrs::default(),
             kind: CONN_OTHER,
             role: ROLE_UNKNOWN,
+            proto: PROTO_OTHER,
+            flags: 0,
         },
     };
     let _ = MOP_CONNS.insert(key, &info, 0);
@@ -189,23 +201,62 @@ fn on_open(pid_tgid: u64, fd: i32, role: u32, enter_ns: u64, exit_ns: u64, cfg: 
     }
 }
 
+/// The TCP connection behind `key`, classifying the fd on first sight; `None` for anything
+/// that is not a TCP socket.
 #[inline(always)]
-fn on_data(sc: &DataSyscall, cfg: &KernelConfig) {
+pub(crate) fn tcp_conn(key: &ConnKey, cfg: &KernelConfig) -> Option<ConnInfo> {
+    // SAFETY: the entry is copied out at once.
+    match unsafe { MOP_CONNS.get(key) }.copied() {
+        Some(info) if info.kind == CONN_TCP => Some(info),
+        Some(_) => None,
+        None => track(key, ROLE_UNKNOWN, cfg),
+    }
+}
+
+/// Marks a connection as carrying TLS (its syscall bytes are never reported again).
+#[inline(always)]
+pub(crate) fn mark_tls(key: &ConnKey) {
+    if let Some(entry) = MOP_CONNS.get_ptr_mut(key) {
+        // SAFETY: LRU map values stay valid for the program's run; setting a bit is idempotent.
+        unsafe { (*entry).flags |= CONN_FLAG_TLS };
+    }
+}
+
+#[inline(always)]
+fn on_data(sc: &DataSyscall, cfg: &KernelConfig, in_tls: bool) {
     let key = ConnKey {
         pid: (sc.pid_tgid >> 32) as u32,
         fd: sc.fd,
     };
-    // SAFETY: the entry is copied out at once.
-    let known = unsafe { MOP_CONNS.get(&key) }.copied();
-    let info = match known {
-        Some(info) if info.kind == CONN_TCP => info,
-        Some(_) => return,
-        None => match track(&key, ROLE_UNKNOWN, cfg) {
-            Some(info) => info,
-            None => return,
-        },
+    let Some(mut info) = tcp_conn(&key, cfg) else {
+        return;
     };
+    if in_tls || info.flags & CONN_FLAG_TLS != 0 {
+        if info.flags & CONN_FLAG_TLS == 0 {
+            mark_tls(&key);
+        }
+        return;
+    }
+    prepare_window(&key, &mut info, sc);
     emit_data(&info, sc, cfg);
+}
+
+/// Decides, on a connection's first data, whether it speaks HTTP/2 (and needs the larger
+/// capture window), and remembers the decision.
+#[inline(always)]
+pub(crate) fn prepare_window(key: &ConnKey, info: &mut ConnInfo, sc: &DataSyscall) {
+    if info.proto == PROTO_UNKNOWN {
+        info.proto = if starts_http2_preface(sc) {
+            PROTO_HTTP2
+        } else {
+            PROTO_OTHER
+        };
+        if let Some(entry) = MOP_CONNS.get_ptr_mut(key) {
+            // SAFETY: LRU map values stay valid for the program's run; a concurrent update
+            // of the same field writes the same decision.
+            unsafe { (*entry).proto = info.proto };
+        }
+    }
 }
 
 #[inline(always)]
@@ -241,7 +292,52 @@ pub(crate) fn mop_sched_exec(_ctx: RawTracePointContext) -> i32 {
         addrs: mop_common::ConnAddrs::default(),
         kind: 0,
         role: ROLE_UNKNOWN,
+        proto: PROTO_UNKNOWN,
+        flags: 0,
     };
     emit_conn_event(EventKind::ProcExec, &none, pid_tgid, -1, now, now, &cfg);
     0
+}
+
+/// The first four bytes of the HTTP/2 client preface, `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`.
+const PREFACE_START: [u8; 4] = *b"PRI ";
+
+/// True when the first bytes the syscall moved start the HTTP/2 client preface.
+#[inline(always)]
+fn starts_http2_preface(sc: &DataSyscall) -> bool {
+    if sc.ret < PREFACE_START.len() as u64 {
+        return false;
+    }
+    let first = match sc.op {
+        SyscallOp::Read | SyscallOp::Write | SyscallOp::Recvfrom | SyscallOp::Sendto => sc.buf,
+        SyscallOp::Readv | SyscallOp::Writev => first_iov_base(sc.buf),
+        SyscallOp::Recvmsg | SyscallOp::Sendmsg => {
+            let cfg = MOP_CONFIG.load();
+            // SAFETY: the helper checks the user address.
+            let iov = unsafe {
+                aya_ebpf::helpers::bpf_probe_read_user(
+                    (sc.buf + u64::from(cfg.offsets.msghdr_iov)) as *const u64,
+                )
+            }
+            .unwrap_or(0);
+            first_iov_base(iov)
+        }
+        _ => 0,
+    };
+    if first == 0 {
+        return false;
+    }
+    // SAFETY: the helper checks the user address.
+    let head = unsafe { aya_ebpf::helpers::bpf_probe_read_user(first as *const [u8; 4]) };
+    matches!(head, Ok(h) if h == PREFACE_START)
+}
+
+/// The base address of the first entry of a user iovec array (0 when unreadable).
+#[inline(always)]
+fn first_iov_base(iov: u64) -> u64 {
+    if iov == 0 {
+        return 0;
+    }
+    // SAFETY: the helper checks the user address.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_user(iov as *const u64) }.unwrap_or(0)
 }

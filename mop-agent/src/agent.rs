@@ -5,25 +5,31 @@ use std::{sync::Arc, time::Duration};
 
 use mop_protocol::http1::Http1Limits;
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot};
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    task::JoinHandle,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     capture::{
-        CaptureError, CapturePathKind, LoadSettings,
+        CaptureError, CapturePathKind, LoadSettings, Loaded, Probes,
         conntrack::ConnTracker,
         loader,
         stage::{CaptureStage, StageSettings},
+        tls::TlsProbes,
     },
     config::{Config, ebpf::CapturePath},
     discovery::{self, DiscoveryOutputs, Scanner, identity::IdentityContext, procfs::ProcFs},
-    export::{ExportSettings, Exporters},
+    export::{ExportSettings, Exporters, SpanSink},
     span::{assembler::Assembler, clock::WallClock, ids::IdGenerator, stage::SpanStage},
     telemetry::SelfMetrics,
 };
 
 /// Capacity of the channel from capture to span assembly (exchanges).
 const EXCHANGE_QUEUE: usize = 16_384;
+/// Capacity of the control channels between discovery, capture and span assembly.
+const CONTROL_QUEUE: usize = 1024;
 /// How often the capture stage polls the ring buffer between kernel wake-ups.
 const RING_POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// Connections silent this long are dropped from the userspace tracker.
@@ -57,6 +63,8 @@ fn load_settings(config: &Config) -> LoadSettings {
     let ring = config.ebpf.ring_buffer_size;
     LoadSettings {
         capture_bytes: config.ebpf.buffer_size,
+        // HPACK needs whole header blocks: HTTP/2 connections get the largest window.
+        http2_capture_bytes: mop_common::MAX_CAPTURE_BYTES as u32,
         ring_buffer_bytes: ring,
         // Wake the reader early only when an eighth of the ring is unread; otherwise the
         // reader's poll tick collects records in batches.
@@ -92,32 +100,77 @@ fn host_name(config: &Config) -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
+/// The running stages, in pipeline order, and what stops them.
+struct Running {
+    metrics: Arc<SelfMetrics>,
+    discovery: JoinHandle<Probes>,
+    discovery_cancel: CancellationToken,
+    capture: JoinHandle<Result<(), CaptureError>>,
+    capture_cancel: CancellationToken,
+    spans: JoinHandle<()>,
+    exporters: Exporters,
+}
+
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), AgentError> {
     let metrics = Arc::new(SelfMetrics::default());
-    let loaded = loader::load(&load_settings(&config))?;
-    metrics.set_probes_attached(loaded.probes.attached);
-    metrics.set_capture_path(loaded.probes.path.as_str());
-    tracing::info!(
-        path = loaded.probes.path.as_str(),
-        programs = loaded.probes.attached,
-        buffer_size = config.ebpf.buffer_size,
-        "Capture attached."
-    );
-
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
-    let export_cancel = CancellationToken::new();
+    // Exporters first: a setting they refuse (or a port they cannot bind) fails the start
+    // before any program is attached.
     let (sink, exporters) = Exporters::start(
         ExportSettings::from_config(&config),
         Arc::clone(&metrics),
         ready_rx,
-        export_cancel.clone(),
+        CancellationToken::new(),
     )
     .await?;
+    let loaded = match loader::load(&load_settings(&config)) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            exporters.shutdown().await;
+            return Err(e.into());
+        }
+    };
+    let (path, attached) = (loaded.probes.path, loaded.probes.attached);
+    metrics.set_probes_attached(attached);
+    metrics.set_capture_path(path.as_str());
+    tracing::info!(
+        path = path.as_str(),
+        programs = attached,
+        buffer_size = config.ebpf.buffer_size,
+        "Capture attached."
+    );
+    let (first_pass_tx, first_pass_rx) = oneshot::channel();
+    let running = start(&config, loaded, metrics, (sink, exporters), first_pass_tx);
+    wait_for_signal(first_pass_rx, &ready_tx, &running.metrics).await?;
+    stop(running).await
+}
+
+/// Spawns every stage after the exporters, from span assembly back to discovery (consumers
+/// before producers).
+fn start(
+    config: &Config,
+    loaded: Loaded,
+    metrics: Arc<SelfMetrics>,
+    (sink, exporters): (SpanSink, Exporters),
+    first_pass: oneshot::Sender<()>,
+) -> Running {
     let (exchange_tx, exchange_rx) = mpsc::channel(EXCHANGE_QUEUE);
-    let (exec_tx, exec_rx) = mpsc::channel(1024);
-    let (capture_ctl_tx, capture_ctl_rx) = mpsc::channel(1024);
-    let (span_ctl_tx, span_ctl_rx) = mpsc::channel(1024);
+    let (exec_tx, exec_rx) = mpsc::channel(CONTROL_QUEUE);
+    let (capture_ctl_tx, capture_ctl_rx) = mpsc::channel(CONTROL_QUEUE);
+    let (span_ctl_tx, span_ctl_rx) = mpsc::channel(CONTROL_QUEUE);
+
+    let spans = SpanStage::new(
+        Assembler::new(
+            IdGenerator::from_entropy(),
+            WallClock::measure(),
+            config.routes.clone(),
+        ),
+        exchange_rx,
+        span_ctl_rx,
+        Arc::clone(&metrics),
+    );
+    let spans = tokio::spawn(spans.run(move |span| sink.send(span)));
 
     let capture_cancel = CancellationToken::new();
     let capture = CaptureStage::new(
@@ -133,75 +186,82 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     );
     let capture = tokio::spawn(capture.run(capture_cancel.clone()));
 
-    let spans = SpanStage::new(
-        Assembler::new(IdGenerator::from_entropy(), WallClock::measure()),
-        exchange_rx,
-        span_ctl_rx,
-        Arc::clone(&metrics),
-    );
-    let spans = tokio::spawn(spans.run(move |span| sink.send(span)));
-
     let scanner = Scanner::new(
         ProcFs::host(),
         config.discovery.clone(),
         IdentityContext {
-            host_name: host_name(&config),
+            host_name: host_name(config),
             service_name_override: config.service_name.clone(),
         },
     );
     let discovery_cancel = CancellationToken::new();
-    let (first_pass_tx, first_pass_rx) = oneshot::channel();
     let discovery = tokio::spawn(discovery::run(
         scanner,
         DiscoveryOutputs {
+            probes: loaded.probes,
+            tls: Some(TlsProbes::default()),
+            procfs: ProcFs::host(),
             pids: loaded.pids,
             spans: span_ctl_tx,
             capture: capture_ctl_tx,
             metrics: Arc::clone(&metrics),
         },
         exec_rx,
-        first_pass_tx,
+        first_pass,
         discovery_cancel.clone(),
     ));
+    Running {
+        metrics,
+        discovery,
+        discovery_cancel,
+        capture,
+        capture_cancel,
+        spans,
+        exporters,
+    }
+}
 
+/// Reports readiness after the first discovery pass; returns on SIGINT or SIGTERM.
+async fn wait_for_signal(
+    first_pass: oneshot::Receiver<()>,
+    ready: &watch::Sender<bool>,
+    metrics: &SelfMetrics,
+) -> Result<(), AgentError> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(AgentError::Signals)?;
-    let mut first_pass = std::pin::pin!(first_pass_rx);
-    let mut ready = false;
+    let mut first_pass = std::pin::pin!(first_pass);
+    let mut is_ready = false;
     loop {
         tokio::select! {
-            _ = &mut first_pass, if !ready => {
-                ready = true;
-                ready_tx.send_replace(true);
+            _ = &mut first_pass, if !is_ready => {
+                is_ready = true;
+                ready.send_replace(true);
                 tracing::info!(
                     processes = metrics.instrumented_processes(),
                     "Agent ready: probes attached and first discovery pass done."
                 );
             }
-            _ = tokio::signal::ctrl_c() => break,
-            _ = sigterm.recv() => break,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = sigterm.recv() => return Ok(()),
         }
     }
+}
 
+/// Stops the stages in pipeline order, so that everything captured is handled and flushed
+/// before the probes are detached.
+async fn stop(running: Running) -> Result<(), AgentError> {
+    let stage = |stage: &'static str| move |source| AgentError::Stage { stage, source };
     tracing::info!("Shutting down: stopping capture, flushing exporters.");
-    discovery_cancel.cancel();
-    discovery.await.map_err(|source| AgentError::Stage {
-        stage: "discovery",
-        source,
-    })?;
-    capture_cancel.cancel();
-    let captured = capture.await.map_err(|source| AgentError::Stage {
-        stage: "capture",
-        source,
-    })?;
-    spans.await.map_err(|source| AgentError::Stage {
-        stage: "span",
-        source,
-    })?;
-    exporters.shutdown().await;
+    running.discovery_cancel.cancel();
+    let probes = running.discovery.await.map_err(stage("discovery"))?;
+    running.capture_cancel.cancel();
+    let captured = running.capture.await.map_err(stage("capture"))?;
+    running.spans.await.map_err(stage("span"))?;
+    running.exporters.shutdown().await;
     // Dropping the probes detaches every program and frees the maps.
-    drop(loaded.probes);
+    drop(probes);
     captured?;
+    let metrics = &running.metrics;
     tracing::info!(
         events = metrics.events_read(),
         lost = metrics.events_lost(),

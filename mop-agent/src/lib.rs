@@ -11,5 +11,6 @@ pub mod capture;
 pub mod config;
 pub mod discovery;
 pub mod export;
+pub mod metrics;
 pub mod span;
 pub mod telemetry;

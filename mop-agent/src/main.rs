@@ -1,4 +1,8 @@
 //! The `mop-agent` binary: argument parsing and dispatch.
+#![expect(
+    unused_crate_dependencies,
+    reason = "the library target uses the dependencies; the binary only dispatches"
+)]
 
 use std::process::ExitCode;
 
@@ -39,11 +43,7 @@ fn main() -> ExitCode {
 
 /// Runs the agent on a multi-threaded runtime, with logs on stderr at the configured level.
 fn run_agent(config: mop_agent::config::Config) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(config.log_level.to_tracing())
-        .with_target(false)
-        .init();
+    mop_agent::telemetry::init_logging(config.log_level.to_tracing());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("mop")

@@ -56,6 +56,8 @@ pub const ROLE_CLIENT: u32 = 2;
 
 /// `flags` bit: the payload came from `sendfile`, whose bytes are never captured.
 pub const FLAG_SENDFILE: u32 = 1;
+/// `flags` bit: the payload is TLS plaintext read at the TLS library (uprobes), not socket bytes.
+pub const FLAG_TLS: u32 = 4;
 /// `flags` bit: the payload was gathered from an iovec array that had more entries than the
 /// kernel side walks, so the captured head may be shorter than the window.
 pub const FLAG_IOV_TRUNCATED: u32 = 2;

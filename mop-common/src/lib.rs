@@ -12,7 +12,9 @@ pub mod ops;
 pub use event::{
     ConnAddrs, DataEventHeader, EVENT_HEADER_LEN, EventKind, MAX_CAPTURE_BYTES, TAIL_BYTES,
 };
-pub use maps::{ConnInfo, ConnKey, Counter, InflightSyscall, KernelConfig, KernelOffsets};
+pub use maps::{
+    ConnInfo, ConnKey, Counter, InflightSyscall, KernelConfig, KernelOffsets, SslCall, SslKey,
+};
 pub use ops::SyscallOp;
 
 /// `AF_INET` on Linux.

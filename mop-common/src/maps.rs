@@ -23,6 +23,23 @@ pub const GLOBAL_CONFIG: &str = "MOP_CONFIG";
 pub const PROG_SYS_ENTER: &str = "mop_sys_enter";
 /// Program leaving every syscall (`raw_tracepoint/sys_exit`) on the syscall capture path.
 pub const PROG_SYS_EXIT: &str = "mop_sys_exit";
+/// uprobe on `SSL_read(ssl, buf, num)`.
+pub const PROG_SSL_READ: &str = "mop_ssl_read";
+/// uprobe on `SSL_write(ssl, buf, num)`.
+pub const PROG_SSL_WRITE: &str = "mop_ssl_write";
+/// uprobe on `SSL_read_ex(ssl, buf, num, *readbytes)`.
+pub const PROG_SSL_READ_EX: &str = "mop_ssl_read_ex";
+/// uprobe on `SSL_write_ex(ssl, buf, num, *written)`.
+pub const PROG_SSL_WRITE_EX: &str = "mop_ssl_write_ex";
+/// uretprobe attached to all four functions above: reports the plaintext.
+pub const PROG_SSL_RET: &str = "mop_ssl_ret";
+/// uprobe on `SSL_set_fd(ssl, fd)`: remembers which socket an `SSL*` uses.
+pub const PROG_SSL_SET_FD: &str = "mop_ssl_set_fd";
+/// `HashMap<u64 pid_tgid, SslCall>`: TLS calls in progress.
+pub const MAP_SSL_CALLS: &str = "MOP_SSL_CALLS";
+/// `LruHashMap<SslKey, i32 fd>`: the socket behind each `SSL*`.
+pub const MAP_SSL_FDS: &str = "MOP_SSL_FDS";
+
 /// Program on `raw_tracepoint/sched_process_exec`: new programs are captured at once, pending
 /// discovery's decision.
 pub const PROG_SCHED_EXEC: &str = "mop_sched_exec";
@@ -59,6 +76,8 @@ pub enum Counter {
     ReadUserFailed = 4,
     /// Connections inserted into [`MAP_CONNS`].
     ConnsTracked = 5,
+    /// TLS plaintext not reported because the call's socket was not known.
+    TlsNoSocket = 6,
 }
 
 /// Number of counter slots in [`MAP_COUNTERS`].
@@ -92,7 +111,62 @@ pub struct ConnInfo {
     pub kind: u32,
     /// See [`crate::DataEventHeader::role`].
     pub role: u32,
+    /// `PROTO_*`: what the connection speaks, as far as capture needs to know.
+    pub proto: u32,
+    /// `CONN_FLAG_*` bits.
+    pub flags: u32,
 }
+
+/// `ConnInfo::flags`: the connection carries TLS; its syscall bytes are ciphertext and are
+/// never reported (its plaintext comes from the TLS library probes instead).
+pub const CONN_FLAG_TLS: u32 = 1;
+
+/// `ConnInfo::proto`: no payload seen yet; the next data event peeks at its first bytes.
+pub const PROTO_UNKNOWN: u32 = 0;
+/// `ConnInfo::proto`: not HTTP/2 (HTTP/1 or anything else): the normal capture window.
+pub const PROTO_OTHER: u32 = 1;
+/// `ConnInfo::proto`: HTTP/2 (client preface seen, or userspace recognised frames): the
+/// larger HTTP/2 capture window, so HPACK header blocks arrive whole.
+pub const PROTO_HTTP2: u32 = 2;
+
+/// `SslCall::op`: `SSL_read` or `SSL_read_ex`.
+pub const SSL_OP_READ: u32 = 1;
+/// `SslCall::op`: `SSL_write` or `SSL_write_ex`.
+pub const SSL_OP_WRITE: u32 = 2;
+
+/// Value of [`MAP_SSL_CALLS`]: a TLS library call in progress on a thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SslCall {
+    /// The `SSL*`.
+    pub ssl: u64,
+    /// The plaintext buffer.
+    pub buf: u64,
+    /// Where the `_ex` variants store the byte count (0 for `SSL_read`/`SSL_write`).
+    pub len_out: u64,
+    /// `CLOCK_MONOTONIC` nanoseconds at entry.
+    pub enter_ns: u64,
+    /// The socket, once a syscall inside the call or `SSL_set_fd` revealed it; else -1.
+    pub fd: i32,
+    /// `SSL_OP_READ` or `SSL_OP_WRITE`.
+    pub op: u32,
+}
+
+/// Key of [`MAP_SSL_FDS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SslKey {
+    /// Process id.
+    pub pid: u32,
+    /// Explicit padding; always zero.
+    pub pad: u32,
+    /// The `SSL*` in that process.
+    pub ssl: u64,
+}
+
+/// `InflightSyscall::op` bit: the syscall runs inside a TLS library call, so its bytes are
+/// ciphertext.
+pub const INFLIGHT_IN_TLS: u32 = 0x100;
 
 /// Value of [`MAP_INFLIGHT`]: what a syscall's exit needs from its entry.
 #[repr(C)]
@@ -166,8 +240,9 @@ pub struct KernelConfig {
     pub wakeup_bytes: u32,
     /// `FLAG_*` bits.
     pub flags: u32,
-    /// Explicit padding; always zero.
-    pub pad: u32,
+    /// Bytes captured from each buffer of an HTTP/2 connection (at most
+    /// [`crate::MAX_CAPTURE_BYTES`]).
+    pub http2_capture_bytes: u32,
     /// Offsets of the six syscall arguments in the architecture's `struct pt_regs`.
     pub regs_arg_offsets: [u32; 6],
     /// Kernel struct member offsets.
@@ -175,8 +250,10 @@ pub struct KernelConfig {
 }
 
 const _: () = assert!(core::mem::size_of::<ConnKey>() == 8);
-const _: () = assert!(core::mem::size_of::<ConnInfo>() == 56);
+const _: () = assert!(core::mem::size_of::<ConnInfo>() == 64);
 const _: () = assert!(core::mem::size_of::<InflightSyscall>() == 32);
+const _: () = assert!(core::mem::size_of::<SslCall>() == 40);
+const _: () = assert!(core::mem::size_of::<SslKey>() == 16);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 72);
 const _: () = assert!(core::mem::size_of::<KernelConfig>() == 112);
 
@@ -187,6 +264,8 @@ mod pod {
     unsafe impl aya::Pod for super::ConnKey {}
     unsafe impl aya::Pod for super::ConnInfo {}
     unsafe impl aya::Pod for super::InflightSyscall {}
+    unsafe impl aya::Pod for super::SslCall {}
+    unsafe impl aya::Pod for super::SslKey {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::KernelConfig {}
 }

@@ -79,7 +79,9 @@ pub struct HttpExchange {
     pub target: String,
     /// `Host` header (or `:authority`), when captured.
     pub host: Option<String>,
-    /// Response status code; `None` when the connection ended before a response was seen.
+    /// Response status code; `None` when the connection ended before a response was seen
+    /// (`response_start_ns` is then 0), or when the capture window cut the status line
+    /// (`response_head_truncated` is then set).
     pub status: Option<u16>,
     /// Request body bytes (from `Content-Length`, or counted for chunked bodies): the bytes
     /// that passed when the connection closed inside the body. 0 when

@@ -1,9 +1,12 @@
 //! `cargo xtask`: the project's developer commands (see the README).
 
+mod bench;
 mod cmd;
 mod image;
 mod manifests;
+mod run;
 mod setup;
+mod test;
 
 use clap::{Parser, Subcommand};
 
@@ -19,17 +22,26 @@ struct Cli {
 enum Command {
     /// Install what building and testing need (idempotent).
     Setup(setup::Options),
+    /// Build the release agent and run it as root: `cargo xtask run -- [agent args]`.
+    Run(run::Options),
+    /// Run every check CI runs (setup, fmt, clippy, unit, build, integration, extra suites).
+    Test(test::Options),
     /// Render the Kubernetes manifests to deploy/manifests (--check: fail when stale;
     /// --verify: also validate every object and run the property tests).
     Manifests(manifests::Options),
     /// Build the agent's OCI image into target/image without a container daemon.
     Image(image::Options),
+    /// Measure the agent (`overhead`: nginx under load with and without it).
+    Bench(bench::Options),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Setup(opts) => setup::run(&opts),
+        Command::Run(opts) => run::run(&opts),
+        Command::Test(opts) => test::run(&opts),
         Command::Manifests(opts) => manifests::run(&opts),
         Command::Image(opts) => image::run(&opts),
+        Command::Bench(opts) => bench::run(&opts),
     }
 }

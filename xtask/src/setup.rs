@@ -30,6 +30,13 @@ const APT_PACKAGES: &[&str] = &[
     "cpio",
     "skopeo",
     "umoci",
+    // The integration tests: Python peers (and pip for the packages below), `bpftool prog
+    // show` to check that the agent leaves nothing loaded, `strace` to check that a bad
+    // config stops it before it attaches anything (`setpriv` is in util-linux).
+    "python3",
+    "python3-pip",
+    "bpftool",
+    "strace",
 ];
 
 /// Python packages (`PyPI`) the tests use as real peers: OTLP receivers, gRPC, HTTP/2 servers,
@@ -63,6 +70,7 @@ pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
     bpf_linker()?;
     tracefs()?;
     if !opts.build_only {
+        lint_components()?;
         apt_packages()?;
         pip_packages()?;
         stop_system_services();
@@ -91,6 +99,21 @@ fn rust_src() -> anyhow::Result<()> {
         "--toolchain",
         "nightly",
     ]))
+}
+
+/// rustfmt and clippy for the stable toolchain (`cargo xtask test` runs both).
+fn lint_components() -> anyhow::Result<()> {
+    let have = |tool: &str| {
+        Command::new("cargo")
+            .args([tool, "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if have("fmt") && have("clippy") {
+        return Ok(());
+    }
+    eprintln!("setup: installing rustfmt and clippy");
+    cmd::run(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))
 }
 
 fn bpf_linker() -> anyhow::Result<()> {
@@ -124,6 +147,9 @@ fn apt_packages() -> anyhow::Result<()> {
             !cmd::output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
                 .is_ok_and(|s| s.contains("install ok installed"))
         })
+        // A command of the package's name already on PATH counts: e.g. `npm` comes with
+        // NodeSource's `nodejs`, which conflicts with Debian's `npm` package.
+        .filter(|p| !cmd::have(p))
         .collect();
     if missing.is_empty() {
         return Ok(());
@@ -153,8 +179,11 @@ fn pip_packages() -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("setup: installing Python packages: {}", missing.join(" "));
+    // Debian 12 marks its Python as externally managed (PEP 668); these packages are test
+    // tools for this machine, so pip may install them system-wide. Older pips ignore this.
     cmd::run(
         Command::new("python3")
+            .env("PIP_BREAK_SYSTEM_PACKAGES", "1")
             .args([
                 "-m",
                 "pip",

@@ -33,6 +33,8 @@ pub struct ConnExchange {
     pub remote: SocketAddr,
     /// The request and response.
     pub exchange: HttpExchange,
+    /// Read as TLS plaintext (the scheme is `https`).
+    pub tls: bool,
 }
 
 /// What a connection speaks.
@@ -50,6 +52,9 @@ struct Connection {
     remote: SocketAddr,
     protocol: Protocol,
     last_seen_ns: u64,
+    /// Plaintext from the TLS library has been seen: socket bytes (ciphertext) are ignored
+    /// from now on, and the protocol was decided on the plaintext.
+    tls: bool,
 }
 
 /// Key of a tracked connection: the kernel's connection id is unique per boot, the pid keeps
@@ -139,6 +144,15 @@ impl ConnTracker {
             return;
         };
         conn.last_seen_ns = ev.header.exit_ns;
+        if ev.is_tls() != conn.tls {
+            if conn.tls {
+                // Ciphertext of a connection whose plaintext we read: never parsed.
+                return;
+            }
+            // The first plaintext: whatever the ciphertext looked like does not count.
+            conn.tls = true;
+            conn.protocol = Protocol::Undecided(0);
+        }
         if let Protocol::Undecided(seen) = conn.protocol {
             conn.protocol = sniff(ev.head, seen, self.http1_limits);
         }
@@ -151,7 +165,7 @@ impl ConnTracker {
             conn.protocol = Protocol::Opaque;
         }
         if !self.scratch.is_empty() {
-            let (local, remote) = (conn.local, conn.remote);
+            let (local, remote, tls) = (conn.local, conn.remote, conn.tls);
             for exchange in self.scratch.drain(..) {
                 emit(ConnExchange {
                     pid: key.pid,
@@ -159,6 +173,7 @@ impl ConnTracker {
                     local,
                     remote,
                     exchange,
+                    tls,
                 });
             }
         }
@@ -172,6 +187,7 @@ impl ConnTracker {
                 local: conn.local,
                 remote: conn.remote,
                 exchange,
+                tls: conn.tls,
             });
         }
     }
@@ -188,6 +204,7 @@ impl ConnTracker {
                 remote,
                 protocol: Protocol::Undecided(0),
                 last_seen_ns: ev.header.exit_ns,
+                tls: false,
             },
         );
     }

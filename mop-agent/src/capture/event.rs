@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use mop_common::{
     AF_INET, AF_INET6, ConnAddrs, DataEventHeader, EVENT_HEADER_LEN, EventKind, TAIL_BYTES,
-    event::{DIR_INGRESS, FLAG_SENDFILE, ROLE_CLIENT, ROLE_SERVER},
+    event::{DIR_INGRESS, FLAG_SENDFILE, FLAG_TLS, ROLE_CLIENT, ROLE_SERVER},
 };
 use mop_protocol::{Direction, Segment};
 use thiserror::Error;
@@ -82,6 +82,11 @@ impl<'a> RawEvent<'a> {
     /// True when the bytes came from `sendfile` (never captured).
     pub fn is_sendfile(&self) -> bool {
         self.header.flags & FLAG_SENDFILE != 0
+    }
+
+    /// True when the payload is TLS plaintext read at the library, not socket bytes.
+    pub fn is_tls(&self) -> bool {
+        self.header.flags & FLAG_TLS != 0
     }
 
     /// The role the kernel saw the connection open with, when it saw it open.

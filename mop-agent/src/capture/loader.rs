@@ -51,6 +51,8 @@ impl CapturePathKind {
 pub struct LoadSettings {
     /// Bytes captured from the head of each buffer (at most [`MAX_CAPTURE_BYTES`]).
     pub capture_bytes: u32,
+    /// Bytes captured from each buffer of an HTTP/2 connection.
+    pub http2_capture_bytes: u32,
     /// Ring buffer size in bytes (a power of two, a multiple of the page size).
     pub ring_buffer_bytes: u32,
     /// Unread bytes above which the kernel wakes the reader.
@@ -67,11 +69,18 @@ pub struct LoadSettings {
 /// The loaded programs; dropping it detaches every program and frees the maps it owns.
 pub struct Probes {
     /// Keeps programs and links alive.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     /// The path that is attached.
     pub path: CapturePathKind,
     /// How many programs are attached.
     pub attached: usize,
+}
+
+impl Probes {
+    /// The loaded object, for attaching per-process probes (TLS libraries).
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
 }
 
 /// Where discovery selects processes: the kernel's pid filter.
@@ -139,7 +148,7 @@ pub fn load(settings: &LoadSettings) -> Result<Loaded, CaptureError> {
         } else {
             0
         },
-        pad: 0,
+        http2_capture_bytes: settings.http2_capture_bytes.min(MAX_CAPTURE_BYTES as u32),
         regs_arg_offsets: kernel::syscall_arg_offsets(&btf)?,
         offsets: kernel::kernel_offsets(&btf)?,
     };
@@ -176,7 +185,7 @@ pub fn load(settings: &LoadSettings) -> Result<Loaded, CaptureError> {
     debug_assert_eq!(counters.len(), COUNTER_SLOTS);
     Ok(Loaded {
         probes: Probes {
-            _ebpf: ebpf,
+            ebpf,
             path,
             attached,
         },

@@ -8,6 +8,7 @@ pub mod kernel;
 pub mod loader;
 pub mod stage;
 pub mod sys;
+pub mod tls;
 
 use thiserror::Error;
 

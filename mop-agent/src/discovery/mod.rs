@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    capture::{PidFilter, stage::CaptureControl},
+    capture::{PidFilter, Probes, stage::CaptureControl, tls::TlsProbes},
     config::discovery::DiscoveryConfig,
     span::{ServiceResource, stage::SpanControl},
     telemetry::SelfMetrics,
@@ -47,8 +47,18 @@ pub enum Change {
 struct Tracked {
     start_time: u64,
     net_ns: u64,
+    /// The pass that first saw the process: young processes are re-checked for new listening
+    /// ports every pass, older ones every [`OLD_PROCESS_PASSES`].
+    first_pass: u64,
     state: TrackState,
 }
+
+/// Passes during which a new, unselected process is re-checked every pass for new listening
+/// ports (a server binds soon after it starts).
+const YOUNG_PASSES: u64 = 10;
+/// How often (in passes) older unselected processes are re-checked. Reading a namespace's TCP
+/// tables walks every socket in it, so it is not done each pass on a busy node.
+const OLD_PROCESS_PASSES: u64 = 10;
 
 /// The decision about a tracked process.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -77,6 +87,9 @@ pub struct Scanner {
     tracked: HashMap<u32, Tracked>,
     namespaces: HashMap<u64, NetNs>,
     pass: u64,
+    /// Source of listening-set generations; never reused, so a namespace forgotten and seen
+    /// again cannot look unchanged.
+    next_generation: u64,
 }
 
 impl Scanner {
@@ -90,7 +103,17 @@ impl Scanner {
             tracked: HashMap::new(),
             namespaces: HashMap::new(),
             pass: 0,
+            next_generation: 0,
         }
+    }
+
+    /// The pids currently instrumented.
+    pub fn selected_pids(&self) -> Vec<u32> {
+        self.tracked
+            .iter()
+            .filter(|(_, t)| t.state == TrackState::Selected)
+            .map(|(pid, _)| *pid)
+            .collect()
     }
 
     /// Processes currently instrumented.
@@ -139,7 +162,9 @@ impl Scanner {
             }
             self.visit(pid, needs_ports, &mut changes);
         }
-        self.namespaces.retain(|_, ns| ns.seen_in_pass == self.pass);
+        let pass = self.pass;
+        self.namespaces
+            .retain(|_, ns| pass - ns.seen_in_pass <= 2 * OLD_PROCESS_PASSES);
         changes
     }
 
@@ -158,8 +183,12 @@ impl Scanner {
                 }
                 TrackState::NoExe => return,
                 TrackState::Unselected { scanned_generation } => {
+                    let young = self.pass.saturating_sub(t.first_pass) < YOUNG_PASSES;
+                    if !needs_ports || (!young && !self.pass.is_multiple_of(OLD_PROCESS_PASSES)) {
+                        return;
+                    }
                     let ns = t.net_ns;
-                    if !needs_ports || self.generation(ns, pid) == scanned_generation {
+                    if self.generation(ns, pid) == scanned_generation {
                         return;
                     }
                 }
@@ -175,6 +204,7 @@ impl Scanner {
                 Tracked {
                     start_time: stat.start_time,
                     net_ns: 0,
+                    first_pass: self.pass,
                     state: TrackState::NoExe,
                 },
             );
@@ -215,11 +245,13 @@ impl Scanner {
                 scanned_generation: generation,
             }
         };
+        let first_pass = self.tracked.get(&pid).map_or(self.pass, |t| t.first_pass);
         self.tracked.insert(
             pid,
             Tracked {
                 start_time: stat.start_time,
                 net_ns,
+                first_pass,
                 state,
             },
         );
@@ -240,7 +272,8 @@ impl Scanner {
             seen_in_pass: 0,
         });
         if ns.listeners != listeners || ns.seen_in_pass == 0 {
-            ns.generation += 1;
+            self.next_generation += 1;
+            ns.generation = self.next_generation;
             ns.listeners = listeners;
         }
         ns.seen_in_pass = pass;
@@ -270,6 +303,13 @@ impl Scanner {
 
 /// Where discovery's decisions go.
 pub struct DiscoveryOutputs {
+    /// The loaded programs: discovery attaches per-process probes (TLS) and hands them back
+    /// when it stops.
+    pub probes: Probes,
+    /// TLS library probes, when TLS capture is on.
+    pub tls: Option<TlsProbes>,
+    /// How `/proc` is read (for TLS libraries).
+    pub procfs: ProcFs,
     /// The kernel's pid filter.
     pub pids: PidFilter,
     /// Resources for span assembly.
@@ -280,15 +320,20 @@ pub struct DiscoveryOutputs {
     pub metrics: Arc<SelfMetrics>,
 }
 
+/// Passes between looks for TLS libraries in instrumented processes that had none (a program
+/// may load libssl late, e.g. Python on its first `import ssl`).
+const TLS_RECHECK_PASSES: u64 = 2;
+
 /// Runs passes until cancelled, and decides at once about each exec the capture stage reports;
-/// `first_pass` fires after the first pass is applied.
+/// `first_pass` fires after the first pass is applied. Returns the probes (still attached) so
+/// the caller detaches them after the pipeline has drained.
 pub async fn run(
     mut scanner: Scanner,
     mut out: DiscoveryOutputs,
     mut execs: mpsc::Receiver<u32>,
     first_pass: oneshot::Sender<()>,
     cancel: CancellationToken,
-) {
+) -> Probes {
     let mut first_pass = Some(first_pass);
     let mut tick = tokio::time::interval(scanner.config.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -302,12 +347,29 @@ pub async fn run(
         for change in changes {
             apply(&mut out, change).await;
         }
+        if scanner.pass.is_multiple_of(TLS_RECHECK_PASSES) {
+            recheck_tls(&scanner, &mut out);
+        }
         out.metrics
             .set_instrumented_processes(scanner.instrumented());
         if let Some(tx) = first_pass.take() {
             let _ = tx.send(());
         }
     }
+    out.probes
+}
+
+/// Looks again for TLS libraries in instrumented processes that have none probed yet.
+fn recheck_tls(scanner: &Scanner, out: &mut DiscoveryOutputs) {
+    let Some(tls) = out.tls.as_mut() else { return };
+    for pid in scanner.selected_pids() {
+        if !tls.covers(pid) {
+            let exe = out.procfs.exe(pid).ok();
+            tls.add_process(out.probes.ebpf_mut(), &out.procfs, pid, exe.as_deref());
+        }
+    }
+    out.metrics
+        .set_tls_libraries(tls.attached_libraries(), tls.attached_programs());
 }
 
 /// Applies one change: the span stage learns a resource before the kernel captures its pid.
@@ -326,12 +388,19 @@ async fn apply(out: &mut DiscoveryOutputs, change: Change) {
             if let Err(e) = out.pids.add(pid) {
                 tracing::warn!(pid, error = %e, "Cannot add the process to the pid filter.");
             }
+            if let Some(tls) = out.tls.as_mut() {
+                let exe = out.procfs.exe(pid).ok();
+                tls.add_process(out.probes.ebpf_mut(), &out.procfs, pid, exe.as_deref());
+            }
         }
         Change::Exited(pid) | Change::Rejected(pid) => {
             if matches!(change, Change::Exited(_)) {
                 tracing::info!(pid, "Instrumented process exited.");
             }
             out.pids.remove(pid);
+            if let Some(tls) = out.tls.as_mut() {
+                tls.remove_process(out.probes.ebpf_mut(), pid);
+            }
             let _ = out.capture.send(CaptureControl::ProcessExited(pid)).await;
             let _ = out.spans.send(SpanControl::ProcessExited(pid)).await;
         }

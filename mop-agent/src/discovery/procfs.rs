@@ -134,6 +134,17 @@ impl ProcFs {
         std::fs::read_to_string(self.path(pid, "cgroup"))
     }
 
+    /// The contents of `/proc/PID/maps` (the files a process maps).
+    pub fn maps(&self, pid: u32) -> io::Result<String> {
+        std::fs::read_to_string(self.path(pid, "maps"))
+    }
+
+    /// A path as the process sees it, reached through `/proc/PID/root` (so files inside a
+    /// container's mount namespace are found from the host).
+    pub fn in_root(&self, pid: u32, path: &str) -> PathBuf {
+        self.path(pid, "root").join(path.trim_start_matches('/'))
+    }
+
     /// The root of this tree.
     pub fn root(&self) -> &Path {
         &self.root
@@ -164,7 +175,7 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
 }
 
 /// Adds the listening sockets of a `/proc/net/tcp{,6}` table to `out`.
-pub fn parse_listeners(text: &str, out: &mut HashMap<u64, u16>) {
+pub fn parse_listeners<S: std::hash::BuildHasher>(text: &str, out: &mut HashMap<u64, u16, S>) {
     for line in text.lines().skip(1) {
         let cols: Vec<&str> = line.split_whitespace().collect();
         // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode

@@ -1,6 +1,6 @@
 //! Discovery passes over a fake `/proc` tree.
 
-use std::{fs, os::unix::fs::symlink, path::PathBuf};
+use std::{fmt::Write as _, fs, os::unix::fs::symlink, path::PathBuf};
 
 use super::*;
 use crate::config::{
@@ -23,18 +23,22 @@ impl FakeProc {
 
     /// Adds a process with an executable, a start time, a netns and socket fds.
     fn add(&self, pid: u32, exe: &str, start: u64, sockets: &[u64]) {
-        let p = self.root.join(pid.to_string());
-        let _ = fs::remove_dir_all(&p);
-        for d in ["fd", "ns", "net"] {
-            fs::create_dir_all(p.join(d)).unwrap();
+        let dir = self.root.join(pid.to_string());
+        let _ = fs::remove_dir_all(&dir);
+        for sub in ["fd", "ns", "net"] {
+            fs::create_dir_all(dir.join(sub)).unwrap();
         }
-        let stat = format!("{pid} (x) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {start} 0 0");
-        fs::write(p.join("stat"), stat).unwrap();
-        symlink(exe, p.join("exe")).unwrap();
-        symlink("net:[4026531840]", p.join("ns/net")).unwrap();
-        fs::write(p.join("environ"), b"").unwrap();
+        let stat_line = format!("{pid} (x) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {start} 0 0");
+        fs::write(dir.join("stat"), stat_line).unwrap();
+        symlink(exe, dir.join("exe")).unwrap();
+        symlink("net:[4026531840]", dir.join("ns/net")).unwrap();
+        fs::write(dir.join("environ"), b"").unwrap();
         for (i, inode) in sockets.iter().enumerate() {
-            symlink(format!("socket:[{inode}]"), p.join(format!("fd/{}", i + 3))).unwrap();
+            symlink(
+                format!("socket:[{inode}]"),
+                dir.join(format!("fd/{}", i + 3)),
+            )
+            .unwrap();
         }
         self.set_listeners(pid, &[]);
     }
@@ -45,9 +49,10 @@ impl FakeProc {
             "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n",
         );
         for (i, (inode, port)) in listeners.iter().enumerate() {
-            t.push_str(&format!(
-                "   {i}: 0100007F:{port:04X} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 {inode} 1 0 100 0 0 10 0\n"
-            ));
+            let _ = writeln!(
+                t,
+                "   {i}: 0100007F:{port:04X} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 {inode} 1 0 100 0 0 10 0"
+            );
         }
         fs::write(self.root.join(pid.to_string()).join("net/tcp"), t).unwrap();
     }
@@ -175,4 +180,31 @@ fn exec_decides_at_once() {
     assert_eq!(s.exec(61), vec![Change::Rejected(61)]);
     // The scan that follows does not announce the exec'd process a second time.
     assert!(started(&s.scan()).is_empty());
+}
+
+#[test]
+fn old_processes_are_rechecked_less_often() {
+    let fake = FakeProc::new("old");
+    fake.add(70, "/usr/bin/python3.11", 1, &[]);
+    let mut s = scanner(&fake, vec![ports("8080")]);
+    for _ in 0..12 {
+        assert!(s.scan().is_empty());
+    }
+    // Pass 13 onwards: the process is old; it starts listening now.
+    fake.add(70, "/usr/bin/python3.11", 1, &[777]);
+    fake.set_listeners(70, &[(777, 8080)]);
+    let mut passes = 0;
+    let found = loop {
+        passes += 1;
+        let changes = s.scan();
+        if !changes.is_empty() {
+            break started(&changes);
+        }
+        assert!(
+            passes < OLD_PROCESS_PASSES,
+            "not found within one slow period"
+        );
+    };
+    assert_eq!(found, vec![(70, "python3.11".to_owned())]);
+    assert!(passes > 1, "an old process is not re-checked every pass");
 }

@@ -9,9 +9,12 @@ use super::{
     clock::WallClock,
     context::parse_traceparent,
     ids::IdGenerator,
-    model::{ServiceResource, Span, SpanAttributes, SpanKind, SpanStatus},
+    model::{ServiceResource, Signals, Span, SpanAttributes, SpanKind, SpanStatus},
 };
-use crate::capture::conntrack::ConnExchange;
+use crate::{
+    capture::conntrack::ConnExchange,
+    config::routes::{IgnoreMode, RoutesConfig},
+};
 
 /// W3C flag: the trace is sampled.
 const SAMPLED: u8 = 1;
@@ -20,16 +23,18 @@ const SAMPLED: u8 = 1;
 pub struct Assembler {
     ids: IdGenerator,
     clock: WallClock,
+    routes: RoutesConfig,
     processes: HashMap<u32, Arc<ServiceResource>>,
     unknown: Arc<ServiceResource>,
 }
 
 impl Assembler {
-    /// An assembler with no known process yet.
-    pub fn new(ids: IdGenerator, clock: WallClock) -> Self {
+    /// An assembler with no known process yet; `routes` names server spans' `http.route`.
+    pub fn new(ids: IdGenerator, clock: WallClock, routes: RoutesConfig) -> Self {
         Self {
             ids,
             clock,
+            routes,
             processes: HashMap::new(),
             unknown: Arc::new(ServiceResource {
                 service_name: "unknown_service".to_owned(),
@@ -60,13 +65,17 @@ impl Assembler {
         self.clock = WallClock::measure();
     }
 
-    /// Builds the span of one exchange.
-    pub fn build(&mut self, cx: &ConnExchange) -> Span {
+    /// Builds the span of one exchange; `None` when its path is ignored for every signal.
+    pub fn build(&mut self, cx: &ConnExchange) -> Option<Span> {
         let ex = &cx.exchange;
         let kind = match ex.role {
             Role::Server => SpanKind::Server,
             Role::Client => SpanKind::Client,
         };
+        let signals = self.signals(kind, ex);
+        if !signals.traces && !signals.metrics {
+            return None;
+        }
         let parent = match kind {
             SpanKind::Server => ex
                 .trace_headers
@@ -80,10 +89,16 @@ impl Assembler {
             None => (self.ids.trace_id(), None, SAMPLED),
         };
         let trace_state = parent.and(ex.trace_headers.tracestate.clone());
-        let attributes = attributes(kind, ex, cx.local, cx.remote);
+        let mut attributes = attributes(kind, cx);
+        if kind == SpanKind::Server {
+            attributes.http_route = attributes
+                .url_path
+                .as_deref()
+                .and_then(|path| self.routes.route_for(path));
+        }
         let status = status(kind, ex.status);
         let (start, end) = span_times(kind, ex);
-        Span {
+        Some(Span {
             trace_id,
             span_id: self.ids.span_id(),
             parent_span_id,
@@ -100,6 +115,32 @@ impl Assembler {
                 .get(&cx.pid)
                 .map_or_else(|| Arc::clone(&self.unknown), Arc::clone),
             attributes,
+            signals,
+        })
+    }
+
+    /// The signals a request feeds, from `routes.ignored_patterns` and `ignore_mode`.
+    fn signals(&self, kind: SpanKind, ex: &HttpExchange) -> Signals {
+        if kind != SpanKind::Server || self.routes.ignored_patterns.is_empty() {
+            return Signals::ALL;
+        }
+        let (path, _) = split_target(&ex.target);
+        if !self.routes.is_ignored(path) {
+            return Signals::ALL;
+        }
+        match self.routes.ignore_mode {
+            IgnoreMode::All => Signals {
+                traces: false,
+                metrics: false,
+            },
+            IgnoreMode::Traces => Signals {
+                traces: false,
+                metrics: true,
+            },
+            IgnoreMode::Metrics => Signals {
+                traces: true,
+                metrics: false,
+            },
         }
     }
 }
@@ -162,15 +203,12 @@ fn host_name(host: &str) -> &str {
         .map_or(host, |(name, _)| name)
 }
 
-fn attributes(
-    kind: SpanKind,
-    ex: &HttpExchange,
-    local: SocketAddr,
-    remote: SocketAddr,
-) -> SpanAttributes {
-    let (server, client) = match kind {
-        SpanKind::Server => (local, Some(remote)),
-        SpanKind::Client => (remote, None),
+fn attributes(kind: SpanKind, cx: &ConnExchange) -> SpanAttributes {
+    let ex = &cx.exchange;
+    let scheme = if cx.tls { "https" } else { "http" };
+    let (server, client): (SocketAddr, Option<SocketAddr>) = match kind {
+        SpanKind::Server => (cx.local, Some(cx.remote)),
+        SpanKind::Client => (cx.remote, None),
     };
     let server_address = ex
         .host
@@ -186,7 +224,7 @@ fn attributes(
             let full = if ex.target.contains("://") {
                 ex.target.clone()
             } else {
-                format!("http://{authority}{}", ex.target)
+                format!("{scheme}://{authority}{}", ex.target)
             };
             (None, None, Some(full))
         }
@@ -196,14 +234,17 @@ fn attributes(
         url_path,
         url_query,
         url_full,
+        url_scheme: scheme,
         http_route: None,
         http_response_status_code: ex.status.map(i64::from),
         server_address: Some(server_address),
         server_port: Some(i64::from(server.port())),
         client_address: client.map(|c| c.ip()),
         network_protocol_version: ex.version.as_str(),
-        http_request_body_size: i64::try_from(ex.request_body_size).unwrap_or(i64::MAX),
-        http_response_body_size: i64::try_from(ex.response_body_size).unwrap_or(i64::MAX),
+        http_request_body_size: (!ex.request_body_size_unknown)
+            .then(|| i64::try_from(ex.request_body_size).unwrap_or(i64::MAX)),
+        http_response_body_size: (!ex.response_body_size_unknown)
+            .then(|| i64::try_from(ex.response_body_size).unwrap_or(i64::MAX)),
         rpc: None,
     }
 }
@@ -247,17 +288,28 @@ mod tests {
                 grpc_message: None,
                 reset_code: None,
             },
+            tls: false,
         }
     }
 
     fn assembler() -> Assembler {
-        Assembler::new(IdGenerator::from_seed([1; 32]), WallClock::measure())
+        let routes = RoutesConfig {
+            unmatched: crate::config::routes::UnmatchedRoutes::Unset,
+            ..RoutesConfig::default()
+        };
+        Assembler::new(
+            IdGenerator::from_seed([1; 32]),
+            WallClock::measure(),
+            routes,
+        )
     }
 
     #[test]
     fn server_span_has_path_query_and_times() {
         let mut a = assembler();
-        let span = a.build(&exchange(Role::Server, "/a/b?x=1", Some(404)));
+        let span = a
+            .build(&exchange(Role::Server, "/a/b?x=1", Some(404)))
+            .unwrap();
         assert_eq!(span.kind, SpanKind::Server);
         assert_eq!(span.name, "GET");
         assert_eq!(span.status, SpanStatus::Unset);
@@ -280,7 +332,7 @@ mod tests {
     #[test]
     fn client_span_has_full_url_and_error_on_4xx() {
         let mut a = assembler();
-        let span = a.build(&exchange(Role::Client, "/x", Some(404)));
+        let span = a.build(&exchange(Role::Client, "/x", Some(404))).unwrap();
         assert_eq!(span.kind, SpanKind::Client);
         assert_eq!(span.status, SpanStatus::Error);
         assert_eq!(
@@ -298,7 +350,7 @@ mod tests {
         ex.exchange.trace_headers.traceparent =
             Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
         ex.exchange.trace_headers.tracestate = Some("a=b".into());
-        let span = a.build(&ex);
+        let span = a.build(&ex).unwrap();
         assert_eq!(span.trace_id.to_hex(), "0af7651916cd43dd8448eb211c80319c");
         assert_eq!(span.parent_span_id.unwrap().to_hex(), "b7ad6b7169203331");
         assert_eq!(span.trace_state.as_deref(), Some("a=b"));
@@ -326,15 +378,165 @@ mod tests {
         });
         a.process_started(42, Arc::clone(&resource));
         assert_eq!(
-            a.build(&exchange(Role::Server, "/", Some(200))).resource,
+            a.build(&exchange(Role::Server, "/", Some(200)))
+                .unwrap()
+                .resource,
             resource
         );
         a.process_exited(42);
         assert_eq!(
             a.build(&exchange(Role::Server, "/", Some(200)))
+                .unwrap()
                 .resource
                 .service_name,
             "unknown_service"
         );
+    }
+}
+
+#[cfg(test)]
+mod route_tests {
+    use mop_protocol::{HttpVersion, TraceHeaders};
+
+    use super::*;
+    use crate::config::routes::RoutePattern;
+
+    pub(super) fn server(target: &str) -> ConnExchange {
+        ConnExchange {
+            pid: 1,
+            conn_id: 1,
+            local: "127.0.0.1:80".parse().unwrap(),
+            remote: "127.0.0.1:5000".parse().unwrap(),
+            exchange: HttpExchange {
+                role: Role::Server,
+                version: HttpVersion::Http11,
+                method: "GET".into(),
+                target: target.into(),
+                host: None,
+                status: Some(200),
+                request_body_size: 0,
+                response_body_size: 0,
+                trace_headers: TraceHeaders::default(),
+                content_type: None,
+                request_start_ns: 1,
+                request_first_exit_ns: 1,
+                request_end_ns: 1,
+                response_start_ns: 2,
+                response_end_ns: 2,
+                request_tid: 1,
+                request_head_truncated: false,
+                request_target_truncated: false,
+                response_head_truncated: false,
+                request_body_size_unknown: false,
+                response_body_size_unknown: false,
+                stream_id: 0,
+                grpc_status: None,
+                grpc_message: None,
+                reset_code: None,
+            },
+            tls: false,
+        }
+    }
+
+    fn with(routes: RoutesConfig) -> Assembler {
+        Assembler::new(
+            IdGenerator::from_seed([2; 32]),
+            WallClock::measure(),
+            routes,
+        )
+    }
+
+    #[test]
+    fn names_server_spans_by_route() {
+        let routes = RoutesConfig {
+            patterns: vec![RoutePattern::parse("/users/{id}").unwrap()],
+            ..RoutesConfig::default()
+        };
+        let mut a = with(routes);
+        let span = a.build(&server("/users/42?x=1")).unwrap();
+        assert_eq!(span.name, "GET /users/{id}");
+        assert_eq!(span.attributes.http_route.as_deref(), Some("/users/{id}"));
+        // Unmatched paths fall back to the heuristic by default, as in OBI.
+        let span = a.build(&server("/orders/123")).unwrap();
+        assert_eq!(span.attributes.http_route.as_deref(), Some("/orders/*"));
+    }
+
+    #[test]
+    fn ignored_paths_follow_the_ignore_mode() {
+        let routes = |mode| RoutesConfig {
+            ignored_patterns: vec![RoutePattern::parse("/health").unwrap()],
+            ignore_mode: mode,
+            ..RoutesConfig::default()
+        };
+        assert!(
+            with(routes(IgnoreMode::All))
+                .build(&server("/health"))
+                .is_none()
+        );
+        let span = with(routes(IgnoreMode::Traces))
+            .build(&server("/health"))
+            .unwrap();
+        assert_eq!((span.signals.traces, span.signals.metrics), (false, true));
+        let span = with(routes(IgnoreMode::Metrics))
+            .build(&server("/health"))
+            .unwrap();
+        assert_eq!((span.signals.traces, span.signals.metrics), (true, false));
+        assert!(
+            with(routes(IgnoreMode::All))
+                .build(&server("/other"))
+                .is_some()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use super::*;
+
+    #[test]
+    fn tls_exchanges_are_https() {
+        let mut a = Assembler::new(
+            IdGenerator::from_seed([3; 32]),
+            WallClock::measure(),
+            RoutesConfig::default(),
+        );
+        let mut cx = route_tests::server("/x");
+        cx.exchange.role = Role::Client;
+        cx.exchange.host = Some("example.test".into());
+        cx.tls = true;
+        let span = a.build(&cx).unwrap();
+        assert_eq!(
+            span.attributes.url_full.as_deref(),
+            Some("https://example.test/x")
+        );
+        assert_eq!(span.attributes.url_scheme, "https");
+    }
+}
+
+#[cfg(test)]
+mod body_size_tests {
+    use super::*;
+
+    #[test]
+    fn unknown_body_sizes_are_left_out() {
+        let mut a = Assembler::new(
+            IdGenerator::from_seed([4; 32]),
+            WallClock::measure(),
+            RoutesConfig::default(),
+        );
+        let mut cx = route_tests::server("/x");
+        cx.exchange.response_body_size_unknown = true;
+        cx.exchange.request_body_size = 12;
+        let span = a.build(&cx).unwrap();
+        assert_eq!(span.attributes.http_response_body_size, None);
+        assert_eq!(span.attributes.http_request_body_size, Some(12));
+        let keys: Vec<&str> = span
+            .attributes
+            .key_values()
+            .iter()
+            .map(|(k, _)| *k)
+            .collect();
+        assert!(!keys.contains(&"http.response.body.size"));
+        assert!(keys.contains(&"http.request.body.size"));
     }
 }

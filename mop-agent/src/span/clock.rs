@@ -8,9 +8,10 @@ fn now_ns(clock: libc::clockid_t) -> u64 {
     };
     // SAFETY: clock_gettime writes the struct we pass; both clocks always exist on Linux.
     unsafe { libc::clock_gettime(clock, &raw mut ts) };
-    (ts.tv_sec as u64)
+    u64::try_from(ts.tv_sec)
+        .unwrap_or(0)
         .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
+        .saturating_add(u64::try_from(ts.tv_nsec).unwrap_or(0))
 }
 
 /// `CLOCK_MONOTONIC` now, the clock `bpf_ktime_get_ns` reads.

@@ -114,6 +114,8 @@ pub struct SpanAttributes {
     pub url_query: Option<String>,
     /// `url.full` (client spans).
     pub url_full: Option<String>,
+    /// `url.scheme`: `http`, or `https` when the plaintext was read at the TLS library.
+    pub url_scheme: &'static str,
     /// `http.route`, when a route is known.
     pub http_route: Option<String>,
     /// `http.response.status_code`, when a response was seen.
@@ -126,10 +128,11 @@ pub struct SpanAttributes {
     pub client_address: Option<IpAddr>,
     /// `network.protocol.version`: `1.0`, `1.1` or `2`.
     pub network_protocol_version: &'static str,
-    /// `http.request.body.size`.
-    pub http_request_body_size: i64,
-    /// `http.response.body.size`.
-    pub http_response_body_size: i64,
+    /// `http.request.body.size`; `None` when the body's framing was not captured (a chunked
+    /// body whose chunk sizes fell outside the capture window): left out, never guessed.
+    pub http_request_body_size: Option<i64>,
+    /// `http.response.body.size`; `None` when unknown, as above.
+    pub http_response_body_size: Option<i64>,
     /// gRPC attributes, for gRPC calls.
     pub rpc: Option<RpcAttributes>,
 }
@@ -150,6 +153,7 @@ impl SpanAttributes {
             "http.request.method",
             AttrValue::Str(self.http_request_method.clone()),
         ));
+        kv.push(("url.scheme", AttrValue::Str(self.url_scheme.to_owned())));
         let strings = [
             ("url.path", &self.url_path),
             ("url.query", &self.url_query),
@@ -177,14 +181,12 @@ impl SpanAttributes {
             "network.protocol.version",
             AttrValue::Str(self.network_protocol_version.to_owned()),
         ));
-        kv.push((
-            "http.request.body.size",
-            AttrValue::Int(self.http_request_body_size),
-        ));
-        kv.push((
-            "http.response.body.size",
-            AttrValue::Int(self.http_response_body_size),
-        ));
+        if let Some(size) = self.http_request_body_size {
+            kv.push(("http.request.body.size", AttrValue::Int(size)));
+        }
+        if let Some(size) = self.http_response_body_size {
+            kv.push(("http.response.body.size", AttrValue::Int(size)));
+        }
         kv
     }
 }
@@ -218,6 +220,26 @@ pub struct Span {
     pub resource: Arc<ServiceResource>,
     /// The span's attributes.
     pub attributes: SpanAttributes,
+    /// Which signals this span feeds (`routes.ignored_patterns` with `ignore_mode` can keep a
+    /// request out of traces or out of metrics).
+    pub signals: Signals,
+}
+
+/// Which signals a span feeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Signals {
+    /// Exported as a trace span (printers and OTLP traces).
+    pub traces: bool,
+    /// Counted in the RED metrics.
+    pub metrics: bool,
+}
+
+impl Signals {
+    /// Both signals (the normal case).
+    pub const ALL: Self = Self {
+        traces: true,
+        metrics: true,
+    };
 }
 
 impl Span {

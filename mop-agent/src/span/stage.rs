@@ -145,8 +145,9 @@ impl SpanStage {
     }
 
     fn emit(&mut self, ex: &ConnExchange, sink: &mut impl FnMut(Arc<Span>)) {
-        let span = self.assembler.build(ex);
-        self.metrics.inc_spans_produced();
-        sink(Arc::new(span));
+        if let Some(span) = self.assembler.build(ex) {
+            self.metrics.inc_spans_produced();
+            sink(Arc::new(span));
+        }
     }
 }

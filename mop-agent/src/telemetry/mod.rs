@@ -3,9 +3,16 @@
 //! Every stage bumps the counters it owns here; the Prometheus endpoint renders them under the
 //! names in [`names`]. Counters are lock-free atomics so hot paths pay one relaxed add.
 
+mod export;
+
 use std::sync::{
     OnceLock,
     atomic::{AtomicI64, AtomicU64, Ordering},
+};
+
+pub use export::{
+    EXPORT_DURATION_BUCKETS, ExportHandle, ExportStats, ExportStatsSnapshot, Exporter,
+    HistogramSnapshot, Signal,
 };
 
 /// Prometheus names of the self-metrics (the contract in the README's reference section).
@@ -38,6 +45,20 @@ pub mod names {
     pub const BUILD_INFO: &str = "mop_build_info";
     /// Connections the userspace tracker holds.
     pub const CONNECTIONS_TRACKED: &str = "mop_connections_tracked";
+    /// Metric data points dropped, labels `exporter`, `reason`.
+    pub const METRIC_POINTS_DROPPED: &str = "mop_metric_points_dropped_total";
+    /// Metric data points exported, label `exporter`.
+    pub const METRIC_POINTS_EXPORTED: &str = "mop_metric_points_exported_total";
+    /// Export attempts retried, labels `exporter`, `signal`.
+    pub const EXPORT_RETRIES: &str = "mop_export_retries_total";
+    /// Items a receiver answered as rejected (OTLP `partial_success`), labels `exporter`, `signal`.
+    pub const EXPORT_REJECTED: &str = "mop_export_rejected_total";
+    /// Spans recorded into a metrics overflow series because a service hit its series cap.
+    pub const METRIC_SERIES_OVERFLOW: &str = "mop_metric_series_overflow_total";
+    /// Metric series the RED aggregator holds.
+    pub const METRIC_SERIES: &str = "mop_metric_series";
+    /// TLS library files with probes attached.
+    pub const TLS_LIBRARIES: &str = "mop_tls_libraries_attached";
 }
 
 /// Why a span (or the exchange that would have become one) was dropped.
@@ -49,19 +70,22 @@ pub enum DropReason {
     ExportQueueFull,
     /// Dropped by the sampler.
     Sampled,
-    /// An exporter gave up on it (retries exhausted or the memory cap reached).
+    /// An exporter gave up on it (retries exhausted, a permanent error, or shutdown).
     ExportFailed,
+    /// An exporter's queue reached its memory cap and the oldest items were evicted.
+    ExportMemoryCap,
     /// Its process was never confirmed by discovery in time.
     UnknownProcess,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::AssemblyQueueFull,
         Self::ExportQueueFull,
         Self::Sampled,
         Self::ExportFailed,
+        Self::ExportMemoryCap,
         Self::UnknownProcess,
     ];
 
@@ -72,6 +96,7 @@ impl DropReason {
             Self::ExportQueueFull => "export_queue_full",
             Self::Sampled => "sampled_out",
             Self::ExportFailed => "export_failed",
+            Self::ExportMemoryCap => "export_memory_cap",
             Self::UnknownProcess => "unknown_process",
         }
     }
@@ -110,7 +135,12 @@ pub struct SelfMetrics {
     instrumented_processes: AtomicI64,
     probes_attached: AtomicI64,
     connections_tracked: AtomicI64,
+    tls_libraries: AtomicI64,
+    tls_programs: AtomicI64,
     capture_path: OnceLock<&'static str>,
+    metric_series_overflow: AtomicU64,
+    metric_series: AtomicI64,
+    exports: [[ExportStats; Signal::ALL.len()]; Exporter::ALL.len()],
 }
 
 impl SelfMetrics {
@@ -134,9 +164,37 @@ impl SelfMetrics {
         self.spans_produced.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts dropped spans.
+    /// Counts dropped spans that no exporter is to blame for (assembly queue, sampler).
+    ///
+    /// Exporters count their drops on [`SelfMetrics::export`] so that they carry the exporter.
     pub fn add_spans_dropped(&self, reason: DropReason, n: u64) {
         self.spans_dropped[reason as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The counters of one exporter and signal.
+    pub fn export(&self, exporter: Exporter, signal: Signal) -> &ExportStats {
+        &self.exports[exporter as usize][signal as usize]
+    }
+
+    /// Counts spans recorded into a metrics overflow series.
+    pub fn add_metric_series_overflow(&self, n: u64) {
+        self.metric_series_overflow.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sets the number of metric series the RED aggregator holds.
+    pub fn set_metric_series(&self, n: usize) {
+        self.metric_series
+            .store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
+    }
+
+    /// Spans recorded into a metrics overflow series so far.
+    pub fn metric_series_overflow(&self) -> u64 {
+        self.metric_series_overflow.load(Ordering::Relaxed)
+    }
+
+    /// Metric series held now.
+    pub fn metric_series(&self) -> i64 {
+        self.metric_series.load(Ordering::Relaxed)
     }
 
     /// Sets the number of instrumented processes.
@@ -155,6 +213,28 @@ impl SelfMetrics {
     pub fn set_connections_tracked(&self, n: usize) {
         self.connections_tracked
             .store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
+    }
+
+    /// Sets the TLS library files probed and the programs attached to them.
+    pub fn set_tls_libraries(&self, libraries: usize, programs: usize) {
+        self.tls_libraries.store(
+            i64::try_from(libraries).unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
+        self.tls_programs.store(
+            i64::try_from(programs).unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// TLS library files probed now.
+    pub fn tls_libraries(&self) -> i64 {
+        self.tls_libraries.load(Ordering::Relaxed)
+    }
+
+    /// Programs attached to TLS libraries now (part of the probes attached).
+    pub fn tls_programs(&self) -> i64 {
+        self.tls_programs.load(Ordering::Relaxed)
     }
 
     /// Records the capture path once it is attached.
@@ -182,9 +262,18 @@ impl SelfMetrics {
         self.spans_produced.load(Ordering::Relaxed)
     }
 
-    /// Spans dropped for a reason so far.
-    pub fn spans_dropped(&self, reason: DropReason) -> u64 {
+    /// Spans dropped for a reason so far, outside the exporters (see [`Self::spans_dropped`]).
+    pub fn spans_dropped_unattributed(&self, reason: DropReason) -> u64 {
         self.spans_dropped[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// Spans dropped for a reason so far, everywhere (exporters included).
+    pub fn spans_dropped(&self, reason: DropReason) -> u64 {
+        let by_exporters: u64 = Exporter::ALL
+            .iter()
+            .map(|e| self.export(*e, Signal::Traces).dropped(reason))
+            .sum();
+        self.spans_dropped_unattributed(reason) + by_exporters
     }
 
     /// Processes instrumented now.
@@ -192,9 +281,9 @@ impl SelfMetrics {
         self.instrumented_processes.load(Ordering::Relaxed)
     }
 
-    /// Programs attached now.
+    /// Programs attached now (the capture path's and the TLS probes).
     pub fn probes_attached(&self) -> i64 {
-        self.probes_attached.load(Ordering::Relaxed)
+        self.probes_attached.load(Ordering::Relaxed) + self.tls_programs()
     }
 
     /// Connections tracked now.
@@ -206,4 +295,14 @@ impl SelfMetrics {
     pub fn capture_path(&self) -> Option<&'static str> {
         self.capture_path.get().copied()
     }
+}
+
+/// Sends the agent's logs to stderr at `level`; plain text unless stderr is a terminal.
+pub fn init_logging(level: tracing::Level) {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_max_level(level)
+        .with_target(false)
+        .init();
 }

@@ -19,7 +19,7 @@ const METHODS: [&[u8]; 9] = [
 ];
 
 /// Longest method token accepted while a request line is still arriving.
-const MAX_METHOD_LEN: usize = 32;
+pub(crate) const MAX_METHOD_LEN: usize = 32;
 
 /// True when `head` starts like an HTTP/1 request: a known method and a space, then a visible
 /// character. A shorter `head` that is a prefix of such a start also matches; an empty one
@@ -81,6 +81,11 @@ pub(crate) const fn is_tchar(b: u8) -> bool {
     matches!(b,
         b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|'
         | b'~' | b'0'..=b'9' | b'A'..=b'Z' | b'a'..=b'z')
+}
+
+/// A control character (RFC 5234 `CTL`).
+pub(crate) const fn is_ctl(b: u8) -> bool {
+    b < b' ' || b == 0x7f
 }
 
 /// Offset just past the empty line that ends a header block, searching from `from`.
@@ -284,6 +289,10 @@ fn parse_status_line(line: &[u8], whole: bool) -> Result<Start<'_>, ParseError> 
         return Err(ParseError::InvalidStartLine);
     }
     if line.len() > 12 && line[12] != b' ' {
+        return Err(ParseError::InvalidStartLine);
+    }
+    // The reason phrase may hold obs-text, not control characters (RFC 9112 section 4).
+    if line[12..].iter().any(|&b| is_ctl(b) && b != b'\t') {
         return Err(ParseError::InvalidStartLine);
     }
     let status = code

@@ -9,6 +9,14 @@
 //! captured, and the end of a chunked body whose middle was not captured is found from the
 //! captured tail of the segment.
 //!
+//! A header block cut by the window is parsed from its complete captured lines; the head is
+//! taken to end in that segment, at the first empty line of the segment's tail when there is
+//! one. Where the body then ends cannot always be known (a length header that was not
+//! captured, a body in the same write as the cut head): the message then takes every following
+//! segment of its direction until one starts a message, and a response also ends when the next
+//! request arrives; its body size is reported as unknown unless `Content-Length` was captured.
+//! A cut response head never makes a body close-delimited.
+//!
 //! Nothing is buffered but a partial header block (or chunk line) per direction, bounded by
 //! [`Http1Limits::max_head_bytes`], and at most [`Http1Limits::max_pending`] requests waiting
 //! for responses. Header fields are not stored: only those the agent needs are copied, once per
@@ -20,6 +28,9 @@ mod connection;
 mod error;
 mod head;
 mod stream;
+
+#[doc(hidden)]
+pub mod fuzzing;
 
 pub use connection::{Http1Connection, Http1Limits};
 pub use error::{Http1Stats, ParseError};

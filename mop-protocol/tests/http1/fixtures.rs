@@ -6,6 +6,7 @@ use mop_protocol::{HttpExchange, HttpVersion, Role};
 use crate::support::{Side, TRACEPARENT, exchange, fixture, run, run_pieces, timed, whole};
 
 /// What each recorded connection must give, seen from the server.
+#[expect(clippy::too_many_lines, reason = "one table of expectations")]
 pub(crate) fn expected(name: &str) -> Vec<HttpExchange> {
     let s = Role::Server;
     let with = |mut x: HttpExchange, f: &dyn Fn(&mut HttpExchange)| {

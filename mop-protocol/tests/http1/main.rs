@@ -6,5 +6,7 @@ use criterion as _;
 
 mod capture;
 mod fixtures;
+mod fuzz_replay;
+mod malformed;
 mod splits;
 mod support;

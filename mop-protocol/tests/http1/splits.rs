@@ -89,3 +89,70 @@ fn all_segments_of_a_direction_merged() {
         assert_eq!(conn.stats().errors_total(), 0, "{name}");
     }
 }
+
+#[test]
+fn every_prefix_then_close() {
+    // The connection closes after any byte: nothing panics, exchanges keep their order and
+    // their request lines, and only the parts actually seen are reported.
+    for name in ALL.into_iter().filter(|&n| n != "nginx_big") {
+        let rec = fixture(name);
+        let want = expected(name);
+        let total: usize = rec.iter().map(|(_, b)| b.len()).sum();
+        for cut in 0..=total {
+            let mut left = cut;
+            let pieces = rec.iter().enumerate().map_while(|(i, (c2s, b))| {
+                if left == 0 {
+                    return None;
+                }
+                let n = left.min(b.len());
+                left -= n;
+                Some(whole(i, *c2s, &b[..n]))
+            });
+            let (got, _) = run_pieces(Side::Server, Http1Limits::default(), pieces);
+            assert!(got.len() <= want.len(), "{name} cut at {cut}");
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(
+                    (&g.method, g.request_start_ns),
+                    (&w.method, w.request_start_ns),
+                    "{name} cut at {cut}"
+                );
+                assert!(
+                    g.status.is_none() || g.status == w.status,
+                    "{name} cut at {cut}"
+                );
+                assert!(
+                    g.response_body_size <= w.response_body_size,
+                    "{name} cut at {cut}"
+                );
+            }
+            if cut == total {
+                assert_eq!(got, want, "{name}");
+            }
+        }
+    }
+}
+
+#[test]
+fn stats_drain() {
+    let mut conn = mop_protocol::http1::Http1Connection::default();
+    let mut out = Vec::new();
+    conn.feed(
+        mop_protocol::Direction::Egress,
+        &crate::support::seg(0, b"HTTP/1.1 204 No Content\r\n\r\n"),
+        &mut out,
+    );
+    let s = conn.take_stats();
+    assert_eq!(
+        s.count(mop_protocol::http1::ParseError::ResponseWithoutRequest),
+        1
+    );
+    assert_eq!(conn.stats().errors_total(), 0);
+    let mut sum = mop_protocol::http1::Http1Stats::default();
+    sum.add(&s);
+    sum.add(&s);
+    assert_eq!(
+        sum.errors()
+            .find(|(k, _)| *k == mop_protocol::http1::ParseError::ResponseWithoutRequest),
+        Some((mop_protocol::http1::ParseError::ResponseWithoutRequest, 2))
+    );
+}

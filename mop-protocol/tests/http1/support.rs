@@ -48,13 +48,6 @@ impl Side {
             _ => Direction::Egress,
         }
     }
-
-    pub(crate) fn role(self) -> Role {
-        match self {
-            Self::Server => Role::Server,
-            Self::Client => Role::Client,
-        }
-    }
 }
 
 /// Timestamps of recorded segment `i`: entry, exit, thread.
@@ -68,11 +61,11 @@ pub(crate) const CLOSE_NS: u64 = 999_999;
 
 /// One piece of a recorded segment to feed: `(segment index, client_to_server, head, gap, tail)`.
 pub(crate) struct Piece<'a> {
-    pub index: usize,
-    pub c2s: bool,
-    pub head: &'a [u8],
-    pub gap: u64,
-    pub tail: &'a [u8],
+    pub(crate) index: usize,
+    pub(crate) c2s: bool,
+    pub(crate) head: &'a [u8],
+    pub(crate) gap: u64,
+    pub(crate) tail: &'a [u8],
 }
 
 /// Feeds pieces (all pieces of one recorded segment get that segment's timestamps), closes.

@@ -1,15 +1,18 @@
 //! One direction of a connection: a state machine over captured bytes and uncaptured gaps.
 
+mod chunk;
+mod open;
+
 use std::mem;
 
-use super::chunked::{ChunkPhase, EndWatch, parse_chunk_size};
+use super::chunked::{ChunkPhase, EndWatch};
 use super::connection::Shared;
 use super::error::ParseError;
 use super::head::{
-    Framing, Head, StartLine, find_head_end, looks_like_request, looks_like_response, parse_head,
+    Framing, MAX_METHOD_LEN, find_head_end, is_ctl, looks_like_request, looks_like_response,
     start_prefix_ok,
 };
-use crate::exchange::{HttpExchange, HttpVersion, Role, TraceHeaders};
+use crate::exchange::HttpExchange;
 use crate::segment::{Direction, Segment};
 
 /// The segment being parsed.
@@ -73,6 +76,7 @@ pub(crate) struct Stream {
     first_line_done: bool,
     /// Entry time and thread of the segment holding the first byte of the current head.
     head_enter_ns: u64,
+    /// Exit time of that segment: when a server had the head in hand.
     head_exit_ns: u64,
     head_tid: u32,
     msg: Option<Msg>,
@@ -82,7 +86,8 @@ pub(crate) struct Stream {
 }
 
 /// True when a segment starts a message beyond doubt: a whole known method and a target
-/// character, or a whole status code.
+/// character, or a whole status code. A lost stream resynchronises only on such a segment (a
+/// one-byte segment `D` after garbage is not taken for the start of `DELETE`).
 fn starts_message(head: &[u8]) -> bool {
     let request = looks_like_request(head)
         && head
@@ -111,7 +116,7 @@ impl Stream {
         let mut ev = Events::default();
         match self.phase {
             Phase::Resync => {
-                if looks_like_request(seg.head) || looks_like_response(seg.head) {
+                if starts_message(seg.head) {
                     self.phase = Phase::Idle;
                 } else {
                     sh.stats.skipped_segments += 1;
@@ -132,6 +137,33 @@ impl Stream {
             self.finish(sh, out);
         }
         ev
+    }
+
+    /// Takes up to `n` bytes of a body of known remaining length (a `Content-Length` body or
+    /// one chunk's data); returns how many it took.
+    fn consume_known(
+        &mut self,
+        sh: &mut Shared,
+        cx: &Ctx,
+        out: &mut Vec<HttpExchange>,
+        n: u64,
+    ) -> u64 {
+        let (remaining, chunk) = match self.phase {
+            Phase::Body { remaining } => (remaining, false),
+            Phase::Chunk(ChunkPhase::Data { remaining }) => (remaining, true),
+            _ => return 0,
+        };
+        let took = remaining.min(n);
+        // A length-delimited body's size was set from its head; chunk data is counted.
+        self.progress(sh, cx, if chunk { took } else { 0 });
+        let left = remaining - took;
+        match (chunk, left) {
+            (false, 0) => self.finish(sh, out),
+            (false, _) => self.phase = Phase::Body { remaining: left },
+            (true, 0) => self.phase = Phase::Chunk(ChunkPhase::DataEnd { need: 2 }),
+            (true, _) => self.phase = Phase::Chunk(ChunkPhase::Data { remaining: left }),
+        }
+        took
     }
 
     /// Ends a response that is being absorbed (its end unknown): the next request arrived.
@@ -171,16 +203,8 @@ impl Stream {
             data = match self.phase {
                 Phase::Idle => self.idle(cx, data, sh, out, ev),
                 Phase::Head => self.head_more(cx, data, sh, out, ev),
-                Phase::Body { remaining } => {
-                    let n = remaining.min(data.len() as u64);
-                    self.progress(sh, cx, n);
-                    if n == remaining {
-                        self.finish(sh, out);
-                    } else {
-                        self.phase = Phase::Body {
-                            remaining: remaining - n,
-                        };
-                    }
+                Phase::Body { .. } => {
+                    let n = self.consume_known(sh, cx, out, data.len() as u64);
                     &data[n as usize..]
                 }
                 Phase::Chunk(c) => self.chunk(cx, c, data, sh, out),
@@ -217,33 +241,19 @@ impl Stream {
                 tail.len()
             }
             Phase::Head => self.truncated_head(cx, tail, sh, out, ev),
-            Phase::Body { remaining } if n < remaining => {
-                self.progress(sh, cx, n);
-                self.phase = Phase::Body {
-                    remaining: remaining - n,
-                };
-                0
-            }
-            Phase::Body { remaining } => {
-                self.progress(sh, cx, remaining);
-                self.finish(sh, out);
-                if n == remaining {
+            Phase::Body { .. } | Phase::Chunk(ChunkPhase::Data { .. }) => {
+                let body = matches!(self.phase, Phase::Body { .. });
+                if self.consume_known(sh, cx, out, n) == n {
+                    return 0;
+                }
+                // The gap goes past the end of the body or chunk.
+                if !body {
+                    self.absorb(sh, cx, true, None);
                     return 0;
                 }
                 sh.stats.record(ParseError::LostSync);
                 self.phase = Phase::Resync;
                 tail.len()
-            }
-            Phase::Chunk(ChunkPhase::Data { remaining }) if n <= remaining => {
-                self.progress(sh, cx, n);
-                self.phase = if n == remaining {
-                    Phase::Chunk(ChunkPhase::DataEnd { need: 2 })
-                } else {
-                    Phase::Chunk(ChunkPhase::Data {
-                        remaining: remaining - n,
-                    })
-                };
-                0
             }
             Phase::Chunk(_) => {
                 self.absorb(sh, cx, true, None);
@@ -315,8 +325,8 @@ impl Stream {
         let old = self.buf.len();
         let take = data.len().min(max.saturating_sub(old));
         self.buf.extend_from_slice(&data[..take]);
-        if !self.first_line_plausible(old) {
-            sh.stats.record(ParseError::UnexpectedBytes);
+        if let Err(e) = self.first_line_plausible(old) {
+            sh.stats.record(e);
             self.buf.clear();
             self.phase = Phase::Resync;
             return &[];
@@ -347,24 +357,27 @@ impl Stream {
     }
 
     /// Rejects, as soon as it shows, a start line that cannot become one, so that garbage is not
-    /// buffered up to the limit.
-    fn first_line_plausible(&mut self, old: usize) -> bool {
+    /// buffered up to the limit. Agrees with what [`parse_head`](super::head::parse_head) and
+    /// the fast path in [`Stream::idle`] say of the same bytes in one piece.
+    fn first_line_plausible(&mut self, old: usize) -> Result<(), ParseError> {
         if self.first_line_done {
-            return true;
+            return Ok(());
+        }
+        // `start_prefix_ok` looks at the first `MAX_METHOD_LEN + 1` bytes: check whenever new
+        // bytes reach into them.
+        if old <= MAX_METHOD_LEN && !start_prefix_ok(&self.buf) {
+            return Err(ParseError::UnexpectedBytes);
         }
         let new = &self.buf[old..];
         let (line, done) = match new.iter().position(|&b| b == b'\n') {
             Some(i) => (&new[..i], true),
             None => (new, false),
         };
-        if line
-            .iter()
-            .any(|&b| (b < b' ' && b != b'\r' && b != b'\t') || b == 0x7f)
-        {
-            return false;
+        if line.iter().any(|&b| is_ctl(b) && b != b'\r' && b != b'\t') {
+            return Err(ParseError::InvalidStartLine);
         }
         self.first_line_done = done;
-        self.buf.len() > 64 || start_prefix_ok(&self.buf)
+        Ok(())
     }
 
     /// A header block whose end was not captured: a gap follows the captured part in `buf`.
@@ -416,279 +429,6 @@ impl Stream {
             Framing::Tunnel => {
                 self.enter_body(cx, framing, sh, out, ev);
                 tail.len()
-            }
-        }
-    }
-
-    /// Parses a header block and opens its message: queues a request, or attaches a response
-    /// to the request it answers. Returns the body framing, or `None` when the start line is
-    /// unusable (the stream then resynchronises).
-    fn open(
-        &mut self,
-        cx: &Ctx,
-        bytes: &[u8],
-        complete: bool,
-        sh: &mut Shared,
-        out: &mut Vec<HttpExchange>,
-        ev: &mut Events,
-    ) -> Option<Framing> {
-        let head = match parse_head(bytes, complete) {
-            Ok(h) => h,
-            Err(e) => {
-                sh.stats.record(e);
-                self.msg = None;
-                self.phase = Phase::Resync;
-                return None;
-            }
-        };
-        match head.start {
-            StartLine::Request {
-                method,
-                target,
-                cut,
-            } => {
-                let (framing, problem) = head.fields.request_framing();
-                if let Some(p) = problem {
-                    sh.stats.record(p);
-                }
-                let exchange = self.request_exchange(cx, &head, method, target, cut, complete);
-                let seq = sh.push_request(
-                    cx.dir,
-                    method == b"HEAD",
-                    method == b"CONNECT",
-                    exchange,
-                    cx.exit_ns,
-                    out,
-                );
-                self.msg = Some(Msg {
-                    request: true,
-                    seq: Some(seq),
-                });
-                ev.request_started = true;
-                Some(framing)
-            }
-            StartLine::Response { status } => {
-                let seq = self
-                    .awaiting_final
-                    .take()
-                    .filter(|&s| sh.get(s).is_some())
-                    .or_else(|| sh.match_response(cx.dir));
-                if seq.is_none() {
-                    sh.stats.record(ParseError::ResponseWithoutRequest);
-                }
-                let (head_request, connect_request) = seq
-                    .and_then(|s| sh.get(s))
-                    .map_or((false, false), |p| (p.head_request, p.connect_request));
-                let (framing, problem) = match status {
-                    Some(code) if (100..200).contains(&code) && code != 101 => {
-                        // Interim: the final response is still to come.
-                        self.awaiting_final = seq;
-                        self.msg = Some(Msg {
-                            request: false,
-                            seq: None,
-                        });
-                        return Some(Framing::Empty);
-                    }
-                    // A cut head without a length may only have lost it: not close-delimited.
-                    Some(code) => {
-                        match head
-                            .fields
-                            .response_framing(code, head_request, connect_request)
-                        {
-                            (Framing::UntilClose, p)
-                                if !complete && !head.fields.transfer_encoding =>
-                            {
-                                (Framing::Unknown, p)
-                            }
-                            other => other,
-                        }
-                    }
-                    None => (Framing::Unknown, Some(ParseError::TruncatedStartLine)),
-                };
-                if let Some(p) = problem {
-                    sh.stats.record(p);
-                }
-                if let Some(p) = seq.and_then(|s| sh.get(s)) {
-                    p.response_started = true;
-                    let x = &mut p.exchange;
-                    x.status = status;
-                    x.response_start_ns = self.head_enter_ns;
-                    x.response_end_ns = cx.exit_ns;
-                    x.response_head_truncated = !complete;
-                }
-                self.msg = Some(Msg {
-                    request: false,
-                    seq,
-                });
-                Some(framing)
-            }
-        }
-    }
-
-    fn request_exchange(
-        &self,
-        cx: &Ctx,
-        head: &Head<'_>,
-        method: &[u8],
-        target: &[u8],
-        cut: bool,
-        complete: bool,
-    ) -> HttpExchange {
-        let f = &head.fields;
-        let keep = |v: Option<&[u8]>| v.map(lossy);
-        HttpExchange {
-            role: match cx.dir {
-                Direction::Ingress => Role::Server,
-                Direction::Egress => Role::Client,
-            },
-            version: head.version.unwrap_or(HttpVersion::Http11),
-            method: lossy(method),
-            target: lossy(target),
-            host: keep(f.host),
-            status: None,
-            request_body_size: 0,
-            response_body_size: 0,
-            trace_headers: TraceHeaders {
-                traceparent: keep(f.traceparent),
-                tracestate: keep(f.tracestate),
-                b3: keep(f.b3),
-                x_b3_traceid: keep(f.x_b3_traceid),
-                x_b3_spanid: keep(f.x_b3_spanid),
-                x_b3_parentspanid: keep(f.x_b3_parentspanid),
-                x_b3_sampled: keep(f.x_b3_sampled),
-            },
-            content_type: keep(f.content_type),
-            request_start_ns: self.head_enter_ns,
-            request_first_exit_ns: self.head_exit_ns,
-            request_end_ns: cx.exit_ns,
-            response_start_ns: 0,
-            response_end_ns: 0,
-            request_tid: self.head_tid,
-            request_head_truncated: !complete,
-            request_target_truncated: cut,
-            response_head_truncated: false,
-            request_body_size_unknown: false,
-            response_body_size_unknown: false,
-            stream_id: 0,
-            grpc_status: None,
-            grpc_message: None,
-            reset_code: None,
-        }
-    }
-
-    /// Starts the body of a message whose head was just parsed.
-    fn enter_body(
-        &mut self,
-        cx: &Ctx,
-        framing: Framing,
-        sh: &mut Shared,
-        out: &mut Vec<HttpExchange>,
-        ev: &mut Events,
-    ) {
-        match framing {
-            Framing::Empty => self.finish(sh, out),
-            Framing::Length(n) => self.phase = Phase::Body { remaining: n },
-            Framing::Chunked => {
-                self.buf.clear();
-                self.phase = Phase::Chunk(ChunkPhase::Size);
-            }
-            Framing::UntilClose => self.phase = Phase::UntilClose,
-            Framing::Tunnel => {
-                self.finish(sh, out);
-                self.phase = Phase::Tunnel;
-                ev.tunnel = true;
-            }
-            Framing::Unknown => self.absorb(sh, cx, false, None),
-        }
-    }
-
-    fn chunk<'d>(
-        &mut self,
-        cx: &Ctx,
-        c: ChunkPhase,
-        data: &'d [u8],
-        sh: &mut Shared,
-        out: &mut Vec<HttpExchange>,
-    ) -> &'d [u8] {
-        match c {
-            ChunkPhase::Data { remaining } => {
-                let n = remaining.min(data.len() as u64);
-                self.progress(sh, cx, n);
-                self.phase = if n == remaining {
-                    Phase::Chunk(ChunkPhase::DataEnd { need: 2 })
-                } else {
-                    Phase::Chunk(ChunkPhase::Data {
-                        remaining: remaining - n,
-                    })
-                };
-                &data[n as usize..]
-            }
-            ChunkPhase::DataEnd { need } => {
-                self.touch(sh, cx);
-                match (need, data[0]) {
-                    (2, b'\r') => self.phase = Phase::Chunk(ChunkPhase::DataEnd { need: 1 }),
-                    (_, b'\n') => self.phase = Phase::Chunk(ChunkPhase::Size),
-                    _ => {
-                        sh.stats.record(ParseError::InvalidChunkFraming);
-                        self.absorb(sh, cx, true, None);
-                        return data;
-                    }
-                }
-                &data[1..]
-            }
-            ChunkPhase::Size | ChunkPhase::Trailer => {
-                self.touch(sh, cx);
-                let nl = data.iter().position(|&b| b == b'\n');
-                let next = nl.map_or(data.len(), |i| i + 1);
-                if nl.is_none() || !self.buf.is_empty() {
-                    if self.buf.len() + next > sh.limits.max_head_bytes {
-                        sh.stats.record(ParseError::ChunkLineTooLong);
-                        self.buf.clear();
-                        self.absorb(sh, cx, true, None);
-                        return data;
-                    }
-                    self.buf.extend_from_slice(&data[..next]);
-                    if nl.is_none() {
-                        return &[];
-                    }
-                }
-                let buf = mem::take(&mut self.buf);
-                let line = if buf.is_empty() {
-                    &data[..next]
-                } else {
-                    &buf[..]
-                };
-                let line = line.strip_suffix(b"\n").unwrap_or(line);
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                self.chunk_line(cx, c, line, sh, out);
-                self.buf = buf;
-                self.buf.clear();
-                &data[next..]
-            }
-        }
-    }
-
-    fn chunk_line(
-        &mut self,
-        cx: &Ctx,
-        c: ChunkPhase,
-        line: &[u8],
-        sh: &mut Shared,
-        out: &mut Vec<HttpExchange>,
-    ) {
-        if c == ChunkPhase::Trailer {
-            // Trailer fields are not kept; the empty line ends the message.
-            if line.is_empty() {
-                self.finish(sh, out);
-            }
-            return;
-        }
-        match parse_chunk_size(line) {
-            Ok(0) => self.phase = Phase::Chunk(ChunkPhase::Trailer),
-            Ok(n) => self.phase = Phase::Chunk(ChunkPhase::Data { remaining: n }),
-            Err(e) => {
-                sh.stats.record(e);
-                self.absorb(sh, cx, true, None);
             }
         }
     }
