@@ -96,7 +96,9 @@ impl Http2Connection {
     /// HTTP/2. Feed this parser the segment that carried the 101 response again (the one after
     /// which the HTTP/1 parser reported a tunnel), then everything after it: the parser skips
     /// the HTTP/1.1 response head and reads the server's frames after it; the client's side
-    /// starts with the client preface.
+    /// starts with the client preface. When the client's bytes are not the preface (the 101
+    /// switched to something else, a WebSocket say), the parser emits `request` unchanged,
+    /// counts [`ParseError::InvalidPreface`](super::ParseError), and ignores the rest.
     pub fn from_h2c_upgrade(limits: Http2Limits, request: HttpExchange) -> Self {
         let client = match request.role {
             Role::Server => Direction::Ingress,
@@ -118,7 +120,9 @@ impl Http2Connection {
     /// Parses one captured syscall's bytes, moving in `dir`; completed exchanges are pushed to
     /// `out`.
     pub fn feed(&mut self, dir: Direction, seg: &Segment<'_>, out: &mut Vec<HttpExchange>) {
-        self.readers[index(dir)].feed(seg, &mut self.core, out);
+        if !self.core.dead {
+            self.readers[index(dir)].feed(seg, &mut self.core, out);
+        }
     }
 
     /// The connection closed at `ts_ns`: emits every stream still open, in stream order, with

@@ -58,6 +58,11 @@ pub(crate) struct Core {
     /// The client preface was seen (in direction `client`): the connection is seen from its
     /// start.
     pub(crate) preface_seen: bool,
+    /// After an h2c upgrade, until the client's preface: the HTTP/1.1 exchange of the upgrade
+    /// as it was, given back if the connection turns out not to be HTTP/2.
+    upgrade: Option<Box<HttpExchange>>,
+    /// The connection is not HTTP/2 after all: everything is ignored.
+    pub(crate) dead: bool,
     /// HPACK decoders, by the direction of the blocks they decode.
     hpack: [Decoder; 2],
     /// Kept fields of the block being decoded, by direction.
@@ -88,6 +93,8 @@ impl Core {
             stats: Http2Stats::default(),
             client: None,
             preface_seen: false,
+            upgrade: None,
+            dead: false,
             hpack: [dec(), dec()],
             fields: [fields(), fields()],
             streams: Vec::new(),
@@ -150,11 +157,13 @@ impl Core {
             self.client = Some(dir);
         }
         self.preface_seen = true;
+        self.upgrade = None;
         self.fresh_start(dir);
     }
 
     /// A stream opened by an upgraded HTTP/1.1 request (stream 1).
     pub(crate) fn upgraded(&mut self, mut x: HttpExchange) {
+        self.upgrade = Some(Box::new(x.clone()));
         let req_dir = match x.role {
             Role::Server => Direction::Ingress,
             Role::Client => Direction::Egress,
@@ -177,6 +186,17 @@ impl Core {
             content_length: [None; 2],
             x,
         });
+    }
+
+    /// The client's preface was not there: after an upgrade, the connection is not HTTP/2 (a
+    /// WebSocket, say). The upgrade exchange goes out as HTTP/1.1 saw it, and nothing more.
+    pub(crate) fn no_preface(&mut self, out: &mut Vec<HttpExchange>) {
+        if let Some(x) = self.upgrade.take() {
+            self.streams.clear();
+            self.dead = true;
+            self.stats.exchanges += 1;
+            out.push(*x);
+        }
     }
 
     pub(crate) fn block_start(&mut self, dir: Direction) {

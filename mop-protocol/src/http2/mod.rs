@@ -22,6 +22,21 @@
 //!
 //! gRPC is told apart by its `content-type` ([`grpc::is_grpc_content_type`]); its status is the
 //! `grpc-status` of the trailers or of a trailers-only response.
+//!
+//! # Driving it from a connection tracker
+//!
+//! - Prior knowledge (h2c, or HTTP/2 inside TLS): when a direction's first captured bytes pass
+//!   [`looks_like_preface`], use [`Http2Connection::new`] for the connection and feed it every
+//!   segment, the first one included.
+//! - `Upgrade: h2c`: the connection starts as HTTP/1.1. When
+//!   [`Http1Connection`](crate::http1::Http1Connection) reports a tunnel after a segment and has
+//!   just emitted an exchange with status 101, take that exchange out of the output (it is not a
+//!   span of its own), build [`Http2Connection::from_h2c_upgrade`] with it, and feed it that same
+//!   segment again, then everything after. If the client's next bytes are not the preface (a
+//!   WebSocket upgrade, say), the parser gives the 101 exchange back unchanged, counts
+//!   [`ParseError::InvalidPreface`], and ignores the rest.
+//! - A connection found already open: [`Http2Connection::new`] as well; it finds frames at the
+//!   start of a segment, and reports what it can decode without the HPACK state it missed.
 
 mod connection;
 mod core;

@@ -176,6 +176,7 @@ impl Reader {
                     let n = (PREFACE.len() - at).min(data.len());
                     if data[..n] != PREFACE[at..at + n] {
                         core.stats.record(ParseError::InvalidPreface);
+                        core.no_preface(out);
                         self.lose(ts, core, out, false);
                         return;
                     }
@@ -259,6 +260,7 @@ impl Reader {
                 State::Start | State::Lost => {}
                 State::Preface(_) => {
                     core.stats.record(ParseError::InvalidPreface);
+                    core.no_preface(out);
                     self.lose(ts, core, out, false);
                 }
                 _ => self.lose(ts, core, out, true),

@@ -467,3 +467,26 @@ fn acknowledged_table_size_evicts() {
     );
     assert_eq!(c.take_stats().count(ParseError::HpackInvalidIndex), 1);
 }
+
+#[test]
+fn upgrade_to_something_else_gives_the_101_back() {
+    use mop_protocol::http1::Http1Connection;
+    let mut h1 = Http1Connection::default();
+    let mut out = Vec::new();
+    let req =
+        b"GET /chat HTTP/1.1\r\nHost: ws\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+    let resp = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello";
+    h1.feed(Direction::Ingress, &seg(req), &mut out);
+    h1.feed(Direction::Egress, &seg(resp), &mut out);
+    assert!(h1.is_tunnel());
+    let upgrade = out.pop().unwrap();
+    assert_eq!(upgrade.status, Some(101));
+    let mut c = Http2Connection::from_h2c_upgrade(Http2Limits::default(), upgrade.clone());
+    c.feed(Direction::Egress, &seg(resp), &mut out);
+    c.feed(Direction::Ingress, &seg(b"\x81\x85abcdefghi"), &mut out);
+    c.feed(Direction::Egress, &seg(b"\x81\x02hi"), &mut out);
+    c.on_close(9, &mut out);
+    assert_eq!(out, [upgrade]);
+    let s = c.take_stats();
+    assert_eq!((s.count(ParseError::InvalidPreface), s.exchanges), (1, 1));
+}
