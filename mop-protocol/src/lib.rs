@@ -11,6 +11,7 @@ use criterion as _;
 
 pub mod exchange;
 pub mod http1;
+pub mod http2;
 pub mod segment;
 
 pub use exchange::{HttpExchange, HttpVersion, Role, TraceHeaders};

@@ -283,6 +283,10 @@ mod tests {
                 response_head_truncated: false,
                 request_body_size_unknown: false,
                 response_body_size_unknown: false,
+                stream_id: 0,
+                grpc_status: None,
+                grpc_message: None,
+                reset_code: None,
             },
             tls: false,
         }
@@ -425,6 +429,10 @@ mod route_tests {
                 response_head_truncated: false,
                 request_body_size_unknown: false,
                 response_body_size_unknown: false,
+                stream_id: 0,
+                grpc_status: None,
+                grpc_message: None,
+                reset_code: None,
             },
             tls: false,
         }

@@ -168,6 +168,10 @@ pub(crate) fn exchange(role: Role, method: &str, target: &str, host: Option<&str
         response_head_truncated: false,
         request_body_size_unknown: false,
         response_body_size_unknown: false,
+        stream_id: 0,
+        grpc_status: None,
+        grpc_message: None,
+        reset_code: None,
     }
 }
 
