@@ -22,10 +22,12 @@ use crate::{
 };
 
 /// iovec entries walked to find the tail (bounded loop); more entries set `FLAG_IOV_TRUNCATED`.
-const MAX_IOV: u32 = 16;
+///
+/// gRPC's C core writes a frame as many small slices, one iovec each.
+const MAX_IOV: u32 = 64;
 
 /// iovec entries the head is copied from.
-const HEAD_IOVS: u32 = 3;
+const HEAD_IOVS: u32 = 64;
 
 const MAX: u32 = MAX_CAPTURE_BYTES as u32;
 
@@ -275,8 +277,15 @@ fn read_iov(iov: u64, i: u32) -> Option<Iovec> {
 /// Two loops keep the verifier's work small: only the first tracks a precise copy offset.
 #[inline(always)]
 fn capture_iovec(ev: &mut EventBuffer, iov: u64, iovcnt: u64, ret: u64, cap: u32) -> u32 {
-    let mut copied: u32 = 0;
+    // The running copy offset lives in the record (map memory) and is reloaded each turn: the
+    // verifier then knows only its bounds, not its value, so it can prune the loop's states
+    // (a register would make every iovec count a separate path).
+    let cursor: *mut u32 = &raw mut ev.header.captured_len;
+    // SAFETY: `cursor` points into the per-CPU record this program owns.
+    unsafe { core::ptr::write_volatile(cursor, 0) };
     for i in 0..HEAD_IOVS {
+        // SAFETY: as above.
+        let copied = clamp_to_max(u64::from(unsafe { core::ptr::read_volatile(cursor) })) as u32;
         if u64::from(i) >= iovcnt || u64::from(copied) >= ret || copied >= cap {
             break;
         }
@@ -290,8 +299,12 @@ fn capture_iovec(ev: &mut EventBuffer, iov: u64, iovcnt: u64, ret: u64, cap: u32
             bump(Counter::ReadUserFailed);
             break;
         }
-        copied = clamp_to_max(u64::from(copied) + clamp_to_max(n)) as u32;
+        let next = clamp_to_max(u64::from(copied) + clamp_to_max(n)) as u32;
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(cursor, next) };
     }
+    // SAFETY: as above.
+    let copied = clamp_to_max(u64::from(unsafe { core::ptr::read_volatile(cursor) })) as u32;
     if ret <= u64::from(copied) {
         return copied;
     }

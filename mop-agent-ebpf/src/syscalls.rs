@@ -304,10 +304,14 @@ pub(crate) fn mop_sched_exec(ctx: RawTracePointContext) -> i32 {
 /// The first four bytes of the HTTP/2 client preface, `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`.
 const PREFACE_START: [u8; 4] = *b"PRI ";
 
-/// True when the first bytes the syscall moved start the HTTP/2 client preface.
+/// HTTP/2 frame type of SETTINGS.
+const FRAME_SETTINGS: u8 = 4;
+
+/// True when the first bytes the syscall moved start an HTTP/2 connection: the client
+/// preface, or the SETTINGS frame a server sends first (often before it reads the preface).
 #[inline(always)]
 fn starts_http2_preface(sc: &DataSyscall) -> bool {
-    if sc.ret < PREFACE_START.len() as u64 {
+    if sc.ret < 9 {
         return false;
     }
     let first = match sc.op {
@@ -330,8 +334,15 @@ fn starts_http2_preface(sc: &DataSyscall) -> bool {
         return false;
     }
     // SAFETY: the helper checks the user address.
-    let head = unsafe { aya_ebpf::helpers::bpf_probe_read_user(first as *const [u8; 4]) };
-    matches!(head, Ok(h) if h == PREFACE_START)
+    let Ok(h) = (unsafe { aya_ebpf::helpers::bpf_probe_read_user(first as *const [u8; 9]) }) else {
+        return false;
+    };
+    if h[..4] == PREFACE_START {
+        return true;
+    }
+    // A SETTINGS frame on stream 0 without ACK, with a whole number of 6-byte settings.
+    let len = u32::from_be_bytes([0, h[0], h[1], h[2]]);
+    h[3] == FRAME_SETTINGS && h[4] == 0 && h[5..9] == [0, 0, 0, 0] && len % 6 == 0 && len <= 6 * 16
 }
 
 /// The base address of the first entry of a user iovec array (0 when unreadable).

@@ -3,7 +3,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use mop_protocol::http1::Http1Limits;
 use thiserror::Error;
 use tokio::{
     sync::{mpsc, oneshot, watch},
@@ -16,6 +15,7 @@ use crate::{
         CaptureError, CapturePathKind, LoadSettings, Loaded, Probes,
         conntrack::ConnTracker,
         loader,
+        parser::ParserLimits,
         stage::{CaptureStage, StageSettings},
         tls::TlsProbes,
     },
@@ -239,7 +239,10 @@ fn start(
     let capture_cancel = CancellationToken::new();
     let capture = CaptureStage::new(
         (loaded.ring, loaded.counters),
-        ConnTracker::new(config.ebpf.max_connections as usize, Http1Limits::default()),
+        ConnTracker::new(
+            config.ebpf.max_connections as usize,
+            ParserLimits::default(),
+        ),
         (exchange_tx, exec_tx),
         capture_ctl_rx,
         Arc::clone(&metrics),

@@ -7,21 +7,13 @@
 use std::{collections::HashMap, net::SocketAddr};
 
 use mop_common::EventKind;
-use mop_protocol::{
-    Direction, HttpExchange, Segment,
-    http1::{self, Http1Connection, Http1Limits},
-};
+use mop_protocol::{Direction, HttpExchange};
 
 use super::{
     event::{RawEvent, socket_addrs},
+    parser::{ParseErrors, ParserLimits, Protocol, sniff},
     stream::{Alignment, StreamPosition, trim_front},
 };
-
-/// Data records of a connection inspected before it is declared a protocol mop does not parse.
-///
-/// Generous, because a connection joined mid-stream (the agent started after it opened) may
-/// carry body bytes for a while before the next message head.
-const SNIFF_SEGMENTS: u8 = 32;
 
 /// An exchange with the connection it happened on.
 #[derive(Clone, Debug)]
@@ -38,16 +30,6 @@ pub struct ConnExchange {
     pub exchange: HttpExchange,
     /// Read as TLS plaintext (the scheme is `https`).
     pub tls: bool,
-}
-
-/// What a connection speaks.
-enum Protocol {
-    /// No payload seen yet that tells; counts the segments inspected.
-    Undecided(u8),
-    /// HTTP/1.x.
-    Http1(Box<Http1Connection>),
-    /// Something mop does not parse (or a tunnel); its bytes are ignored.
-    Opaque,
 }
 
 struct Connection {
@@ -73,8 +55,8 @@ struct Key {
 /// Counters the tracker accumulates between reads by the capture stage.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TrackerStats {
-    /// HTTP/1 parse errors.
-    pub http1_errors: u64,
+    /// Parse errors, per protocol.
+    pub errors: ParseErrors,
     /// Connections evicted because the table was full.
     pub evicted: u64,
     /// Data records the kernel never reported (seen as gaps in a stream).
@@ -85,18 +67,18 @@ pub struct TrackerStats {
 pub struct ConnTracker {
     conns: HashMap<Key, Connection>,
     max_connections: usize,
-    http1_limits: Http1Limits,
+    limits: ParserLimits,
     scratch: Vec<HttpExchange>,
     stats: TrackerStats,
 }
 
 impl ConnTracker {
     /// An empty table holding at most `max_connections` connections.
-    pub fn new(max_connections: usize, http1_limits: Http1Limits) -> Self {
+    pub fn new(max_connections: usize, limits: ParserLimits) -> Self {
         Self {
             conns: HashMap::new(),
             max_connections: max_connections.max(1),
-            http1_limits,
+            limits,
             scratch: Vec::with_capacity(8),
             stats: TrackerStats::default(),
         }
@@ -133,9 +115,9 @@ impl ConnTracker {
             EventKind::ProcExec => {}
             EventKind::ConnClose => {
                 if let Some(mut conn) = self.conns.remove(&key) {
-                    if let Protocol::Http1(parser) = &mut conn.protocol {
+                    if let Protocol::Parsed(parser) = &mut conn.protocol {
                         parser.on_close(ev.header.exit_ns, &mut self.scratch);
-                        self.stats.http1_errors += parser.take_stats().errors_total();
+                        self.stats.errors.add(parser.take_errors());
                     }
                     self.flush(key, &conn, emit);
                 }
@@ -160,11 +142,11 @@ impl ConnTracker {
             conn.tls = true;
             conn.protocol = Protocol::Undecided(0);
         }
-        if let Protocol::Undecided(seen) = conn.protocol {
-            conn.protocol = sniff(ev.head, seen, self.http1_limits);
-        }
         let dir = ev.direction();
         let mut segment = ev.segment();
+        if let Protocol::Undecided(seen) = conn.protocol {
+            conn.protocol = sniff(&segment, seen, &self.limits);
+        }
         if let Some(end) = ev.stream_seq() {
             let position = &mut conn.positions[usize::from(dir == Direction::Egress)];
             match position.place(end, ev.header.total_len) {
@@ -173,25 +155,19 @@ impl ConnTracker {
                 Alignment::Overlap(n) => segment = trim_front(&segment, n),
                 Alignment::Gap(n) => {
                     self.stats.stream_gaps += 1;
-                    if let Protocol::Http1(parser) = &mut conn.protocol {
-                        let lost = Segment {
-                            head: &[],
-                            gap: n,
-                            tail: &[],
-                            ..segment
-                        };
-                        parser.feed(dir, &lost, &mut self.scratch);
+                    if let Protocol::Parsed(parser) = &mut conn.protocol {
+                        parser.lost(dir, &segment, n, &mut self.scratch);
                     }
                 }
             }
         }
-        let Protocol::Http1(parser) = &mut conn.protocol else {
+        let Protocol::Parsed(parser) = &mut conn.protocol else {
             return;
         };
-        parser.feed(dir, &segment, &mut self.scratch);
-        self.stats.http1_errors += parser.take_stats().errors_total();
-        if parser.is_tunnel() {
-            conn.protocol = Protocol::Opaque;
+        let next = parser.feed(dir, &segment, &self.limits, &mut self.scratch);
+        self.stats.errors.add(parser.take_errors());
+        if let Some(next) = next {
+            conn.protocol = next;
         }
         if !self.scratch.is_empty() {
             let (local, remote, tls) = (conn.local, conn.remote, conn.tls);
@@ -266,67 +242,13 @@ impl ConnTracker {
             .collect();
         for key in idle {
             if let Some(mut conn) = self.conns.remove(&key) {
-                if let Protocol::Http1(parser) = &mut conn.protocol {
+                if let Protocol::Parsed(parser) = &mut conn.protocol {
                     parser.on_close(conn.last_seen_ns, &mut self.scratch);
+                    self.stats.errors.add(parser.take_errors());
                 }
                 self.flush(key, &conn, emit);
             }
         }
-    }
-}
-
-/// Decides a connection's protocol from a data record's head.
-fn sniff(head: &[u8], seen: u8, limits: Http1Limits) -> Protocol {
-    if head.is_empty() {
-        return Protocol::Undecided(seen);
-    }
-    if http1::looks_like_request(head) || http1::looks_like_response(head) {
-        return Protocol::Http1(Box::new(Http1Connection::new(limits)));
-    }
-    if is_tls_record(head) {
-        // Encrypted bytes never make spans; TLS is read at the library (uprobes) instead.
-        return Protocol::Opaque;
-    }
-    if seen + 1 >= SNIFF_SEGMENTS {
-        Protocol::Opaque
-    } else {
-        Protocol::Undecided(seen + 1)
-    }
-}
-
-/// True for the start of a TLS record: content type 20..=23, then version 3.x.
-fn is_tls_record(head: &[u8]) -> bool {
-    matches!(head, [20..=23, 3, 0..=4, ..])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sniffs_http_tls_and_gives_up_on_noise() {
-        let limits = Http1Limits::default();
-        assert!(matches!(
-            sniff(b"GET / HTTP/1.1\r\n", 0, limits),
-            Protocol::Http1(_)
-        ));
-        assert!(matches!(
-            sniff(b"HTTP/1.1 200 OK\r\n", 0, limits),
-            Protocol::Http1(_)
-        ));
-        assert!(matches!(
-            sniff(&[22, 3, 1, 0, 5], 0, limits),
-            Protocol::Opaque
-        ));
-        assert!(matches!(sniff(b"", 5, limits), Protocol::Undecided(5)));
-        assert!(matches!(
-            sniff(b"\x00\x01", 0, limits),
-            Protocol::Undecided(1)
-        ));
-        assert!(matches!(
-            sniff(b"\x00\x01", SNIFF_SEGMENTS - 1, limits),
-            Protocol::Opaque
-        ));
     }
 }
 
@@ -367,7 +289,7 @@ mod stream_tests {
 
     #[test]
     fn a_lost_request_does_not_shift_the_responses() {
-        let mut t = ConnTracker::new(16, Http1Limits::default());
+        let mut t = ConnTracker::new(16, ParserLimits::default());
         let mut out = Vec::new();
         let (r1, r2, r3) = (
             b"GET /1 HTTP/1.1\r\n\r\n",
@@ -409,7 +331,7 @@ mod stream_tests {
 
     #[test]
     fn bytes_reported_twice_are_parsed_once() {
-        let mut t = ConnTracker::new(16, Http1Limits::default());
+        let mut t = ConnTracker::new(16, ParserLimits::default());
         let mut out = Vec::new();
         let req = b"GET /peek HTTP/1.1\r\n\r\n";
         let end = req.len() as u32;

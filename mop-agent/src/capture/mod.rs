@@ -6,6 +6,7 @@ pub mod conntrack;
 pub mod event;
 pub mod kernel;
 pub mod loader;
+pub mod parser;
 pub mod stage;
 pub mod stream;
 pub mod sys;

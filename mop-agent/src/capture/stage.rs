@@ -199,7 +199,8 @@ impl CaptureStage {
 /// Moves the tracker's and the kernel's counters into the self-metrics.
 fn publish(tracker: &mut ConnTracker, counters: &KernelCounters, metrics: &SelfMetrics) {
     let stats = tracker.take_stats();
-    metrics.add_parse_errors(Protocol::Http1, stats.http1_errors);
+    metrics.add_parse_errors(Protocol::Http1, stats.errors.http1);
+    metrics.add_parse_errors(Protocol::Http2, stats.errors.http2);
     metrics.add_stream_gaps(stats.stream_gaps);
     let recursion = super::sys::program_recursion_misses();
     metrics.set_events_lost(counters.read(Counter::RingbufFull) + recursion);

@@ -498,8 +498,8 @@ pub async fn run(
     let mut tick = tokio::time::interval(scanner.config.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        // `scanned`: this turn was a full pass over `/proc` (readiness waits for one).
-        let (changes, scanned) = tokio::select! {
+        // `full_pass`: this turn read all of `/proc` (readiness waits for one).
+        let (changes, full_pass) = tokio::select! {
             biased;
             () = cancel.cancelled() => break,
             Some(report) = execs.recv() => (scanner.exec(report.pid, Some(&report.path)), false),
@@ -514,7 +514,7 @@ pub async fn run(
         }
         out.metrics
             .set_instrumented_processes(scanner.instrumented());
-        if scanned && let Some(tx) = first_pass.take() {
+        if full_pass && let Some(tx) = first_pass.take() {
             let _ = tx.send(());
         }
     }

@@ -9,7 +9,7 @@ use super::{
     clock::WallClock,
     context::parse_traceparent,
     ids::IdGenerator,
-    model::{ServiceResource, Signals, Span, SpanAttributes, SpanKind, SpanStatus},
+    model::{RpcAttributes, ServiceResource, Signals, Span, SpanAttributes, SpanKind, SpanStatus},
 };
 use crate::{
     capture::conntrack::ConnExchange,
@@ -90,13 +90,18 @@ impl Assembler {
         };
         let trace_state = parent.and(ex.trace_headers.tracestate.clone());
         let mut attributes = attributes(kind, cx);
-        if kind == SpanKind::Server {
+        let rpc = grpc_attributes(ex);
+        let status = match &rpc {
+            Some(rpc) => grpc_status(kind, rpc.grpc_status_code),
+            None => status(kind, ex.status),
+        };
+        attributes.rpc = rpc;
+        if kind == SpanKind::Server && attributes.rpc.is_none() {
             attributes.http_route = attributes
                 .url_path
                 .as_deref()
                 .and_then(|path| self.routes.route_for(path));
         }
-        let status = status(kind, ex.status);
         let (start, end) = span_times(kind, ex);
         Some(Span {
             trace_id,
@@ -161,11 +166,46 @@ fn span_times(kind: SpanKind, ex: &HttpExchange) -> (u64, u64) {
     (start, end)
 }
 
-/// `{method} {route}` when a route is known, else `{method}`.
+/// `{package.Service}/{Method}` for gRPC; `{method} {route}` when a route is known, else
+/// `{method}` (`HTTP` when even the method is unknown).
 fn span_name(a: &SpanAttributes) -> String {
+    if let Some(rpc) = &a.rpc {
+        return format!("{}/{}", rpc.service, rpc.method);
+    }
+    let method = if a.http_request_method.is_empty() {
+        "HTTP"
+    } else {
+        &a.http_request_method
+    };
     match &a.http_route {
-        Some(route) => format!("{} {route}", a.http_request_method),
-        None => a.http_request_method.clone(),
+        Some(route) => format!("{method} {route}"),
+        None => method.to_owned(),
+    }
+}
+
+/// The `rpc.*` attributes of a gRPC call (`content-type: application/grpc*` on HTTP/2 with a
+/// well-formed `/package.Service/Method` path).
+fn grpc_attributes(ex: &HttpExchange) -> Option<RpcAttributes> {
+    if !ex.is_grpc() {
+        return None;
+    }
+    let (service, method) = mop_protocol::http2::grpc::split_path(&ex.target)?;
+    Some(RpcAttributes {
+        service: service.to_owned(),
+        method: method.to_owned(),
+        grpc_status_code: ex.grpc_status.map(i64::from),
+    })
+}
+
+/// gRPC span status per the RPC semantic conventions: a client's call failed for any status
+/// but `OK`; a server's only for the statuses that mean the server failed (`UNKNOWN`,
+/// `DEADLINE_EXCEEDED`, `UNIMPLEMENTED`, `INTERNAL`, `UNAVAILABLE`, `DATA_LOSS`).
+fn grpc_status(kind: SpanKind, code: Option<i64>) -> SpanStatus {
+    match (kind, code) {
+        (SpanKind::Client, Some(1..)) | (SpanKind::Server, Some(2 | 4 | 12 | 13 | 14 | 15)) => {
+            SpanStatus::Error
+        }
+        _ => SpanStatus::Unset,
     }
 }
 
@@ -218,6 +258,8 @@ fn attributes(kind: SpanKind, cx: &ConnExchange) -> SpanAttributes {
         .map_or_else(|| server.ip().to_string(), str::to_owned);
     let (path, query) = split_target(&ex.target);
     let (url_path, url_query, url_full) = match kind {
+        // An HTTP/2 request whose `:path` could not be decoded: left out, never guessed.
+        _ if ex.target.is_empty() => (None, None, None),
         SpanKind::Server => (Some(path.to_owned()), query.map(str::to_owned), None),
         SpanKind::Client => {
             let authority = ex.host.clone().unwrap_or_else(|| server.to_string());
@@ -538,5 +580,83 @@ mod body_size_tests {
             .collect();
         assert!(!keys.contains(&"http.response.body.size"));
         assert!(keys.contains(&"http.request.body.size"));
+    }
+}
+
+#[cfg(test)]
+mod grpc_tests {
+    use mop_protocol::HttpVersion;
+
+    use super::*;
+    use crate::span::AttrValue;
+
+    fn grpc(role: Role, path: &str, status: Option<u32>) -> ConnExchange {
+        let mut cx = route_tests::server(path);
+        cx.exchange.role = role;
+        cx.exchange.version = HttpVersion::Http2;
+        cx.exchange.method = "POST".into();
+        cx.exchange.content_type = Some("application/grpc".into());
+        cx.exchange.grpc_status = status;
+        cx
+    }
+
+    fn assembler() -> Assembler {
+        Assembler::new(
+            IdGenerator::from_seed([5; 32]),
+            WallClock::measure(),
+            RoutesConfig::default(),
+        )
+    }
+
+    #[test]
+    fn grpc_calls_are_named_and_attributed_as_rpcs() {
+        let span = assembler()
+            .build(&grpc(Role::Server, "/helloworld.Greeter/SayHello", Some(0)))
+            .unwrap();
+        assert_eq!(span.name, "helloworld.Greeter/SayHello");
+        assert_eq!(span.status, SpanStatus::Unset);
+        let kv = span.attributes.key_values();
+        let get = |k: &str| kv.iter().find(|(key, _)| *key == k).map(|(_, v)| v.clone());
+        assert_eq!(get("rpc.system"), Some(AttrValue::Str("grpc".into())));
+        assert_eq!(
+            get("rpc.service"),
+            Some(AttrValue::Str("helloworld.Greeter".into()))
+        );
+        assert_eq!(get("rpc.method"), Some(AttrValue::Str("SayHello".into())));
+        assert_eq!(get("rpc.grpc.status_code"), Some(AttrValue::Int(0)));
+        assert_eq!(
+            get("network.protocol.version"),
+            Some(AttrValue::Str("2".into()))
+        );
+        assert_eq!(get("http.request.method"), None);
+        assert_eq!(span.attributes.http_route, None);
+    }
+
+    #[test]
+    fn grpc_status_follows_the_semantic_conventions() {
+        let mut a = assembler();
+        let path = "/pkg.Svc/M";
+        // NOT_FOUND: an error for the client, not for the server.
+        assert_eq!(
+            a.build(&grpc(Role::Client, path, Some(5))).unwrap().status,
+            SpanStatus::Error
+        );
+        assert_eq!(
+            a.build(&grpc(Role::Server, path, Some(5))).unwrap().status,
+            SpanStatus::Unset
+        );
+        // INTERNAL and DEADLINE_EXCEEDED: errors for both.
+        for code in [4, 13] {
+            assert_eq!(
+                a.build(&grpc(Role::Server, path, Some(code)))
+                    .unwrap()
+                    .status,
+                SpanStatus::Error
+            );
+        }
+        // No status seen (client reset): not called an error, status left out.
+        let span = a.build(&grpc(Role::Client, path, None)).unwrap();
+        assert_eq!(span.status, SpanStatus::Unset);
+        assert_eq!(span.attributes.rpc.unwrap().grpc_status_code, None);
     }
 }

@@ -121,6 +121,12 @@ fn header_at(seg: &Segment<'_>, pos: u64) -> Option<FrameHeader> {
     Some(FrameHeader::parse(&b))
 }
 
+/// True when a captured segment is a run of whole, plausible HTTP/2 frames: how a connection
+/// joined after its preface (the agent started late) is recognised.
+pub fn looks_like_frames(seg: &Segment<'_>) -> bool {
+    frames_tile(seg, DEFAULT_MAX_FRAME)
+}
+
 /// Whether the segment's buffer is a run of whole plausible frames: every frame header in it
 /// captured and plausible, and the last frame ending exactly at the segment's end (HTTP/2
 /// stacks write whole frames, and a frame-aware capture delivers one per segment). A segment

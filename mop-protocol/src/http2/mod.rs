@@ -52,4 +52,4 @@ pub mod fuzzing;
 
 pub use connection::{Http2Connection, Http2Limits};
 pub use error::{Http2Stats, ParseError};
-pub use frame::{PREFACE, looks_like_preface};
+pub use frame::{PREFACE, looks_like_frames, looks_like_preface};
