@@ -27,7 +27,10 @@ use crate::{
         procfs::ProcFs,
     },
     export::{ExportSettings, Exporters, SpanSink},
-    span::{assembler::Assembler, clock::WallClock, ids::IdGenerator, stage::SpanStage},
+    span::{
+        assembler::Assembler, clock::WallClock, ids::IdGenerator, linker::Linker, sampler::Sampler,
+        stage::SpanStage,
+    },
     telemetry::SelfMetrics,
 };
 
@@ -225,11 +228,8 @@ fn start(
     let (span_ctl_tx, span_ctl_rx) = mpsc::channel(CONTROL_QUEUE);
 
     let spans = SpanStage::new(
-        Assembler::new(
-            IdGenerator::from_entropy(),
-            WallClock::measure(),
-            config.routes.clone(),
-        ),
+        Assembler::new(WallClock::measure(), config.routes.clone()),
+        Linker::new(IdGenerator::from_entropy(), Sampler::new(config.sampler)),
         exchange_rx,
         span_ctl_rx,
         Arc::clone(&metrics),

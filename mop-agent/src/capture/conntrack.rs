@@ -7,7 +7,7 @@
 use std::{collections::HashMap, net::SocketAddr};
 
 use mop_common::EventKind;
-use mop_protocol::{Direction, HttpExchange};
+use mop_protocol::{Direction, HttpExchange, RequestStart};
 
 use super::{
     event::{RawEvent, socket_addrs},
@@ -44,6 +44,33 @@ struct Connection {
     positions: [StreamPosition; 2],
 }
 
+/// A request that just started on a connection (for trace context, before it completes).
+#[derive(Clone, Debug)]
+pub struct ConnStart {
+    /// The instrumented process.
+    pub pid: u32,
+    /// The connection.
+    pub conn_id: u64,
+    /// The process's end of the connection.
+    pub local: SocketAddr,
+    /// The peer's end.
+    pub remote: SocketAddr,
+    /// The request's start marker.
+    pub start: RequestStart,
+    /// The peer's end of this connection belongs to an instrumented process too (both ends
+    /// are seen, so the other side's start will arrive).
+    pub peer_tracked: bool,
+}
+
+/// What the tracker reports, in the order it learns it.
+#[derive(Clone, Debug)]
+pub enum Observed {
+    /// A request began.
+    Start(ConnStart),
+    /// A request and its response completed.
+    Done(ConnExchange),
+}
+
 /// Key of a tracked connection: the kernel's connection id is unique per boot, the pid keeps
 /// per-process cleanup cheap to express.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -66,6 +93,10 @@ pub struct TrackerStats {
 /// The connection table.
 pub struct ConnTracker {
     conns: HashMap<Key, Connection>,
+    /// How many tracked connections have each (local, remote) pair: tells whether the other
+    /// end of a connection is instrumented too.
+    tuples: HashMap<(SocketAddr, SocketAddr), u32>,
+    starts: Vec<RequestStart>,
     max_connections: usize,
     limits: ParserLimits,
     scratch: Vec<HttpExchange>,
@@ -77,6 +108,8 @@ impl ConnTracker {
     pub fn new(max_connections: usize, limits: ParserLimits) -> Self {
         Self {
             conns: HashMap::new(),
+            tuples: HashMap::new(),
+            starts: Vec::new(),
             max_connections: max_connections.max(1),
             limits,
             scratch: Vec::with_capacity(8),
@@ -100,7 +133,7 @@ impl ConnTracker {
     }
 
     /// Feeds one record; completed exchanges go to `emit`.
-    pub fn on_event(&mut self, ev: &RawEvent<'_>, emit: &mut impl FnMut(ConnExchange)) {
+    pub fn on_event(&mut self, ev: &RawEvent<'_>, emit: &mut impl FnMut(Observed)) {
         let key = Key {
             pid: ev.header.pid,
             conn_id: ev.header.conn_id,
@@ -114,7 +147,7 @@ impl ConnTracker {
             // Not about a connection: the capture stage routes exec reports to discovery.
             EventKind::ProcExec => {}
             EventKind::ConnClose => {
-                if let Some(mut conn) = self.conns.remove(&key) {
+                if let Some(mut conn) = self.remove(&key) {
                     if let Protocol::Parsed(parser) = &mut conn.protocol {
                         parser.on_close(ev.header.exit_ns, &mut self.scratch);
                         self.stats.errors.add(parser.take_errors());
@@ -125,7 +158,7 @@ impl ConnTracker {
         }
     }
 
-    fn on_data(&mut self, key: Key, ev: &RawEvent<'_>, emit: &mut impl FnMut(ConnExchange)) {
+    fn on_data(&mut self, key: Key, ev: &RawEvent<'_>, emit: &mut impl FnMut(Observed)) {
         if !self.conns.contains_key(&key) {
             self.insert(key, ev);
         }
@@ -165,36 +198,55 @@ impl ConnTracker {
             return;
         };
         let next = parser.feed(dir, &segment, &self.limits, &mut self.scratch);
+        parser.drain_starts(&mut self.starts);
         self.stats.errors.add(parser.take_errors());
         if let Some(next) = next {
             conn.protocol = next;
         }
-        if !self.scratch.is_empty() {
-            let (local, remote, tls) = (conn.local, conn.remote, conn.tls);
-            for exchange in self.scratch.drain(..) {
-                emit(ConnExchange {
+        let (local, remote, tls) = (conn.local, conn.remote, conn.tls);
+        if !self.starts.is_empty() {
+            let peer_tracked = self.tuples.contains_key(&(remote, local));
+            for start in self.starts.drain(..) {
+                emit(Observed::Start(ConnStart {
                     pid: key.pid,
                     conn_id: key.conn_id,
                     local,
                     remote,
-                    exchange,
-                    tls,
-                });
+                    start,
+                    peer_tracked,
+                }));
             }
+        }
+        for exchange in self.scratch.drain(..) {
+            emit(Observed::Done(ConnExchange {
+                pid: key.pid,
+                conn_id: key.conn_id,
+                local,
+                remote,
+                exchange,
+                tls,
+            }));
         }
     }
 
-    fn flush(&mut self, key: Key, conn: &Connection, emit: &mut impl FnMut(ConnExchange)) {
+    fn flush(&mut self, key: Key, conn: &Connection, emit: &mut impl FnMut(Observed)) {
         for exchange in self.scratch.drain(..) {
-            emit(ConnExchange {
+            emit(Observed::Done(ConnExchange {
                 pid: key.pid,
                 conn_id: key.conn_id,
                 local: conn.local,
                 remote: conn.remote,
                 exchange,
                 tls: conn.tls,
-            });
+            }));
         }
+    }
+
+    /// Removes a connection, keeping the tuple index in step.
+    fn remove(&mut self, key: &Key) -> Option<Connection> {
+        let conn = self.conns.remove(key)?;
+        untrack_tuple(&mut self.tuples, &conn);
+        Some(conn)
     }
 
     fn insert(&mut self, key: Key, ev: &RawEvent<'_>) {
@@ -202,6 +254,10 @@ impl ConnTracker {
             self.evict_oldest();
         }
         let (local, remote) = socket_addrs(&ev.header.addrs);
+        if let Some(old) = self.conns.get(&key) {
+            untrack_tuple(&mut self.tuples, old);
+        }
+        *self.tuples.entry((local, remote)).or_insert(0) += 1;
         self.conns.insert(
             key,
             Connection {
@@ -222,18 +278,32 @@ impl ConnTracker {
         let (_, cutoff, _) = ages.select_nth_unstable(n - 1);
         let cutoff = *cutoff;
         let before = self.conns.len();
-        self.conns.retain(|_, c| c.last_seen_ns > cutoff);
+        let tuples = &mut self.tuples;
+        self.conns.retain(|_, c| {
+            let keep = c.last_seen_ns > cutoff;
+            if !keep {
+                untrack_tuple(tuples, c);
+            }
+            keep
+        });
         self.stats.evicted += (before - self.conns.len()) as u64;
     }
 
     /// Forgets every connection of a process that exited.
     pub fn forget_pid(&mut self, pid: u32) {
-        self.conns.retain(|k, _| k.pid != pid);
+        let tuples = &mut self.tuples;
+        self.conns.retain(|k, c| {
+            let keep = k.pid != pid;
+            if !keep {
+                untrack_tuple(tuples, c);
+            }
+            keep
+        });
     }
 
     /// Drops connections idle since before `cutoff_ns` (monotonic), flushing what their parsers
     /// still hold as if they had closed.
-    pub fn expire_idle(&mut self, cutoff_ns: u64, emit: &mut impl FnMut(ConnExchange)) {
+    pub fn expire_idle(&mut self, cutoff_ns: u64, emit: &mut impl FnMut(Observed)) {
         let idle: Vec<Key> = self
             .conns
             .iter()
@@ -241,13 +311,24 @@ impl ConnTracker {
             .map(|(k, _)| *k)
             .collect();
         for key in idle {
-            if let Some(mut conn) = self.conns.remove(&key) {
+            if let Some(mut conn) = self.remove(&key) {
                 if let Protocol::Parsed(parser) = &mut conn.protocol {
                     parser.on_close(conn.last_seen_ns, &mut self.scratch);
                     self.stats.errors.add(parser.take_errors());
                 }
                 self.flush(key, &conn, emit);
             }
+        }
+    }
+}
+
+/// Forgets one connection of the tuple index.
+fn untrack_tuple(tuples: &mut HashMap<(SocketAddr, SocketAddr), u32>, conn: &Connection) {
+    let pair = (conn.local, conn.remote);
+    if let Some(n) = tuples.get_mut(&pair) {
+        *n -= 1;
+        if *n == 0 {
+            tuples.remove(&pair);
         }
     }
 }
@@ -284,7 +365,11 @@ mod stream_tests {
 
     fn feed(t: &mut ConnTracker, rec: &[u8], out: &mut Vec<ConnExchange>) {
         let ev = RawEvent::decode(rec).unwrap();
-        t.on_event(&ev, &mut |x| out.push(x));
+        t.on_event(&ev, &mut |x| {
+            if let Observed::Done(x) = x {
+                out.push(x);
+            }
+        });
     }
 
     #[test]
