@@ -131,11 +131,16 @@ pub struct Loaded {
     pub counters: KernelCounters,
 }
 
-/// Checks the host, loads the programs with this kernel's offsets, and attaches the best
-/// capture path (or the forced one).
-pub fn load(settings: &LoadSettings) -> Result<Loaded, CaptureError> {
+/// Checks the host before anything else starts: the capabilities the agent needs and the
+/// kernel's BTF. Fails with one line naming what is missing.
+pub fn preflight() -> Result<(), CaptureError> {
     sys::check_privileges()?;
-    sys::check_btf(std::path::Path::new(VMLINUX_BTF))?;
+    sys::check_btf(std::path::Path::new(VMLINUX_BTF))
+}
+
+/// Loads the programs with this kernel's offsets and attaches the best capture path (or the
+/// forced one). Call [`preflight`] first.
+pub fn load(settings: &LoadSettings) -> Result<Loaded, CaptureError> {
     sys::raise_memlock_limit();
     let btf_data = std::fs::read(VMLINUX_BTF)
         .map_err(|e| CaptureError::Host(format!("cannot read {VMLINUX_BTF}: {e}")))?;
