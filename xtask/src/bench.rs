@@ -47,6 +47,8 @@ pub(crate) struct Options {
 enum Which {
     /// Agent overhead on nginx under saturating load.
     Overhead,
+    /// A collector outage under load: peak memory against the queue cap, and recovery time.
+    Export,
 }
 
 /// One wrk run.
@@ -72,7 +74,45 @@ const NGINX_PORT: u16 = 19_590;
 pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
     match opts.which {
         Which::Overhead => overhead(opts),
+        Which::Export => export(opts),
     }
+}
+
+/// Runs the exporter outage example: 2k spans/s, the collector down for 60 s (`--duration`
+/// overrides the outage length), over gRPC then HTTP; writes `target/bench/export.json`.
+fn export(opts: &Options) -> anyhow::Result<()> {
+    let outage = if opts.duration == 8 { 60 } else { opts.duration };
+    let mut results = Vec::new();
+    for protocol in ["grpc", "http"] {
+        let out = cmd::output(Command::new("cargo").args([
+            "run",
+            "--release",
+            "-q",
+            "-p",
+            "mop-agent",
+            "--example",
+            "export_outage",
+            "--",
+            "--rate",
+            "2000",
+            "--outage-secs",
+            &outage.to_string(),
+            "--protocol",
+            protocol,
+        ]))?;
+        let line = out
+            .lines()
+            .rev()
+            .find(|l| l.trim_start().starts_with('{'))
+            .context("export_outage printed no JSON")?
+            .to_owned();
+        println!("export ({protocol}, collector down {outage} s at 2000 spans/s): {line}");
+        results.push(format!("\"{protocol}\":{line}"));
+    }
+    let dir = Path::new("target/bench");
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("export.json"), format!("{{{}}}\n", results.join(",")))?;
+    Ok(())
 }
 
 fn overhead(opts: &Options) -> anyhow::Result<()> {
