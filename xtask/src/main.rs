@@ -2,6 +2,7 @@
 
 mod bench;
 mod cmd;
+mod experiment;
 mod image;
 mod manifests;
 mod run;
@@ -33,6 +34,9 @@ enum Command {
     Image(image::Options),
     /// Measure the agent (`overhead`: nginx under load with and without it).
     Bench(bench::Options),
+    /// Run a validation experiment (overhead, accuracy, completeness, coverage, propagation,
+    /// all) and write its report to experiments/results/<name>/.
+    Experiment(experiment::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,5 +47,6 @@ fn main() -> anyhow::Result<()> {
         Command::Manifests(opts) => manifests::run(&opts),
         Command::Image(opts) => image::run(&opts),
         Command::Bench(opts) => bench::run(&opts),
+        Command::Experiment(opts) => experiment::run(&opts),
     }
 }

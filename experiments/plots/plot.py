@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Plots of mop's validation experiments, drawn from each experiment's data.json.
+
+Usage: plot.py EXPERIMENT RESULTS_DIR
+Writes PNG files into RESULTS_DIR and prints each file name on its own line (the report
+embeds them). Every plot carries its own title, axis labels, units and legend, so that it
+reads without the report's text.
+"""
+
+import json
+import os
+import statistics
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+COLORS = {
+    "baseline": "#888888",
+    "floor": "#9ecae1",
+    "mop": "#3182bd",
+    "otel-sdk": "#e6550d",
+}
+
+
+def med(v):
+    v = [x for x in v if x == x]
+    return statistics.median(v) if v else float("nan")
+
+
+def save(fig, out, name):
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, name), dpi=110)
+    plt.close(fig)
+    print(name)
+
+
+def rate_label(rate):
+    return "saturation" if rate == 0 else f"{rate:.0f}/s"
+
+
+def overhead(data, out):
+    runs = data["runs"]
+    ratios = data["ratios"]
+    servers = [s for s in ["nginx", "python-wsgi", "grpcio"] if any(r["server"] == s for r in runs)]
+
+    # 1. Throughput ratio at saturation.
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.25
+    variants = ["floor", "mop", "otel-sdk"]
+    for i, v in enumerate(variants):
+        xs, ys, lo, hi = [], [], [], []
+        for j, s in enumerate(servers):
+            r = [x for x in ratios if x["server"] == s and x["rate"] == 0 and x["variant"] == v]
+            if not r:
+                continue
+            vals = r[0]["rps_ratio"]
+            m = med(vals)
+            xs.append(j + (i - 1) * width)
+            ys.append(m)
+            lo.append(m - min(vals))
+            hi.append(max(vals) - m)
+        if xs:
+            ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=v, color=COLORS[v])
+            for x, y in zip(xs, ys):
+                ax.text(x, y + 0.02, f"{y:.2f}", ha="center", fontsize=8)
+    ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+    ax.set_xticks(range(len(servers)))
+    ax.set_xticklabels(servers)
+    ax.set_ylabel("throughput / baseline throughput (same round)")
+    ax.set_ylim(0, 1.2)
+    ax.set_title("Saturation throughput relative to no instrumentation\n(median of rounds, bars: min-max; 1.0 = no cost)")
+    ax.legend(title="variant", loc="lower right")
+    save(fig, out, "throughput_saturation.png")
+
+    # 2. p99 latency per offered load, per server.
+    fig, axes = plt.subplots(1, len(servers), figsize=(4.2 * len(servers), 4), squeeze=False)
+    for ax, s in zip(axes[0], servers):
+        rates = sorted({r["rate"] for r in runs if r["server"] == s}, key=lambda x: (x == 0, x))
+        for v in ["baseline", "floor", "mop", "otel-sdk"]:
+            ys = []
+            for rate in rates:
+                vals = [r["p99_ms"] for r in runs if r["server"] == s and r["rate"] == rate and r["variant"] == v]
+                ys.append(med(vals) if vals else float("nan"))
+            if any(y == y for y in ys):
+                ax.plot(range(len(rates)), ys, marker="o", label=v, color=COLORS[v])
+        ax.set_xticks(range(len(rates)))
+        ax.set_xticklabels([rate_label(r) for r in rates])
+        ax.set_yscale("log")
+        ax.set_xlabel("offered load (requests/s)")
+        ax.set_ylabel("p99 latency (ms, log)")
+        ax.set_title(f"{s}: client p99 latency")
+        ax.legend(fontsize=8)
+    save(fig, out, "latency_p99.png")
+
+    # 3. CPU per request: server, plus the agent stacked on top for mop.
+    fig, axes = plt.subplots(1, len(servers), figsize=(4.2 * len(servers), 4), squeeze=False)
+    for ax, s in zip(axes[0], servers):
+        rates = sorted({r["rate"] for r in runs if r["server"] == s}, key=lambda x: (x == 0, x))
+        vs = [v for v in ["baseline", "floor", "mop", "otel-sdk"] if any(r["server"] == s and r["variant"] == v for r in runs)]
+        width = 0.8 / max(1, len(vs))
+        for i, v in enumerate(vs):
+            srv, agt, xs = [], [], []
+            for j, rate in enumerate(rates):
+                sel = [r for r in runs if r["server"] == s and r["rate"] == rate and r["variant"] == v]
+                if not sel:
+                    continue
+                xs.append(j + (i - (len(vs) - 1) / 2) * width)
+                srv.append(med([r["server_cpu_s"] / max(1, r["requests"]) * 1e6 for r in sel]))
+                agt.append(med([r["agent_cpu_s"] / max(1, r["requests"]) * 1e6 for r in sel]))
+            ax.bar(xs, srv, width, color=COLORS[v], label=f"{v}: server")
+            if v in ("mop", "floor"):
+                ax.bar(xs, agt, width, bottom=srv, color=COLORS[v], alpha=0.45, hatch="//", label=f"{v}: agent")
+        ax.set_xticks(range(len(rates)))
+        ax.set_xticklabels([rate_label(r) for r in rates])
+        ax.set_xlabel("offered load (requests/s)")
+        ax.set_ylabel("CPU microseconds per request")
+        ax.set_title(f"{s}: CPU per request")
+        ax.legend(fontsize=7)
+    save(fig, out, "cpu_per_request.png")
+
+    # 4. Agent CPU per 1k requests and peak RSS.
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for s in servers:
+        rates = sorted({r["rate"] for r in runs if r["server"] == s and r["variant"] == "mop"}, key=lambda x: (x == 0, x))
+        xs, ys, rss = [], [], []
+        for rate in rates:
+            sel = [r for r in runs if r["server"] == s and r["rate"] == rate and r["variant"] == "mop"]
+            xs.append(med([r["rps"] for r in sel]))
+            ys.append(med([r["agent_cpu_s"] * 1e6 / max(1, r["requests"]) for r in sel]))
+            rss.append(max(r["agent_rss_peak_kib"] for r in sel) / 1024)
+        ax1.plot(xs, ys, marker="o", label=s)
+        ax2.plot(xs, rss, marker="o", label=s)
+    ax1.set_xscale("log")
+    ax1.set_xlabel("achieved requests/s (log)")
+    ax1.set_ylabel("agent CPU ms per 1000 requests")
+    ax1.set_title("mop agent CPU per 1k requests")
+    ax1.legend()
+    ax2.set_xscale("log")
+    ax2.set_xlabel("achieved requests/s (log)")
+    ax2.set_ylabel("agent peak RSS (MiB)")
+    ax2.set_ylim(bottom=0)
+    ax2.set_title("mop agent peak resident memory")
+    ax2.legend()
+    save(fig, out, "agent_cost.png")
+
+
+def main():
+    name, out = sys.argv[1], sys.argv[2]
+    with open(os.path.join(out, "data.json")) as f:
+        data = json.load(f)
+    fn = globals().get(name)
+    if fn is None:
+        sys.exit(f"no plots for experiment {name}")
+    fn(data, out)
+
+
+if __name__ == "__main__":
+    main()

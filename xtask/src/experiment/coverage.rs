@@ -1,0 +1,7 @@
+//! `coverage`.
+
+use super::Ctx;
+
+pub(crate) fn run(_ctx: &Ctx) -> anyhow::Result<()> {
+    anyhow::bail!("not written yet")
+}
