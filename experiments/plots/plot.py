@@ -147,6 +147,71 @@ def overhead(data, out):
     save(fig, out, "agent_cost.png")
 
 
+def accuracy(data, out):
+    phases = data["phases"]
+    # 1. Distribution of the duration error (client - span), one curve per phase.
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for ph in phases:
+        err = sorted(ph["client_minus_span_us"])
+        if not err:
+            continue
+        ys = [(i + 1) / len(err) for i in range(len(err))]
+        ax.plot(err, ys, label=f"{ph['server']} @ {ph['rate']:.0f}/s (n={len(err)})")
+    ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlabel("client-measured duration - span duration (microseconds, symlog)")
+    ax.set_ylabel("fraction of requests (CDF)")
+    ax.axvline(0, color="black", linewidth=0.8, linestyle="--")
+    ax.set_title("Span duration error against the client's measurement\n(> 0: span inside the client's window, as expected; < 0 would be wrong)")
+    ax.legend(fontsize=8)
+    save(fig, out, "duration_error_cdf.png")
+
+    # 2. Span duration against client duration.
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    lo, hi = float("inf"), 0
+    for ph in phases:
+        c, sp = ph["client_us"], ph["span_us"]
+        if not c:
+            continue
+        ax.scatter(c, sp, s=4, alpha=0.4, label=f"{ph['server']} @ {ph['rate']:.0f}/s")
+        lo, hi = min(lo, min(c), min(sp) or 1), max(hi, max(c))
+    if hi:
+        lo = max(lo, 1)
+        ax.plot([lo, hi], [lo, hi], color="black", linewidth=0.8, linestyle="--", label="span = client")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("client-measured duration (us, log)")
+    ax.set_ylabel("span duration (us, log)")
+    ax.set_title("Each request: span duration vs client duration")
+    ax.legend(fontsize=8, markerscale=3)
+    save(fig, out, "duration_scatter.png")
+
+    # 3. Exactness per phase.
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    checks = [
+        ("span found", lambda p: (p["matched"], p["requests"])),
+        ("status", lambda p: (p["status_exact"], p["matched"])),
+        ("path", lambda p: (p["path_exact"], p["matched"])),
+        ("req body", lambda p: (p["request_body_exact"], p["matched"])),
+        ("resp body", lambda p: (p["response_body_exact"], p["matched"])),
+        ("RED count", lambda p: (min(p["red_count"], p["requests"]), p["requests"])),
+    ]
+    width = 0.8 / max(1, len(phases))
+    for i, ph in enumerate(phases):
+        ys = []
+        for _, f in checks:
+            n, d = f(ph)
+            ys.append(100.0 * n / d if d else 0)
+        xs = [j + (i - (len(phases) - 1) / 2) * width for j in range(len(checks))]
+        ax.bar(xs, ys, width, label=f"{ph['server']} @ {ph['rate']:.0f}/s")
+    ax.set_xticks(range(len(checks)))
+    ax.set_xticklabels([c for c, _ in checks])
+    ax.set_ylabel("% of requests exact (body sizes: of all spans, unreported counts as not exact)")
+    ax.set_ylim(0, 105)
+    ax.set_title("What the spans got exactly right")
+    ax.legend(fontsize=8, loc="lower left")
+    save(fig, out, "exactness.png")
+
+
 def main():
     name, out = sys.argv[1], sys.argv[2]
     with open(os.path.join(out, "data.json")) as f:
