@@ -212,6 +212,106 @@ def accuracy(data, out):
     save(fig, out, "exactness.png")
 
 
+def completeness(data, out):
+    steps = data["steps"]
+    configs = []
+    for s in steps:
+        if s["config"] not in configs:
+            configs.append(s["config"])
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for c in configs:
+        rates = sorted({s["rate"] for s in steps if s["config"] == c}, key=lambda x: (x == 0, x))
+        xs, ys, lo, hi, lost = [], [], [], [], []
+        for r in rates:
+            sel = [s for s in steps if s["config"] == c and s["rate"] == r]
+            ratio = [s["spans"] / max(1, s["requests"]) for s in sel]
+            m = med(ratio)
+            xs.append(med([s["rps"] for s in sel]))
+            ys.append(m)
+            lo.append(m - min(ratio))
+            hi.append(max(ratio) - m)
+            lost.append(med([s["events_lost"] / max(1.0, s["events_read"] + s["events_lost"]) * 100 for s in sel]))
+        ax1.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=c)
+        ax2.plot(xs, lost, marker="o", label=c)
+    ax1.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+    ax1.set_xlabel("achieved requests/s (last point: saturation)")
+    ax1.set_ylabel("spans made / requests completed")
+    ax1.set_title("Spans per request as load rises (1.0 = every request)")
+    ax1.legend(fontsize=8)
+    ax2.set_xlabel("achieved requests/s")
+    ax2.set_ylabel("kernel events lost, % of events")
+    ax2.set_title("Ring buffer loss (mop_events_lost_total)")
+    ax2.set_ylim(bottom=0)
+    ax2.legend(fontsize=8)
+    save(fig, out, "spans_per_request.png")
+
+
+def coverage(data, out):
+    cells = data["cells"]
+    protocols = data["protocols"]
+    runtimes = []
+    for c in cells:
+        if c["runtime"] not in runtimes:
+            runtimes.append(c["runtime"])
+    colors = {"seen": "#31a354", "partial": "#fdae6b", "wrong": "#fd8d3c", "not seen": "#de2d26",
+              "n/a": "#f0f0f0", "not run": "#bdbdbd"}
+    fig, ax = plt.subplots(figsize=(2.3 * len(protocols) + 2, 0.7 * len(runtimes) + 1.6))
+    for i, r in enumerate(runtimes):
+        for j, p in enumerate(protocols):
+            c = next((c for c in cells if c["runtime"] == r and c["protocol"] == p), None)
+            v = c["verdict"] if c else "n/a"
+            ax.add_patch(plt.Rectangle((j, len(runtimes) - 1 - i), 1, 1, color=colors.get(v, "white"), ec="white", lw=2))
+            label = v if v in ("n/a", "not run") else f"{v}\n{c['spans']}/5"
+            ax.text(j + 0.5, len(runtimes) - 1 - i + 0.5, label, ha="center", va="center", fontsize=9)
+    ax.set_xlim(0, len(protocols))
+    ax.set_ylim(0, len(runtimes))
+    ax.set_xticks([j + 0.5 for j in range(len(protocols))])
+    ax.set_xticklabels(protocols, fontsize=9)
+    ax.set_yticks([len(runtimes) - 1 - i + 0.5 for i in range(len(runtimes))])
+    ax.set_yticklabels(runtimes)
+    ax.xaxis.tick_top()
+    ax.set_title("What mop sees: spans with the right method, status and path, per protocol and program\n(green: all 5 requests; red: none; grey: not applicable / not run)", fontsize=10, pad=28)
+    for sp in ax.spines.values():
+        sp.set_visible(False)
+    save(fig, out, "coverage_matrix.png")
+
+
+def propagation(data, out):
+    sc = data["scenarios"]
+    fig, ax = plt.subplots(figsize=(9, 0.6 * len(sc) + 1.8))
+    names = [s["name"] for s in sc]
+    vals = [100.0 * s["complete"] / s["requests"] if s["requests"] else 0 for s in sc]
+    ax.barh(range(len(sc)), vals, color=["#31a354" if v >= 99.9 else "#fd8d3c" if v > 0 else "#de2d26" for v in vals])
+    for i, v in enumerate(vals):
+        ax.text(min(v, 95) + 1, i, f"{v:.0f}%", va="center", fontsize=9)
+    ax.set_yticks(range(len(sc)))
+    ax.set_yticklabels(names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 110)
+    ax.set_xlabel("requests whose whole parent/child chain is linked (%)")
+    ax.set_title("Complete trace chains per scenario")
+    save(fig, out, "chains.png")
+
+    cost = data["cost"]
+    if cost:
+        fig, ax = plt.subplots(figsize=(8, 4))
+        vs = [c["variant"] for c in cost]
+        m = [med(c["rps_ratio"]) for c in cost]
+        lo = [mm - min(c["rps_ratio"]) if c["rps_ratio"] else 0 for mm, c in zip(m, cost)]
+        hi = [max(c["rps_ratio"]) - mm if c["rps_ratio"] else 0 for mm, c in zip(m, cost)]
+        ax.bar(range(len(vs)), m, yerr=[lo, hi], capsize=3, color=["#888888"] + ["#3182bd"] * (len(vs) - 1))
+        for i, v in enumerate(m):
+            ax.text(i, v + 0.02, f"{v:.2f}", ha="center", fontsize=9)
+        ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+        ax.set_xticks(range(len(vs)))
+        ax.set_xticklabels(["no agent" if v == "baseline" else f"mop, {v}" for v in vs])
+        ax.set_ylabel("throughput / no-agent throughput (same round)")
+        ax.set_xlabel("ebpf.context_propagation")
+        ax.set_ylim(0, 1.25)
+        ax.set_title("Cost of the context carriers: closed loop through curl-like client -> Python proxy -> nginx\n(median of rounds, bars: min-max)", fontsize=10)
+        save(fig, out, "carrier_cost.png")
+
+
 def main():
     name, out = sys.argv[1], sys.argv[2]
     with open(os.path.join(out, "data.json")) as f:
