@@ -481,8 +481,8 @@ fn write_report(ctx: &Ctx, s: &Settings, runs: &[Run]) -> anyhow::Result<()> {
 fn verdicts(runs: &[Run], _s: &Settings) -> String {
     let mut out = String::from("\n");
     let sat = |server: &str, variant: &str| ratios(runs, server, 0.0, variant);
-    if let (Some(m), Some(f)) = (sat("nginx", "mop"), sat("nginx", "floor")) {
-        let (m, f) = (median(&m.rps), median(&f.rps));
+    if let (Some(mr), Some(fr)) = (sat("nginx", "mop"), sat("nginx", "floor")) {
+        let (m, f) = (median(&mr.rps), median(&fr.rps));
         let _ = writeln!(
             out,
             "- nginx at saturation: mop keeps {:.0}% of the baseline throughput; its hooks alone \
@@ -490,9 +490,16 @@ fn verdicts(runs: &[Run], _s: &Settings) -> String {
             m * 100.0,
             f * 100.0,
             if m >= 1.0 || f >= 1.0 {
-                "A ratio above 1 means the round-to-round noise of this shared machine is larger \
-                 than the cost: read the spread, not the median."
-                    .to_owned()
+                format!(
+                    "A throughput ratio above 1 is not a gain: on this shared, oversubscribed \
+                     machine the saturation throughput is set by what the other tenants leave to \
+                     nginx and wrk, and moves more between runs than mop costs. The robust cost \
+                     figure is CPU per request: with mop nginx's worker spends {:.2}x the CPU per \
+                     request (floor: {:.2}x) and nginx plus the agent {:.2}x.",
+                    median(&mr.server_cpu),
+                    median(&fr.server_cpu),
+                    median(&mr.total_cpu)
+                )
             } else {
                 format!(
                     "Of the {:.0} points mop loses, {:.0} are the capture path's kernel hooks; the \
