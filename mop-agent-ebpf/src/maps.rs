@@ -43,10 +43,6 @@ pub(crate) static MOP_SSL_FDS: LruHashMap<SslKey, i32> = LruHashMap::with_max_en
 #[map(name = "MOP_COUNTERS")]
 pub(crate) static MOP_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
-/// Per-CPU sequence that makes connection ids unique: `(cpu << 48) | seq`.
-#[map(name = "MOP_CONN_SEQ")]
-pub(crate) static MOP_CONN_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-
 /// A record assembled before it is copied to the ring buffer.
 ///
 /// The payload area is twice the capture maximum so that the verifier can prove a copy of at
@@ -86,7 +82,9 @@ pub(crate) static MOP_CONFIG: Global<KernelConfig> = Global::new(KernelConfig {
         sk_v6_rcv_saddr: 0,
         msghdr_iov: 0,
         msghdr_iovlen: 0,
-        pad: 0,
+        tcp_copied_seq: 0,
+        tcp_write_seq: 0,
+        binprm_filename: 0,
     },
 });
 
@@ -96,20 +94,5 @@ pub(crate) fn bump(counter: Counter) {
     if let Some(slot) = MOP_COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: the per-CPU slot belongs to this CPU for the duration of the program.
         unsafe { *slot += 1 };
-    }
-}
-
-/// A fresh connection id, unique across CPUs for this boot of the programs.
-#[inline(always)]
-pub(crate) fn next_conn_id() -> u64 {
-    // SAFETY: helper without arguments.
-    let cpu = u64::from(unsafe { aya_ebpf::helpers::bpf_get_smp_processor_id() });
-    let Some(seq) = MOP_CONN_SEQ.get_ptr_mut(0) else {
-        return 0;
-    };
-    // SAFETY: the per-CPU slot belongs to this CPU for the duration of the program.
-    unsafe {
-        *seq += 1;
-        (cpu << 48) | (*seq & 0xffff_ffff_ffff)
     }
 }

@@ -3,7 +3,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use mop_protocol::http1::Http1Limits;
 use thiserror::Error;
 use tokio::{
     sync::{mpsc, oneshot, watch},
@@ -16,6 +15,7 @@ use crate::{
         CaptureError, CapturePathKind, LoadSettings, Loaded, Probes,
         conntrack::ConnTracker,
         loader,
+        parser::ParserLimits,
         stage::{CaptureStage, StageSettings},
         tls::TlsProbes,
     },
@@ -27,7 +27,10 @@ use crate::{
         procfs::ProcFs,
     },
     export::{ExportSettings, Exporters, SpanSink},
-    span::{assembler::Assembler, clock::WallClock, ids::IdGenerator, stage::SpanStage},
+    span::{
+        assembler::Assembler, clock::WallClock, ids::IdGenerator, linker::Linker, sampler::Sampler,
+        stage::SpanStage,
+    },
     telemetry::SelfMetrics,
 };
 
@@ -225,11 +228,8 @@ fn start(
     let (span_ctl_tx, span_ctl_rx) = mpsc::channel(CONTROL_QUEUE);
 
     let spans = SpanStage::new(
-        Assembler::new(
-            IdGenerator::from_entropy(),
-            WallClock::measure(),
-            config.routes.clone(),
-        ),
+        Assembler::new(WallClock::measure(), config.routes.clone()),
+        Linker::new(IdGenerator::from_entropy(), Sampler::new(config.sampler)),
         exchange_rx,
         span_ctl_rx,
         Arc::clone(&metrics),
@@ -239,7 +239,10 @@ fn start(
     let capture_cancel = CancellationToken::new();
     let capture = CaptureStage::new(
         (loaded.ring, loaded.counters),
-        ConnTracker::new(config.ebpf.max_connections as usize, Http1Limits::default()),
+        ConnTracker::new(
+            config.ebpf.max_connections as usize,
+            ParserLimits::default(),
+        ),
         (exchange_tx, exec_tx),
         capture_ctl_rx,
         Arc::clone(&metrics),

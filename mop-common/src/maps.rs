@@ -100,10 +100,13 @@ pub const CONN_TCP: u32 = 1;
 pub const CONN_OTHER: u32 = 2;
 
 /// Value of [`MAP_CONNS`].
+///
+/// `conn_id` is the address of the kernel's `struct sock`: every fd of one socket (dup'd or
+/// inherited within a process) reports the same connection.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ConnInfo {
-    /// See [`crate::DataEventHeader::conn_id`].
+    /// See [`crate::DataEventHeader::conn_id`]; the `struct sock` address for TCP.
     pub conn_id: u64,
     /// The socket's addresses (zero for [`CONN_OTHER`]).
     pub addrs: ConnAddrs,
@@ -225,8 +228,12 @@ pub struct KernelOffsets {
     pub msghdr_iov: u32,
     /// `user_msghdr.msg_iovlen`.
     pub msghdr_iovlen: u32,
-    /// Explicit padding; always zero.
-    pub pad: u32,
+    /// `tcp_sock.copied_seq` (`tcp_sock` starts with its `sock`).
+    pub tcp_copied_seq: u32,
+    /// `tcp_sock.write_seq`.
+    pub tcp_write_seq: u32,
+    /// `linux_binprm.filename` (the path a process exec'd).
+    pub binprm_filename: u32,
 }
 
 /// The read-only global [`GLOBAL_CONFIG`] of the eBPF programs.
@@ -254,8 +261,8 @@ const _: () = assert!(core::mem::size_of::<ConnInfo>() == 64);
 const _: () = assert!(core::mem::size_of::<InflightSyscall>() == 32);
 const _: () = assert!(core::mem::size_of::<SslCall>() == 40);
 const _: () = assert!(core::mem::size_of::<SslKey>() == 16);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 72);
-const _: () = assert!(core::mem::size_of::<KernelConfig>() == 112);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
+const _: () = assert!(core::mem::size_of::<KernelConfig>() == 120);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -8,6 +8,7 @@ mod manifests;
 mod run;
 mod setup;
 mod test;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -37,6 +38,9 @@ enum Command {
     /// Run a validation experiment (overhead, accuracy, completeness, coverage, propagation,
     /// all) and write its report to experiments/results/<name>/.
     Experiment(experiment::Options),
+    /// Boot Debian kernels (5.10, 6.1, 6.12, 7.x) under qemu and run the agent's end-to-end
+    /// HTTP/1 test in each, for each capture path; prints a kernel x path matrix.
+    VmTest(vm::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,5 +52,6 @@ fn main() -> anyhow::Result<()> {
         Command::Image(opts) => image::run(&opts),
         Command::Bench(opts) => bench::run(&opts),
         Command::Experiment(opts) => experiment::run(&opts),
+        Command::VmTest(opts) => vm::run(&opts),
     }
 }

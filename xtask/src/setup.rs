@@ -25,9 +25,14 @@ const APT_PACKAGES: &[&str] = &[
     "nodejs",
     "npm",
     "golang-go",
+    // `cargo xtask vm-test`: guests, their initramfs, and verified Debian kernel downloads.
     "qemu-system-x86",
     "busybox-static",
     "cpio",
+    "binutils",
+    "gpgv",
+    "debian-archive-keyring",
+    "xz-utils",
     "skopeo",
     "umoci",
     // The integration tests: Python peers (and pip for the packages below), `bpftool prog

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use mop_common::{
     AF_INET, AF_INET6, ConnAddrs, DataEventHeader, EVENT_HEADER_LEN, EventKind, TAIL_BYTES,
-    event::{DIR_INGRESS, FLAG_SENDFILE, FLAG_TLS, ROLE_CLIENT, ROLE_SERVER},
+    event::{DIR_INGRESS, FLAG_SENDFILE, FLAG_STREAM_SEQ, FLAG_TLS, ROLE_CLIENT, ROLE_SERVER},
 };
 use mop_protocol::{Direction, Segment};
 use thiserror::Error;
@@ -82,6 +82,11 @@ impl<'a> RawEvent<'a> {
     /// True when the bytes came from `sendfile` (never captured).
     pub fn is_sendfile(&self) -> bool {
         self.header.flags & FLAG_SENDFILE != 0
+    }
+
+    /// The socket's stream position right after this record's bytes, when the kernel read it.
+    pub fn stream_seq(&self) -> Option<u32> {
+        (self.header.flags & FLAG_STREAM_SEQ != 0).then_some(self.header.seq_end)
     }
 
     /// True when the payload is TLS plaintext read at the library, not socket bytes.

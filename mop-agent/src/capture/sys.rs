@@ -104,8 +104,40 @@ pub fn raise_memlock_limit() {
     }
 }
 
+/// Runs of this process's eBPF programs the kernel skipped because the program was already
+/// running on that CPU (`recursion_misses` in each program fd's fdinfo, kernels 5.12+).
+///
+/// On kernels whose syscall tracepoints run preemptible (7.x) a preempted program makes the
+/// next task on that CPU skip it: those syscalls are never reported, so they count as lost.
+pub fn program_recursion_misses() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fdinfo") else {
+        return 0;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter(|info| info.contains("prog_type:"))
+        .map(|info| parse_recursion_misses(&info))
+        .sum()
+}
+
+fn parse_recursion_misses(fdinfo: &str) -> u64 {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("recursion_misses:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parses_recursion_misses() {
+        let info =
+            "pos:\t0\nflags:\t02000002\nprog_type:\t17\nprog_id:\t42\nrecursion_misses:\t31\n";
+        assert_eq!(super::parse_recursion_misses(info), 31);
+        assert_eq!(super::parse_recursion_misses("prog_type:\t17\n"), 0);
+    }
+
     use super::*;
 
     #[test]
