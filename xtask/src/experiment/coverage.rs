@@ -75,9 +75,6 @@ fn known_limit(runtime: &str, protocol: &str) -> &'static str {
         ("Go", "HTTP/2 (h2c)") => {
             "Go's standard library serves HTTP/2 only over TLS (crypto/tls, see the TLS cell); h2c needs golang.org/x/net"
         }
-        (_, "HTTP/2 (h2c)" | "gRPC") => {
-            "HTTP/2 and gRPC parsing is not in this build of mop yet (the http2 branch)"
-        }
         _ => "",
     }
 }
@@ -424,6 +421,9 @@ fn finish(
             cell.problems = problems;
             if cell.verdict != "seen" {
                 cell.note = known_limit(runtime, protocol).to_owned();
+                if cell.note.is_empty() {
+                    cell.note = "cause not diagnosed by this experiment".into();
+                }
             }
         }
     }
