@@ -54,7 +54,10 @@ impl Pair {
     /// The span lies inside the client's window (same wall clock).
     fn inside(&self) -> Option<bool> {
         let s = self.span.as_ref()?;
-        Some(s.start_unix_nano >= self.rec.start_unix_nano && s.end_unix_nano <= self.rec.end_unix_nano)
+        Some(
+            s.start_unix_nano >= self.rec.start_unix_nano
+                && s.end_unix_nano <= self.rec.end_unix_nano,
+        )
     }
 }
 
@@ -120,7 +123,12 @@ pub(crate) fn run(ctx: &Ctx) -> anyhow::Result<()> {
                     workers: 1,
                     ..NginxOptions::default()
                 });
-                (nginx.port, nginx.worker_pids().to_vec(), nginx_mix(), Box::new(nginx))
+                (
+                    nginx.port,
+                    nginx.worker_pids().to_vec(),
+                    nginx_mix(),
+                    Box::new(nginx),
+                )
             } else {
                 let py = PythonServer::http11(&[]);
                 (py.port, vec![py.pid()], python_mix(), Box::new(py))
@@ -199,12 +207,29 @@ fn pct(n: usize, d: usize) -> String {
 
 #[expect(clippy::too_many_lines, reason = "one report, written top to bottom")]
 fn write_report(ctx: &Ctx, pairs: &[Pair], phases: &[Phase]) -> anyhow::Result<()> {
-    let mut report = Report::new(ctx, "accuracy", "Accuracy: spans against what the client measured")?;
+    let mut report = Report::new(
+        ctx,
+        "accuracy",
+        "Accuracy: spans against what the client measured",
+    )?;
     let header = [
-        "server", "rate", "seq", "method", "target", "client_start_unix_nano",
-        "client_end_unix_nano", "client_us", "span_us", "status_client", "status_span",
-        "path_span", "request_body_client", "request_body_span", "response_body_client",
-        "response_body_span", "span_inside_client_window",
+        "server",
+        "rate",
+        "seq",
+        "method",
+        "target",
+        "client_start_unix_nano",
+        "client_end_unix_nano",
+        "client_us",
+        "span_us",
+        "status_client",
+        "status_span",
+        "path_span",
+        "request_body_client",
+        "request_body_span",
+        "response_body_client",
+        "response_body_span",
+        "span_inside_client_window",
     ];
     let opt = |v: Option<String>| v.unwrap_or_default();
     let rows: Vec<Vec<String>> = pairs
@@ -221,7 +246,9 @@ fn write_report(ctx: &Ctx, pairs: &[Pair], phases: &[Phase]) -> anyhow::Result<(
                 format!("{:.1}", p.client_us()),
                 opt(p.span_us().map(|v| format!("{v:.1}"))),
                 p.rec.status.to_string(),
-                opt(p.span_int("http.response.status_code").map(|v| v.to_string())),
+                opt(p
+                    .span_int("http.response.status_code")
+                    .map(|v| v.to_string())),
                 opt(p.span_str("url.path")),
                 p.rec.request_body.to_string(),
                 opt(p.span_int("http.request.body.size").map(|v| v.to_string())),
@@ -262,8 +289,7 @@ fn write_report(ctx: &Ctx, pairs: &[Pair], phases: &[Phase]) -> anyhow::Result<(
         let req_ok = req_reported
             .iter()
             .filter(|p| {
-                p.span_int("http.request.body.size")
-                    == i64::try_from(p.rec.request_body).ok()
+                p.span_int("http.request.body.size") == i64::try_from(p.rec.request_body).ok()
             })
             .count();
         let resp_reported: Vec<&&&Pair> = matched
@@ -273,8 +299,7 @@ fn write_report(ctx: &Ctx, pairs: &[Pair], phases: &[Phase]) -> anyhow::Result<(
         let resp_ok = resp_reported
             .iter()
             .filter(|p| {
-                p.span_int("http.response.body.size")
-                    == i64::try_from(p.rec.response_body).ok()
+                p.span_int("http.response.body.size") == i64::try_from(p.rec.response_body).ok()
             })
             .count();
         let inside = matched.iter().filter(|p| p.inside() == Some(true)).count();
@@ -395,11 +420,21 @@ fn mismatches(pairs: &[Pair]) -> String {
         if p.span_int("http.response.status_code") != Some(i64::from(p.rec.status)) {
             note(
                 format!("{}: status differs", p.server),
-                format!("{what}: client {} span {:?}", p.rec.status, p.span_int("http.response.status_code")),
+                format!(
+                    "{what}: client {} span {:?}",
+                    p.rec.status,
+                    p.span_int("http.response.status_code")
+                ),
             );
         }
         match p.span_int("http.response.body.size") {
-            None => note(format!("{} {}: response body size not reported", p.server, p.rec.method), what.clone()),
+            None => note(
+                format!(
+                    "{} {}: response body size not reported",
+                    p.server, p.rec.method
+                ),
+                what.clone(),
+            ),
             Some(v) if v != i64::try_from(p.rec.response_body).unwrap_or(-1) => note(
                 format!("{} {}: response body size differs", p.server, p.rec.method),
                 format!("{what}: client {} span {v}", p.rec.response_body),
@@ -407,7 +442,13 @@ fn mismatches(pairs: &[Pair]) -> String {
             _ => {}
         }
         match p.span_int("http.request.body.size") {
-            None => note(format!("{} {}: request body size not reported", p.server, p.rec.method), what.clone()),
+            None => note(
+                format!(
+                    "{} {}: request body size not reported",
+                    p.server, p.rec.method
+                ),
+                what.clone(),
+            ),
             Some(v) if v != i64::try_from(p.rec.request_body).unwrap_or(-1) => note(
                 format!("{} {}: request body size differs", p.server, p.rec.method),
                 format!("{what}: client {} span {v}", p.rec.request_body),
@@ -417,8 +458,13 @@ fn mismatches(pairs: &[Pair]) -> String {
         if p.inside() == Some(false) {
             note(
                 format!("{}: span outside the client's window", p.server),
-                format!("{what}: client {}..{} span {}..{}", p.rec.start_unix_nano, p.rec.end_unix_nano,
-                    p.span.as_ref().map_or(0, |s| s.start_unix_nano), p.span.as_ref().map_or(0, |s| s.end_unix_nano)),
+                format!(
+                    "{what}: client {}..{} span {}..{}",
+                    p.rec.start_unix_nano,
+                    p.rec.end_unix_nano,
+                    p.span.as_ref().map_or(0, |s| s.start_unix_nano),
+                    p.span.as_ref().map_or(0, |s| s.end_unix_nano)
+                ),
             );
         }
     }
@@ -427,9 +473,16 @@ fn mismatches(pairs: &[Pair]) -> String {
                 body sizes, inside the client's window.\n"
             .into();
     }
-    let mut out = String::from("\nWhere the spans differ from the client (counts over all phases; examples):\n\n");
+    let mut out = String::from(
+        "\nWhere the spans differ from the client (counts over all phases; examples):\n\n",
+    );
     for (k, ex) in &kinds {
-        let _ = writeln!(out, "- **{k}**: {} requests; e.g. {}", counts[k], ex.join("; "));
+        let _ = writeln!(
+            out,
+            "- **{k}**: {} requests; e.g. {}",
+            counts[k],
+            ex.join("; ")
+        );
     }
     out
 }

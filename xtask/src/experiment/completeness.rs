@@ -73,7 +73,9 @@ pub(crate) fn run(ctx: &Ctx) -> anyhow::Result<()> {
                 let staller = (pause > 0.0).then(|| {
                     let pid = agent.pid();
                     std::thread::spawn(move || {
-                        std::thread::sleep(Duration::from_secs_f64((seconds - pause).max(0.0) / 2.0));
+                        std::thread::sleep(Duration::from_secs_f64(
+                            (seconds - pause).max(0.0) / 2.0,
+                        ));
                         util::signal(pid, libc::SIGSTOP);
                         std::thread::sleep(Duration::from_secs_f64(pause));
                         util::signal(pid, libc::SIGCONT);
@@ -117,7 +119,12 @@ pub(crate) fn run(ctx: &Ctx) -> anyhow::Result<()> {
                 };
                 eprintln!(
                     "completeness: round {round} {config} rate {rate}: {} requests ({:.0}/s), {} spans, {} events read, {} lost (load {})",
-                    step.requests, step.rps, step.spans, step.events_read, step.events_lost, step.loadavg
+                    step.requests,
+                    step.rps,
+                    step.spans,
+                    step.events_read,
+                    step.events_lost,
+                    step.loadavg
                 );
                 steps.push(step);
             }
@@ -142,8 +149,19 @@ fn write_report(
         "Completeness: spans per request sent, up to saturation",
     )?;
     let header = [
-        "config", "round", "rate", "requests", "rps", "client_errors", "spans", "red_count",
-        "events_read", "events_lost", "spans_dropped", "agent_cpu_s", "loadavg",
+        "config",
+        "round",
+        "rate",
+        "requests",
+        "rps",
+        "client_errors",
+        "spans",
+        "red_count",
+        "events_read",
+        "events_lost",
+        "spans_dropped",
+        "agent_cpu_s",
+        "loadavg",
     ];
     let rows: Vec<Vec<String>> = steps
         .iter()

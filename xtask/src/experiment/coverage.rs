@@ -29,7 +29,12 @@ use crate::cmd;
 /// Requests (or calls) per cell.
 const N: usize = 5;
 
-const PROTOCOLS: [&str; 4] = ["HTTP/1.1", "HTTP/2 (h2c)", "gRPC", "TLS (HTTP/1.1 over TLS)"];
+const PROTOCOLS: [&str; 4] = [
+    "HTTP/1.1",
+    "HTTP/2 (h2c)",
+    "gRPC",
+    "TLS (HTTP/1.1 over TLS)",
+];
 
 /// What a cell found.
 #[derive(Clone, Debug)]
@@ -93,7 +98,9 @@ impl Tls {
         let key = dir.path().join("key.pem");
         cmd::output(
             Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                ])
                 .args(["-subj", "/CN=localhost", "-keyout"])
                 .arg(&key)
                 .arg("-out")
@@ -248,11 +255,12 @@ fn node_grpc() -> anyhow::Result<()> {
     if dir.join("node_modules/@grpc/grpc-js").is_dir() {
         return Ok(());
     }
-    cmd::output(
-        Command::new("npm")
-            .current_dir(&dir)
-            .args(["install", "--no-audit", "--no-fund", "--silent"]),
-    )
+    cmd::output(Command::new("npm").current_dir(&dir).args([
+        "install",
+        "--no-audit",
+        "--no-fund",
+        "--silent",
+    ]))
     .map(drop)
 }
 
@@ -306,7 +314,11 @@ fn problems(spans: &[Span], grpc: bool, kind: &str, path: &str) -> Vec<String> {
             if !path_ok {
                 p.push(format!(
                     "path {:?}",
-                    s.attr(if kind == "server" { "url.path" } else { "url.full" })
+                    s.attr(if kind == "server" {
+                        "url.path"
+                    } else {
+                        "url.full"
+                    })
                 ));
             }
         }
@@ -348,7 +360,11 @@ fn server_cell_at(
         util::wait_until(Duration::from_secs(3), || {
             agent.spans().iter().filter(|s| wanted(s)).count() >= N
         });
-        let spans: Vec<Span> = agent.stop().into_iter().filter(|s| pids.contains(&s.pid)).collect();
+        let spans: Vec<Span> = agent
+            .stop()
+            .into_iter()
+            .filter(|s| pids.contains(&s.pid))
+            .collect();
         let problems = problems(&spans, grpc, "server", path);
         Ok((spans, problems))
     })();
@@ -368,14 +384,21 @@ fn client_cell(
     let grpc = protocol == "gRPC";
     let result = (|| -> anyhow::Result<(Vec<Span>, Vec<String>)> {
         let (_guard, port, _pids) = start()?;
-        let agent = MopAgent::start(&AgentSpec {
-            select: vec![format!("exe_path: \"{exe_glob}\"")],
-            ..AgentSpec::default()
-        }
-        .printing());
+        let agent = MopAgent::start(
+            &AgentSpec {
+                select: vec![format!("exe_path: \"{exe_glob}\"")],
+                ..AgentSpec::default()
+            }
+            .printing(),
+        );
         let pids = call(port)?;
         util::wait_until(Duration::from_secs(3), || {
-            agent.spans().iter().filter(|s| pids.contains(&s.pid)).count() >= N
+            agent
+                .spans()
+                .iter()
+                .filter(|s| pids.contains(&s.pid))
+                .count()
+                >= N
         });
         let spans: Vec<Span> = agent
             .stop()
@@ -420,7 +443,7 @@ fn finish(
             };
             cell.problems = problems;
             if cell.verdict != "seen" {
-                cell.note = known_limit(runtime, protocol).to_owned();
+                known_limit(runtime, protocol).clone_into(&mut cell.note);
                 if cell.note.is_empty() {
                     cell.note = "cause not diagnosed by this experiment".into();
                 }
@@ -448,7 +471,10 @@ fn na(runtime: &'static str, protocol: &'static str, why: &str) -> Cell {
     }
 }
 
-#[expect(clippy::too_many_lines, reason = "the matrix, one cell after the other")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "the matrix, one cell after the other"
+)]
 pub(crate) fn run(ctx: &Ctx) -> anyhow::Result<()> {
     let tls = Tls::new()?;
     let go_bin = go_build();
@@ -456,62 +482,166 @@ pub(crate) fn run(ctx: &Ctx) -> anyhow::Result<()> {
     let mut cells = Vec::new();
 
     // nginx.
-    cells.push(server_cell("nginx", PROTOCOLS[0], "nginx 1 worker; curl", || {
-        let n = CustomNginx::start("", "")?;
-        let (port, pids) = (n.port, n.workers.clone());
-        Ok((Box::new(n), port, pids))
-    }, |port| clients(curl(&[], &format!("http://127.0.0.1:{port}/cov")))));
-    cells.push(server_cell("nginx", PROTOCOLS[1], "nginx `listen ... http2` (h2c); curl --http2-prior-knowledge", || {
-        let n = CustomNginx::start(" http2", "")?;
-        let (port, pids) = (n.port, n.workers.clone());
-        Ok((Box::new(n), port, pids))
-    }, |port| clients(curl(&["--http2-prior-knowledge"], &format!("http://127.0.0.1:{port}/cov")))));
-    cells.push(na("nginx", PROTOCOLS[2], "nginx serves no gRPC itself (it proxies it)"));
-    let (cert, key) = (tls.cert.display().to_string(), tls.key.display().to_string());
-    cells.push(server_cell("nginx", PROTOCOLS[3], "nginx `listen ... ssl` (OpenSSL); curl -k", || {
-        let n = CustomNginx::start(" ssl", &format!("ssl_certificate {cert}; ssl_certificate_key {key};"))?;
-        let (port, pids) = (n.port, n.workers.clone());
-        Ok((Box::new(n), port, pids))
-    }, |port| clients(curl(&["-k", "--http1.1"], &format!("https://127.0.0.1:{port}/cov")))));
+    cells.push(server_cell(
+        "nginx",
+        PROTOCOLS[0],
+        "nginx 1 worker; curl",
+        || {
+            let n = CustomNginx::start("", "")?;
+            let (port, pids) = (n.port, n.workers.clone());
+            Ok((Box::new(n), port, pids))
+        },
+        |port| clients(curl(&[], &format!("http://127.0.0.1:{port}/cov"))),
+    ));
+    cells.push(server_cell(
+        "nginx",
+        PROTOCOLS[1],
+        "nginx `listen ... http2` (h2c); curl --http2-prior-knowledge",
+        || {
+            let n = CustomNginx::start(" http2", "")?;
+            let (port, pids) = (n.port, n.workers.clone());
+            Ok((Box::new(n), port, pids))
+        },
+        |port| {
+            clients(curl(
+                &["--http2-prior-knowledge"],
+                &format!("http://127.0.0.1:{port}/cov"),
+            ))
+        },
+    ));
+    cells.push(na(
+        "nginx",
+        PROTOCOLS[2],
+        "nginx serves no gRPC itself (it proxies it)",
+    ));
+    let (cert, key) = (
+        tls.cert.display().to_string(),
+        tls.key.display().to_string(),
+    );
+    cells.push(server_cell(
+        "nginx",
+        PROTOCOLS[3],
+        "nginx `listen ... ssl` (OpenSSL); curl -k",
+        || {
+            let n = CustomNginx::start(
+                " ssl",
+                &format!("ssl_certificate {cert}; ssl_certificate_key {key};"),
+            )?;
+            let (port, pids) = (n.port, n.workers.clone());
+            Ok((Box::new(n), port, pids))
+        },
+        |port| {
+            clients(curl(
+                &["-k", "--http1.1"],
+                &format!("https://127.0.0.1:{port}/cov"),
+            ))
+        },
+    ));
 
     // Python.
-    cells.push(server_cell_at(FILE_PATH, "Python", PROTOCOLS[0], "python3 -m http.server (HTTP/1.0); curl", || {
-        let p = PythonServer::http_server();
-        let (port, pid) = (p.port, p.pid());
-        Ok((Box::new(p), port, vec![pid]))
-    }, |port| clients(curl(&[], &format!("http://127.0.0.1:{port}{FILE_PATH}")))));
-    cells.push(server_cell("Python", PROTOCOLS[1], "hypercorn ASGI (h2c prior knowledge); curl --http2-prior-knowledge", || {
-        Ok(peer(Peer::python("cov_servers.py", &["h2c", &util::free_port().to_string()])?))
-    }, |port| clients(curl(&["--http2-prior-knowledge"], &format!("http://127.0.0.1:{port}/cov")))));
-    cells.push(server_cell("Python", PROTOCOLS[2], "grpcio server (grpc_peer.py); grpcio client", || {
-        Ok(peer(Peer::python("grpc_peer.py", &["server", "0"])?))
-    }, |port| Ok(vec![client(grpc_calls(port))?])));
-    cells.push(server_cell("Python", PROTOCOLS[3], "http.server behind ssl (libssl via _ssl); curl -k", || {
-        Ok(peer(Peer::python("cov_servers.py", &["tls", "0", &cert, &key])?))
-    }, |port| clients(curl(&["-k"], &format!("https://127.0.0.1:{port}/cov")))));
+    cells.push(server_cell_at(
+        FILE_PATH,
+        "Python",
+        PROTOCOLS[0],
+        "python3 -m http.server (HTTP/1.0); curl",
+        || {
+            let p = PythonServer::http_server();
+            let (port, pid) = (p.port, p.pid());
+            Ok((Box::new(p), port, vec![pid]))
+        },
+        |port| clients(curl(&[], &format!("http://127.0.0.1:{port}{FILE_PATH}"))),
+    ));
+    cells.push(server_cell(
+        "Python",
+        PROTOCOLS[1],
+        "hypercorn ASGI (h2c prior knowledge); curl --http2-prior-knowledge",
+        || {
+            Ok(peer(Peer::python(
+                "cov_servers.py",
+                &["h2c", &util::free_port().to_string()],
+            )?))
+        },
+        |port| {
+            clients(curl(
+                &["--http2-prior-knowledge"],
+                &format!("http://127.0.0.1:{port}/cov"),
+            ))
+        },
+    ));
+    cells.push(server_cell(
+        "Python",
+        PROTOCOLS[2],
+        "grpcio server (grpc_peer.py); grpcio client",
+        || Ok(peer(Peer::python("grpc_peer.py", &["server", "0"])?)),
+        |port| Ok(vec![client(grpc_calls(port))?]),
+    ));
+    cells.push(server_cell(
+        "Python",
+        PROTOCOLS[3],
+        "http.server behind ssl (libssl via _ssl); curl -k",
+        || {
+            Ok(peer(Peer::python(
+                "cov_servers.py",
+                &["tls", "0", &cert, &key],
+            )?))
+        },
+        |port| clients(curl(&["-k"], &format!("https://127.0.0.1:{port}/cov"))),
+    ));
 
     // Node.
-    cells.push(server_cell("Node", PROTOCOLS[0], "node http; curl", || node("h1", &tls),
-        |port| clients(curl(&[], &format!("http://127.0.0.1:{port}/cov")))));
-    cells.push(server_cell("Node", PROTOCOLS[1], "node http2.createServer (h2c); curl --http2-prior-knowledge", || node("h2c", &tls),
-        |port| clients(curl(&["--http2-prior-knowledge"], &format!("http://127.0.0.1:{port}/cov")))));
+    cells.push(server_cell(
+        "Node",
+        PROTOCOLS[0],
+        "node http; curl",
+        || node("h1", &tls),
+        |port| clients(curl(&[], &format!("http://127.0.0.1:{port}/cov"))),
+    ));
+    cells.push(server_cell(
+        "Node",
+        PROTOCOLS[1],
+        "node http2.createServer (h2c); curl --http2-prior-knowledge",
+        || node("h2c", &tls),
+        |port| {
+            clients(curl(
+                &["--http2-prior-knowledge"],
+                &format!("http://127.0.0.1:{port}/cov"),
+            ))
+        },
+    ));
     match &node_grpc_ready {
-        Ok(()) => cells.push(server_cell("Node", PROTOCOLS[2], "@grpc/grpc-js server; grpcio client", || node("grpc", &tls),
-            |port| Ok(vec![client(grpc_calls(port))?]))),
+        Ok(()) => cells.push(server_cell(
+            "Node",
+            PROTOCOLS[2],
+            "@grpc/grpc-js server; grpcio client",
+            || node("grpc", &tls),
+            |port| Ok(vec![client(grpc_calls(port))?]),
+        )),
         Err(e) => cells.push(Cell {
             note: format!("could not install @grpc/grpc-js: {e:#}"),
             ..na("Node", PROTOCOLS[2], "")
         }),
     }
-    cells.last_mut().map(|c| if c.verdict == "n/a" { c.verdict = "not run" });
-    cells.push(server_cell("Node", PROTOCOLS[3], "node https (Node's OpenSSL); curl -k", || node("tls", &tls),
-        |port| clients(curl(&["-k"], &format!("https://127.0.0.1:{port}/cov")))));
+    if let Some(c) = cells.last_mut().filter(|c| c.verdict == "n/a") {
+        c.verdict = "not run";
+    }
+    cells.push(server_cell(
+        "Node",
+        PROTOCOLS[3],
+        "node https (Node's OpenSSL); curl -k",
+        || node("tls", &tls),
+        |port| clients(curl(&["-k"], &format!("https://127.0.0.1:{port}/cov"))),
+    ));
 
     // Go.
     match &go_bin {
         Ok(bin) => {
-            cells.push(server_cell("Go", PROTOCOLS[0], "net/http; curl", || go_server(bin, "h1", &tls),
-                |port| clients(curl(&[], &format!("http://127.0.0.1:{port}/cov")))));
+            cells.push(server_cell(
+                "Go",
+                PROTOCOLS[0],
+                "net/http; curl",
+                || go_server(bin, "h1", &tls),
+                |port| clients(curl(&[], &format!("http://127.0.0.1:{port}/cov"))),
+            ));
             cells.push(Cell {
                 note: known_limit("Go", PROTOCOLS[1]).to_owned(),
                 ..na("Go", PROTOCOLS[1], "")
@@ -521,8 +651,18 @@ pub(crate) fn run(ctx: &Ctx) -> anyhow::Result<()> {
                 verdict: "not run",
                 ..na("Go", PROTOCOLS[2], "")
             });
-            cells.push(server_cell("Go", PROTOCOLS[3], "net/http ServeTLS (crypto/tls); curl -k --http1.1", || go_server(bin, "tls", &tls),
-                |port| clients(curl(&["-k", "--http1.1"], &format!("https://127.0.0.1:{port}/cov")))));
+            cells.push(server_cell(
+                "Go",
+                PROTOCOLS[3],
+                "net/http ServeTLS (crypto/tls); curl -k --http1.1",
+                || go_server(bin, "tls", &tls),
+                |port| {
+                    clients(curl(
+                        &["-k", "--http1.1"],
+                        &format!("https://127.0.0.1:{port}/cov"),
+                    ))
+                },
+            ));
         }
         Err(e) => {
             for p in PROTOCOLS {
@@ -536,47 +676,126 @@ pub(crate) fn run(ctx: &Ctx) -> anyhow::Result<()> {
     }
 
     // Clients.
-    cells.push(client_cell("curl (client)", PROTOCOLS[0], "curl -> nginx", "*/curl", || {
-        let n = CustomNginx::start("", "")?;
-        let port = n.port;
-        Ok((Box::new(n), port, vec![]))
-    }, |port| clients(curl(&[], &format!("http://127.0.0.1:{port}/cov")))));
-    cells.push(client_cell("curl (client)", PROTOCOLS[1], "curl --http2-prior-knowledge -> nginx h2c", "*/curl", || {
-        let n = CustomNginx::start(" http2", "")?;
-        let port = n.port;
-        Ok((Box::new(n), port, vec![]))
-    }, |port| clients(curl(&["--http2-prior-knowledge"], &format!("http://127.0.0.1:{port}/cov")))));
-    cells.push(na("curl (client)", PROTOCOLS[2], "curl does not speak gRPC"));
-    cells.push(client_cell("curl (client)", PROTOCOLS[3], "curl -k (libssl) -> nginx ssl", "*/curl", || {
-        let n = CustomNginx::start(" ssl", &format!("ssl_certificate {cert}; ssl_certificate_key {key};"))?;
-        let port = n.port;
-        Ok((Box::new(n), port, vec![]))
-    }, |port| clients(curl(&["-k", "--http1.1"], &format!("https://127.0.0.1:{port}/cov")))));
-    cells.push(client_cell("Python (client)", PROTOCOLS[0], "urllib -> nginx", "*/python3*", || {
-        let n = CustomNginx::start("", "")?;
-        let port = n.port;
-        Ok((Box::new(n), port, vec![]))
-    }, |port| {
-        let mut c = Command::new("python3");
-        c.arg(peers::script("cov_servers.py")).args(["get", &format!("http://127.0.0.1:{port}/cov"), &N.to_string()]);
-        Ok(vec![client(c)?])
-    }));
-    cells.push(na("Python (client)", PROTOCOLS[1], "urllib speaks HTTP/1.1 only"));
-    cells.push(client_cell("Python (client)", PROTOCOLS[2], "grpcio client -> Node @grpc/grpc-js server", "*/python3*", || node("grpc", &tls), |port| Ok(vec![client(grpc_calls(port))?])));
-    cells.push(client_cell("Python (client)", PROTOCOLS[3], "urllib over ssl -> nginx ssl", "*/python3*", || {
-        let n = CustomNginx::start(" ssl", &format!("ssl_certificate {cert}; ssl_certificate_key {key};"))?;
-        let port = n.port;
-        Ok((Box::new(n), port, vec![]))
-    }, |port| {
-        let mut c = Command::new("python3");
-        c.arg(peers::script("cov_servers.py")).args(["get", &format!("https://127.0.0.1:{port}/cov"), &N.to_string(), "--tls"]);
-        Ok(vec![client(c)?])
-    }));
+    cells.push(client_cell(
+        "curl (client)",
+        PROTOCOLS[0],
+        "curl -> nginx",
+        "*/curl",
+        || {
+            let n = CustomNginx::start("", "")?;
+            let port = n.port;
+            Ok((Box::new(n), port, vec![]))
+        },
+        |port| clients(curl(&[], &format!("http://127.0.0.1:{port}/cov"))),
+    ));
+    cells.push(client_cell(
+        "curl (client)",
+        PROTOCOLS[1],
+        "curl --http2-prior-knowledge -> nginx h2c",
+        "*/curl",
+        || {
+            let n = CustomNginx::start(" http2", "")?;
+            let port = n.port;
+            Ok((Box::new(n), port, vec![]))
+        },
+        |port| {
+            clients(curl(
+                &["--http2-prior-knowledge"],
+                &format!("http://127.0.0.1:{port}/cov"),
+            ))
+        },
+    ));
+    cells.push(na(
+        "curl (client)",
+        PROTOCOLS[2],
+        "curl does not speak gRPC",
+    ));
+    cells.push(client_cell(
+        "curl (client)",
+        PROTOCOLS[3],
+        "curl -k (libssl) -> nginx ssl",
+        "*/curl",
+        || {
+            let n = CustomNginx::start(
+                " ssl",
+                &format!("ssl_certificate {cert}; ssl_certificate_key {key};"),
+            )?;
+            let port = n.port;
+            Ok((Box::new(n), port, vec![]))
+        },
+        |port| {
+            clients(curl(
+                &["-k", "--http1.1"],
+                &format!("https://127.0.0.1:{port}/cov"),
+            ))
+        },
+    ));
+    cells.push(client_cell(
+        "Python (client)",
+        PROTOCOLS[0],
+        "urllib -> nginx",
+        "*/python3*",
+        || {
+            let n = CustomNginx::start("", "")?;
+            let port = n.port;
+            Ok((Box::new(n), port, vec![]))
+        },
+        |port| {
+            let mut c = Command::new("python3");
+            c.arg(peers::script("cov_servers.py")).args([
+                "get",
+                &format!("http://127.0.0.1:{port}/cov"),
+                &N.to_string(),
+            ]);
+            Ok(vec![client(c)?])
+        },
+    ));
+    cells.push(na(
+        "Python (client)",
+        PROTOCOLS[1],
+        "urllib speaks HTTP/1.1 only",
+    ));
+    cells.push(client_cell(
+        "Python (client)",
+        PROTOCOLS[2],
+        "grpcio client -> Node @grpc/grpc-js server",
+        "*/python3*",
+        || node("grpc", &tls),
+        |port| Ok(vec![client(grpc_calls(port))?]),
+    ));
+    cells.push(client_cell(
+        "Python (client)",
+        PROTOCOLS[3],
+        "urllib over ssl -> nginx ssl",
+        "*/python3*",
+        || {
+            let n = CustomNginx::start(
+                " ssl",
+                &format!("ssl_certificate {cert}; ssl_certificate_key {key};"),
+            )?;
+            let port = n.port;
+            Ok((Box::new(n), port, vec![]))
+        },
+        |port| {
+            let mut c = Command::new("python3");
+            c.arg(peers::script("cov_servers.py")).args([
+                "get",
+                &format!("https://127.0.0.1:{port}/cov"),
+                &N.to_string(),
+                "--tls",
+            ]);
+            Ok(vec![client(c)?])
+        },
+    ));
     write_report(ctx, &cells)
 }
 
 fn write_report(ctx: &Ctx, cells: &[Cell]) -> anyhow::Result<()> {
-    let mut report = Report::new(ctx, "coverage", "Coverage: what mop sees, protocol x runtime")?;
+    let mut report = Report::new(
+        ctx,
+        "coverage",
+        "Coverage: what mop sees, protocol x runtime",
+    )?;
     let mut runtimes: Vec<&str> = Vec::new();
     for c in cells {
         if !runtimes.contains(&c.runtime) {
@@ -607,14 +826,24 @@ fn write_report(ctx: &Ctx, cells: &[Cell]) -> anyhow::Result<()> {
     summary.push_str(&table(&header, &rows));
     let seen = cells.iter().filter(|c| c.verdict == "seen").count();
     let applicable = cells.iter().filter(|c| c.verdict != "n/a").count();
-    let _ = writeln!(summary, "\n{seen} of {applicable} applicable cells seen in full.\n");
+    let _ = writeln!(
+        summary,
+        "\n{seen} of {applicable} applicable cells seen in full.\n"
+    );
     summary.push_str("\nWhy a cell is not seen, not applicable or not run:\n\n");
     for c in cells.iter().filter(|c| c.verdict != "seen") {
         let mut why = c.note.clone();
         if !c.problems.is_empty() {
             let _ = write!(why, " problems: {}", c.problems.join("; "));
         }
-        let _ = writeln!(summary, "- {} / {}: {} — {}", c.runtime, c.protocol, c.symbol(), why.trim());
+        let _ = writeln!(
+            summary,
+            "- {} / {}: {} — {}",
+            c.runtime,
+            c.protocol,
+            c.symbol(),
+            why.trim()
+        );
     }
     report.summary(&summary);
     let detail_rows: Vec<Vec<String>> = cells
@@ -631,9 +860,14 @@ fn write_report(ctx: &Ctx, cells: &[Cell]) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    let h = ["runtime", "protocol", "how", "verdict", "spans", "problems", "note"];
+    let h = [
+        "runtime", "protocol", "how", "verdict", "spans", "problems", "note",
+    ];
     report.csv("cells.csv", &h, &detail_rows)?;
-    report.body(&format!("\n## Cells in detail\n\n{}", table(&h, &detail_rows)));
+    report.body(&format!(
+        "\n## Cells in detail\n\n{}",
+        table(&h, &detail_rows)
+    ));
     report.data(
         "cells",
         Value::Array(

@@ -5,6 +5,7 @@
 //! every request's wall-clock window, status and body sizes, for matching against spans.
 
 use std::{
+    fmt::Write as _,
     io::{ErrorKind, Read as _, Write as _},
     net::{Ipv4Addr, TcpStream},
     sync::{
@@ -38,7 +39,7 @@ impl Request {
             self.method, self.target
         );
         if !self.body.is_empty() || self.method == "POST" {
-            out.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
+            let _ = write!(out, "Content-Length: {}\r\n", self.body.len());
         }
         out.push_str("\r\n");
         let mut bytes = out.into_bytes();
@@ -136,7 +137,9 @@ pub(crate) fn run(plan: &Plan) -> Outcome {
         out.latencies.extend(part.latencies);
         out.records.extend(part.records);
     }
-    out.elapsed = started.elapsed().min(plan.duration.max(Duration::from_millis(1)));
+    out.elapsed = started
+        .elapsed()
+        .min(plan.duration.max(Duration::from_millis(1)));
     if plan.max_requests > 0 {
         out.elapsed = started.elapsed();
     }
@@ -169,7 +172,10 @@ fn connection(
         clippy::cast_possible_truncation,
         reason = "a handful of connections: the index fits u32"
     )]
-    let mut next = started + interval.map_or(Duration::ZERO, |i| i / plan.connections as u32 * index as u32);
+    let mut next = started
+        + interval.map_or(Duration::ZERO, |i| {
+            i / plan.connections as u32 * index as u32
+        });
     let mut conn: Option<Conn> = None;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
@@ -180,8 +186,9 @@ fn connection(
             if next > now {
                 thread::sleep(next - now);
             }
+            let scheduled = next;
             next += interval;
-            next - interval
+            scheduled
         } else {
             now
         };
@@ -192,18 +199,11 @@ fn connection(
         }
         let request = (plan.request)(n);
         let bytes = request.bytes(&plan.headers);
-        let c = match conn.take() {
-            Some(c) => c,
-            None => match Conn::open(plan.port) {
-                Some(c) => c,
-                None => {
-                    out.errors += 1;
-                    thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
-            },
+        let Some(mut c) = conn.take().or_else(|| Conn::open(plan.port)) else {
+            out.errors += 1;
+            thread::sleep(Duration::from_millis(10));
+            continue;
         };
-        let mut c = c;
         let start_unix_nano = unix_nanos();
         match c.exchange(&bytes, request.method == "HEAD") {
             Some(resp) => {
@@ -250,7 +250,9 @@ impl Conn {
     fn open(port: u16) -> Option<Self> {
         let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
         stream.set_nodelay(true).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .ok()?;
         Some(Self {
             stream,
             buf: Vec::with_capacity(16 * 1024),

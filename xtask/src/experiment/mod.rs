@@ -15,6 +15,14 @@
 //!
 //! `--smoke` runs each in seconds (into `target/experiments-smoke/`): [`smoke`] is the CI suite.
 
+// Rates and ratios are compared for identity (each is copied from one list of settings), and
+// each report is written top to bottom in one function.
+#![allow(
+    clippy::float_cmp,
+    clippy::too_many_lines,
+    reason = "see the comment above"
+)]
+
 mod accuracy;
 mod completeness;
 mod coverage;
@@ -98,11 +106,12 @@ fn run_set(which: &[Which], smoke: bool, build: bool) -> anyhow::Result<()> {
     }
     let root = cmd::workspace_root();
     if build {
-        cmd::run(
-            Command::new(cmd::cargo())
-                .current_dir(&root)
-                .args(["build", "--release", "-p", "mop-agent"]),
-        )?;
+        cmd::run(Command::new(cmd::cargo()).current_dir(&root).args([
+            "build",
+            "--release",
+            "-p",
+            "mop-agent",
+        ]))?;
     }
     let agent = cmd::target_dir(&root)?.join("release/mop-agent");
     if !agent.is_file() {

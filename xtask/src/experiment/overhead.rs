@@ -182,7 +182,15 @@ pub(crate) fn run(ctx: &Ctx) -> anyhow::Result<()> {
                     let r = measure(&servers, server, v, rate, round, s.seconds)?;
                     eprintln!(
                         "overhead: round {round} {} {} rate {}: {:.0} req/s p99 {:.2} ms server cpu {:.2}s agent cpu {:.2}s spans {} (load {})",
-                        r.server, r.variant, r.rate, r.rps, r.p99_ms, r.server_cpu_s, r.agent_cpu_s, r.spans, r.loadavg
+                        r.server,
+                        r.variant,
+                        r.rate,
+                        r.rps,
+                        r.p99_ms,
+                        r.server_cpu_s,
+                        r.agent_cpu_s,
+                        r.spans,
+                        r.loadavg
                     );
                     runs.push(r);
                 }
@@ -203,7 +211,9 @@ fn measure(
 ) -> anyhow::Result<Run> {
     let (port, pids): (u16, Vec<u32>) = match (server, variant) {
         (Server::Nginx, _) => (servers.nginx.port, servers.nginx.worker_pids().to_vec()),
-        (Server::Python, Variant::Otel) => (servers.python_otel.port, vec![servers.python_otel.pid()]),
+        (Server::Python, Variant::Otel) => {
+            (servers.python_otel.port, vec![servers.python_otel.pid()])
+        }
         (Server::Python, _) => (servers.python.port, vec![servers.python.pid()]),
         (Server::Grpc, Variant::Otel) => (servers.grpc_otel.port, vec![servers.grpc_otel.pid()]),
         (Server::Grpc, _) => (servers.grpc.port, vec![servers.grpc.pid()]),
@@ -235,7 +245,11 @@ fn measure(
         }
         Server::Nginx | Server::Python if rate == 0.0 => {
             let conns = if server == Server::Nginx { 32 } else { 8 };
-            let path = if server == Server::Nginx { SMALL_PATH } else { "/hello" };
+            let path = if server == Server::Nginx {
+                SMALL_PATH
+            } else {
+                "/hello"
+            };
             let l = runner::wrk(&format!("http://127.0.0.1:{port}{path}"), conns, seconds)?;
             run.requests = l.requests;
             run.rps = l.rps;
@@ -243,7 +257,11 @@ fn measure(
             run.p99_ms = l.p99_ms;
         }
         Server::Nginx | Server::Python => {
-            let path = if server == Server::Nginx { SMALL_PATH } else { "/hello" };
+            let path = if server == Server::Nginx {
+                SMALL_PATH
+            } else {
+                "/hello"
+            };
             let out = load::run(&Plan {
                 port,
                 rate: Some(rate),
@@ -348,7 +366,11 @@ fn write_report(ctx: &Ctx, s: &Settings, runs: &[Run]) -> anyhow::Result<()> {
         "events_lost",
         "loadavg",
     ];
-    report.csv("runs.csv", &header, &runs.iter().map(Run::row).collect::<Vec<_>>())?;
+    report.csv(
+        "runs.csv",
+        &header,
+        &runs.iter().map(Run::row).collect::<Vec<_>>(),
+    )?;
     report.data("runs", Value::Array(runs.iter().map(Run::json).collect()));
 
     // Summary: one line per server, variant and rate; ratios are medians over rounds
@@ -389,10 +411,22 @@ fn write_report(ctx: &Ctx, s: &Settings, runs: &[Run]) -> anyhow::Result<()> {
                     spread(&r.p99, 2),
                     spread(&r.server_cpu, 2),
                     spread(&r.total_cpu, 2),
-                    if agent { format!("{:.1}", median(&r.agent_ms_per_1k)) } else { "-".into() },
+                    if agent {
+                        format!("{:.1}", median(&r.agent_ms_per_1k))
+                    } else {
+                        "-".into()
+                    },
                     #[expect(clippy::cast_precision_loss, reason = "KiB")]
-                    if agent { format!("{:.1}", rss as f64 / 1024.0) } else { "-".into() },
-                    if variant == "mop" { format!("{:.3}", median(&r.spans_per_request)) } else { "-".into() },
+                    if agent {
+                        format!("{:.1}", rss as f64 / 1024.0)
+                    } else {
+                        "-".into()
+                    },
+                    if variant == "mop" {
+                        format!("{:.3}", median(&r.spans_per_request))
+                    } else {
+                        "-".into()
+                    },
                 ]);
                 ratio_json.push(json!({
                     "server": server, "rate": rate, "variant": variant,

@@ -104,7 +104,8 @@ pub(crate) fn grpc_load(
         cmd.arg(r.to_string());
     }
     let out = cmd::output(&mut cmd)?;
-    let v: Value = serde_json::from_str(out.trim()).with_context(|| format!("client said {out}"))?;
+    let v: Value =
+        serde_json::from_str(out.trim()).with_context(|| format!("client said {out}"))?;
     Ok(GrpcLoad {
         calls: v["calls"].as_u64().unwrap_or(0),
         rps: v["rps"].as_f64().unwrap_or(f64::NAN),

@@ -52,7 +52,9 @@ fn curl_n(url: &str, n: usize, header: Option<&str>) -> anyhow::Result<u32> {
     for _ in 0..n {
         c.arg(url);
     }
-    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let child = c.spawn().context("starting curl")?;
     let pid = child.id();
     let out = child.wait_with_output()?;
@@ -80,9 +82,18 @@ fn incoming(n: usize) -> anyhow::Result<Scenario> {
     )?;
     let workers = ng.worker_pids().to_vec();
     util::wait_until(Duration::from_secs(3), || {
-        agent.spans().iter().filter(|s| workers.contains(&s.pid)).count() >= n
+        agent
+            .spans()
+            .iter()
+            .filter(|s| workers.contains(&s.pid))
+            .count()
+            >= n
     });
-    let spans: Vec<Span> = agent.stop().into_iter().filter(|s| workers.contains(&s.pid)).collect();
+    let spans: Vec<Span> = agent
+        .stop()
+        .into_iter()
+        .filter(|s| workers.contains(&s.pid))
+        .collect();
     let ok = spans
         .iter()
         .filter(|s| s.trace_id == TRACE_ID && s.parent_span_id == PARENT_ID)
@@ -90,7 +101,10 @@ fn incoming(n: usize) -> anyhow::Result<Scenario> {
     Ok(Scenario {
         name: "incoming `traceparent` (curl -H -> nginx)".into(),
         requests: n,
-        links: vec![("nginx server span joins the caller's trace as its child".into(), ok)],
+        links: vec![(
+            "nginx server span joins the caller's trace as its child".into(),
+            ok,
+        )],
         complete: ok,
         note: String::new(),
     })
@@ -100,19 +114,35 @@ fn incoming(n: usize) -> anyhow::Result<Scenario> {
 /// client span.
 fn one_node(n: usize) -> anyhow::Result<Scenario> {
     let ng = nginx();
-    let agent = MopAgent::start(&AgentSpec {
-        select: vec![format!("open_ports: \"{}\"", ng.port), "exe_path: \"*/curl\"".into()],
-        ..AgentSpec::default()
-    }
-    .printing());
+    let agent = MopAgent::start(
+        &AgentSpec {
+            select: vec![
+                format!("open_ports: \"{}\"", ng.port),
+                "exe_path: \"*/curl\"".into(),
+            ],
+            ..AgentSpec::default()
+        }
+        .printing(),
+    );
     let pid = curl_n(&ng.url(OK_PATH), n, None)?;
     let workers = ng.worker_pids().to_vec();
     util::wait_until(Duration::from_secs(3), || {
-        agent.spans().iter().filter(|s| workers.contains(&s.pid) || s.pid == pid).count() >= 2 * n
+        agent
+            .spans()
+            .iter()
+            .filter(|s| workers.contains(&s.pid) || s.pid == pid)
+            .count()
+            >= 2 * n
     });
     let spans = agent.stop();
-    let clients: Vec<&Span> = spans.iter().filter(|s| s.pid == pid && s.kind == "client").collect();
-    let servers: Vec<&Span> = spans.iter().filter(|s| workers.contains(&s.pid) && s.kind == "server").collect();
+    let clients: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.pid == pid && s.kind == "client")
+        .collect();
+    let servers: Vec<&Span> = spans
+        .iter()
+        .filter(|s| workers.contains(&s.pid) && s.kind == "server")
+        .collect();
     let linked = clients
         .iter()
         .filter(|c| servers.iter().any(|s| s.is_child_of(c)))
@@ -122,7 +152,10 @@ fn one_node(n: usize) -> anyhow::Result<Scenario> {
         requests: n,
         links: vec![
             ("curl client span seen".into(), clients.len().min(n)),
-            ("nginx server span is the child of curl's client span".into(), linked),
+            (
+                "nginx server span is the child of curl's client span".into(),
+                linked,
+            ),
         ],
         complete: linked,
         note: String::new(),
@@ -137,14 +170,16 @@ fn chain(
 ) -> anyhow::Result<Scenario> {
     let ng = nginx();
     let proxy = start(ng.port)?;
-    let agent = MopAgent::start(&AgentSpec {
-        select: vec![
-            format!("open_ports: \"{},{}\"", ng.port, proxy.port),
-            "exe_path: \"*/curl\"".into(),
-        ],
-        ..AgentSpec::default()
-    }
-    .printing());
+    let agent = MopAgent::start(
+        &AgentSpec {
+            select: vec![
+                format!("open_ports: \"{},{}\"", ng.port, proxy.port),
+                "exe_path: \"*/curl\"".into(),
+            ],
+            ..AgentSpec::default()
+        }
+        .printing(),
+    );
     let curl_pid = curl_n(&format!("http://127.0.0.1:{}/hop", proxy.port), n, None)?;
     let workers = ng.worker_pids().to_vec();
     util::wait_until(Duration::from_secs(3), || agent.spans().len() >= 4 * n);
@@ -161,10 +196,22 @@ fn chain(
             .copied()
             .find(|s| s.trace_id == parent.trace_id && pred(s))
     };
-    let clients: Vec<&Span> = spans.iter().filter(|s| s.pid == curl_pid && s.kind == "client").collect();
-    let proxy_servers: Vec<&Span> = spans.iter().filter(|s| s.pid == proxy_pid && s.kind == "server").collect();
-    let proxy_clients: Vec<&Span> = spans.iter().filter(|s| s.pid == proxy_pid && s.kind == "client").collect();
-    let nginx_servers: Vec<&Span> = spans.iter().filter(|s| workers.contains(&s.pid) && s.kind == "server").collect();
+    let clients: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.pid == curl_pid && s.kind == "client")
+        .collect();
+    let proxy_servers: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.pid == proxy_pid && s.kind == "server")
+        .collect();
+    let proxy_clients: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.pid == proxy_pid && s.kind == "client")
+        .collect();
+    let nginx_servers: Vec<&Span> = spans
+        .iter()
+        .filter(|s| workers.contains(&s.pid) && s.kind == "server")
+        .collect();
     let a = clients
         .iter()
         .filter(|c| child_of(c, &|s| s.pid == proxy_pid && s.kind == "server").is_some())
@@ -198,11 +245,26 @@ fn chain(
                     proxy_clients.len(),
                     nginx_servers.len()
                 ),
-                clients.len().min(proxy_servers.len()).min(proxy_clients.len()).min(nginx_servers.len()).min(n),
+                clients
+                    .len()
+                    .min(proxy_servers.len())
+                    .min(proxy_clients.len())
+                    .min(nginx_servers.len())
+                    .min(n),
             ),
-            ("proxy server span is the child of curl's client span (across processes)".into(), a),
-            ("proxy client span is the child of its server span (inside the proxy)".into(), b),
-            ("nginx server span is the child of the proxy's client span (across processes)".into(), c),
+            (
+                "proxy server span is the child of curl's client span (across processes)".into(),
+                a,
+            ),
+            (
+                "proxy client span is the child of its server span (inside the proxy)".into(),
+                b,
+            ),
+            (
+                "nginx server span is the child of the proxy's client span (across processes)"
+                    .into(),
+                c,
+            ),
         ],
         complete,
         note: String::new(),
@@ -244,22 +306,21 @@ fn costs(rounds: u32, seconds: f64) -> anyhow::Result<Vec<CostRun>> {
                     ..AgentSpec::default()
                 }
                 .with_yaml(&format!("ebpf:\n  context_propagation: {v}\n"));
-                match std::panic::catch_unwind(|| MopAgent::start(&spec)) {
-                    Ok(a) => Some(a),
-                    Err(_) => {
-                        runs.push(CostRun {
-                            variant: v.to_owned(),
-                            round,
-                            requests: 0,
-                            rps: f64::NAN,
-                            p50_ms: f64::NAN,
-                            p99_ms: f64::NAN,
-                            agent_cpu_s: 0.0,
-                            loadavg: la,
-                            error: "the agent did not start with this setting".into(),
-                        });
-                        continue;
-                    }
+                if let Ok(a) = std::panic::catch_unwind(|| MopAgent::start(&spec)) {
+                    Some(a)
+                } else {
+                    runs.push(CostRun {
+                        variant: v.to_owned(),
+                        round,
+                        requests: 0,
+                        rps: f64::NAN,
+                        p50_ms: f64::NAN,
+                        p99_ms: f64::NAN,
+                        agent_cpu_s: 0.0,
+                        loadavg: la,
+                        error: "the agent did not start with this setting".into(),
+                    });
+                    continue;
                 }
             };
             let cpu0 = agent.as_ref().map_or(0.0, MopAgent::cpu_seconds);
@@ -332,15 +393,27 @@ pub(crate) fn run(ctx: &Ctx) -> anyhow::Result<()> {
     };
     scenarios.push(attempt("incoming traceparent", incoming(n)));
     scenarios.push(attempt("one node", one_node(n)));
-    scenarios.push(attempt("Python proxy", chain("Python (threads)", n, |up| Peer::python("proxy.py", &["0", &up.to_string()]))));
-    scenarios.push(attempt("Node proxy", chain("Node (event loop)", n, |up| {
-        let mut c = Command::new("node");
-        c.arg(peers::script("node/proxy.js")).args(["0", &up.to_string()]);
-        Peer::spawn(c)
-    })));
+    scenarios.push(attempt(
+        "Python proxy",
+        chain("Python (threads)", n, |up| {
+            Peer::python("proxy.py", &["0", &up.to_string()])
+        }),
+    ));
+    scenarios.push(attempt(
+        "Node proxy",
+        chain("Node (event loop)", n, |up| {
+            let mut c = Command::new("node");
+            c.arg(peers::script("node/proxy.js"))
+                .args(["0", &up.to_string()]);
+            Peer::spawn(c)
+        }),
+    ));
     scenarios.push(attempt("Go proxy", chain("Go (goroutines)", n, go_proxy)));
     for s in &scenarios {
-        eprintln!("propagation: {}: {}/{} complete {}", s.name, s.complete, s.requests, s.note);
+        eprintln!(
+            "propagation: {}: {}/{} complete {}",
+            s.name, s.complete, s.requests, s.note
+        );
     }
     let cost = costs(rounds, seconds)?;
     write_report(ctx, &scenarios, &cost, rounds, seconds)
@@ -353,7 +426,11 @@ fn write_report(
     rounds: u32,
     seconds: f64,
 ) -> anyhow::Result<()> {
-    let mut report = Report::new(ctx, "propagation", "Propagation: parent/child chains and the cost of context carriers")?;
+    let mut report = Report::new(
+        ctx,
+        "propagation",
+        "Propagation: parent/child chains and the cost of context carriers",
+    )?;
     let mut rows = Vec::new();
     for s in scenarios {
         rows.push(vec![
@@ -362,14 +439,21 @@ fn write_report(
             format!("{}/{}", s.complete, s.requests),
         ]);
         for (l, k) in &s.links {
-            rows.push(vec![String::new(), l.clone(), format!("{k}/{}", s.requests)]);
+            rows.push(vec![
+                String::new(),
+                l.clone(),
+                format!("{k}/{}", s.requests),
+            ]);
         }
         if !s.note.is_empty() {
             rows.push(vec![String::new(), s.note.clone(), String::new()]);
         }
     }
     let mut summary = String::from("### Chains\n\n");
-    summary.push_str(&table(&["scenario", "link", "requests where it holds"], &rows));
+    summary.push_str(&table(
+        &["scenario", "link", "requests where it holds"],
+        &rows,
+    ));
     summary.push_str("\n### Cost of the context carriers\n\n");
     let mut crow = Vec::new();
     let mut cjson = Vec::new();
@@ -378,13 +462,22 @@ fn write_report(
     for v in variants {
         let sel: Vec<&CostRun> = cost.iter().filter(|c| c.variant == v).collect();
         if sel.iter().any(|c| !c.error.is_empty()) {
-            crow.push(vec![v.to_owned(), sel[0].error.clone(), String::new(), String::new(), String::new(), String::new()]);
+            crow.push(vec![
+                v.to_owned(),
+                sel[0].error.clone(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]);
             continue;
         }
         let ratio = |f: &dyn Fn(&CostRun) -> f64| -> Vec<f64> {
             sel.iter()
                 .filter_map(|c| {
-                    let b = cost.iter().find(|b| b.variant == "baseline" && b.round == c.round)?;
+                    let b = cost
+                        .iter()
+                        .find(|b| b.variant == "baseline" && b.round == c.round)?;
                     Some(f(c) / f(b))
                 })
                 .collect()
@@ -392,20 +485,42 @@ fn write_report(
         let rps = ratio(&|c| c.rps);
         let p99 = ratio(&|c| c.p99_ms);
         #[expect(clippy::cast_precision_loss, reason = "request counts")]
-        let cpu: Vec<f64> = sel.iter().map(|c| c.agent_cpu_s * 1e6 / c.requests.max(1) as f64).collect();
+        let cpu: Vec<f64> = sel
+            .iter()
+            .map(|c| c.agent_cpu_s * 1e6 / c.requests.max(1) as f64)
+            .collect();
         crow.push(vec![
             v.to_owned(),
-            format!("{:.0}", median(&sel.iter().map(|c| c.rps).collect::<Vec<_>>())),
+            format!(
+                "{:.0}",
+                median(&sel.iter().map(|c| c.rps).collect::<Vec<_>>())
+            ),
             spread(&rps, 3),
             spread(&p99, 2),
-            if v == "baseline" { "-".into() } else { format!("{:.0}", median(&cpu)) },
-            sel.iter().map(|c| c.loadavg.split(' ').next().unwrap_or("").to_owned()).collect::<Vec<_>>().join(", "),
+            if v == "baseline" {
+                "-".into()
+            } else {
+                format!("{:.0}", median(&cpu))
+            },
+            sel.iter()
+                .map(|c| c.loadavg.split(' ').next().unwrap_or("").to_owned())
+                .collect::<Vec<_>>()
+                .join(", "),
         ]);
-        cjson.push(json!({"variant": v, "rps_ratio": rps, "p99_ratio": p99, "agent_us_per_request": cpu,
-            "rps": sel.iter().map(|c| c.rps).collect::<Vec<_>>()}));
+        cjson.push(
+            json!({"variant": v, "rps_ratio": rps, "p99_ratio": p99, "agent_us_per_request": cpu,
+            "rps": sel.iter().map(|c| c.rps).collect::<Vec<_>>()}),
+        );
     }
     summary.push_str(&table(
-        &["ebpf.context_propagation", "req/s through the chain (median)", "throughput / baseline", "p99 / baseline", "agent CPU us per request", "1-min load per round"],
+        &[
+            "ebpf.context_propagation",
+            "req/s through the chain (median)",
+            "throughput / baseline",
+            "p99 / baseline",
+            "agent CPU us per request",
+            "1-min load per round",
+        ],
         &crow,
     ));
     report.summary(&summary);
@@ -415,12 +530,37 @@ fn write_report(
         "note": s.note,
     })).collect()));
     report.data("cost", Value::Array(cjson));
-    let rows: Vec<Vec<String>> = cost.iter().map(|c| vec![
-        c.variant.clone(), c.round.to_string(), c.requests.to_string(), format!("{:.1}", c.rps),
-        format!("{:.3}", c.p50_ms), format!("{:.3}", c.p99_ms), format!("{:.3}", c.agent_cpu_s),
-        c.loadavg.clone(), c.error.clone(),
-    ]).collect();
-    report.csv("cost_runs.csv", &["variant", "round", "requests", "rps", "p50_ms", "p99_ms", "agent_cpu_s", "loadavg", "error"], &rows)?;
+    let rows: Vec<Vec<String>> = cost
+        .iter()
+        .map(|c| {
+            vec![
+                c.variant.clone(),
+                c.round.to_string(),
+                c.requests.to_string(),
+                format!("{:.1}", c.rps),
+                format!("{:.3}", c.p50_ms),
+                format!("{:.3}", c.p99_ms),
+                format!("{:.3}", c.agent_cpu_s),
+                c.loadavg.clone(),
+                c.error.clone(),
+            ]
+        })
+        .collect();
+    report.csv(
+        "cost_runs.csv",
+        &[
+            "variant",
+            "round",
+            "requests",
+            "rps",
+            "p50_ms",
+            "p99_ms",
+            "agent_cpu_s",
+            "loadavg",
+            "error",
+        ],
+        &rows,
+    )?;
     let mut method = String::from(
         "- Chains: each scenario sends its requests with one curl invocation (one keep-alive \
          connection) and the agent prints spans as JSON; links are checked by trace id and \
@@ -432,12 +572,12 @@ fn write_report(
          `proxy` mode (goroutines, net/http client). A complete chain is curl client -> proxy \
          server -> proxy client -> nginx server.\n",
     );
-    let _ = write!(
+    let _ = writeln!(
         method,
         "- Cost: closed loop through the Python chain (4 keep-alive connections to the \
          proxy) for {seconds} s per variant, {rounds} rounds, order rotated each round: no \
          agent (baseline), then the agent instrumenting proxy and nginx with each value of \
-         `ebpf.context_propagation`. Ratios are against the baseline of the same round.\n"
+         `ebpf.context_propagation`. Ratios are against the baseline of the same round."
     );
     report.finish(&method)?;
     Ok(())

@@ -67,7 +67,12 @@ impl Report {
     }
 
     /// Writes `file` as CSV.
-    pub(crate) fn csv(&self, file: &str, header: &[&str], rows: &[Vec<String>]) -> anyhow::Result<()> {
+    pub(crate) fn csv(
+        &self,
+        file: &str,
+        header: &[&str],
+        rows: &[Vec<String>],
+    ) -> anyhow::Result<()> {
         let mut text = header.join(",");
         text.push('\n');
         for row in rows {
@@ -154,7 +159,11 @@ fn plot(name: &str, dir: &Path) -> anyhow::Result<Vec<String>> {
     Ok(out
         .lines()
         .map(str::trim)
-        .filter(|l| l.ends_with(".png"))
+        .filter(|l| {
+            Path::new(l)
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+        })
         .map(str::to_owned)
         .collect())
 }
