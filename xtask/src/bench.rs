@@ -82,7 +82,11 @@ pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
 /// Runs the exporter outage example: 2k spans/s, the collector down for 60 s (`--duration`
 /// overrides the outage length), over gRPC then HTTP; writes `target/bench/export.json`.
 fn export(opts: &Options) -> anyhow::Result<()> {
-    let outage = if opts.duration == 8 { 60 } else { opts.duration };
+    let outage = if opts.duration == 8 {
+        60
+    } else {
+        opts.duration
+    };
     let mut results = Vec::new();
     for protocol in ["grpc", "http"] {
         let out = cmd::output(Command::new("cargo").args([
@@ -112,7 +116,10 @@ fn export(opts: &Options) -> anyhow::Result<()> {
     }
     let dir = Path::new("target/bench");
     std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join("export.json"), format!("{{{}}}\n", results.join(",")))?;
+    std::fs::write(
+        dir.join("export.json"),
+        format!("{{{}}}\n", results.join(",")),
+    )?;
     Ok(())
 }
 

@@ -60,8 +60,14 @@ const PIP_PACKAGES: &[(&str, &str)] = &[
     ("pyyaml", "yaml"),
     ("matplotlib", "matplotlib"),
     ("opentelemetry-sdk", "opentelemetry.sdk"),
-    ("opentelemetry-instrumentation-wsgi", "opentelemetry.instrumentation.wsgi"),
-    ("opentelemetry-instrumentation-grpc", "opentelemetry.instrumentation.grpc"),
+    (
+        "opentelemetry-instrumentation-wsgi",
+        "opentelemetry.instrumentation.wsgi",
+    ),
+    (
+        "opentelemetry-instrumentation-grpc",
+        "opentelemetry.instrumentation.grpc",
+    ),
 ];
 
 /// Options of `cargo xtask setup`.
