@@ -89,6 +89,17 @@ impl Transfer {
         self
     }
 
+    /// Adds curl options as given (e.g. `--http2-prior-knowledge`, `--cacert FILE`).
+    #[must_use]
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
     /// The URL.
     pub fn url(&self) -> &str {
         &self.url
@@ -113,6 +124,8 @@ pub struct TransferResult {
     pub time_total_nanos: u64,
     /// New connections this transfer opened (0 when it reused one).
     pub num_connects: i64,
+    /// The HTTP version of the final response as curl reports it (`1.1`, `2`).
+    pub http_version: String,
 }
 
 /// One curl invocation: its pid, its wall-clock window and each transfer's measurements.
@@ -225,5 +238,6 @@ fn parse_result(line: &str) -> TransferResult {
         size_upload: int("size_upload"),
         time_total_nanos,
         num_connects: int("num_connects"),
+        http_version: json["http_version"].as_str().unwrap_or_default().to_owned(),
     }
 }

@@ -2,7 +2,9 @@
 //! that drive them (curl, a raw socket client). Every peer is stopped when dropped.
 
 pub mod curl;
+pub mod grpc;
 pub mod nginx;
 pub mod otlp;
 pub mod python;
 pub mod raw;
+pub mod tls;

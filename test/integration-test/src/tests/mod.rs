@@ -6,9 +6,11 @@
 
 mod config;
 mod discovery;
+mod grpc;
 mod harness;
 mod http1_client;
 mod http1_server;
+mod http2;
 mod lifecycle;
 mod otlp;
 mod trace_context;
