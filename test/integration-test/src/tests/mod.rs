@@ -13,6 +13,7 @@ mod http1_server;
 mod http2;
 mod lifecycle;
 mod otlp;
+mod tls;
 mod trace_context;
 
 use std::time::Duration;
