@@ -46,6 +46,11 @@ pub(crate) struct Stream {
     resp_headers: bool,
     /// `content-length` of the request and of the response, used when DATA was lost.
     content_length: [Option<u64>; 2],
+    /// The client reset this gRPC stream before its status was seen, on the server's side of
+    /// the connection: it waits for the server's next frame, which may still be the status
+    /// (grpcio's server answers `DEADLINE_EXCEEDED` in trailers right after the client's
+    /// `RST_STREAM`). See [`Core::frame_done`].
+    client_reset: bool,
     x: HttpExchange,
 }
 
@@ -184,6 +189,7 @@ impl Core {
             req_ended: true,
             resp_headers: false,
             content_length: [None; 2],
+            client_reset: false,
             x,
         });
     }
@@ -403,6 +409,7 @@ impl Core {
             req_ended: b.end_stream,
             resp_headers: false,
             content_length: [f.number(Slot::ContentLength), None],
+            client_reset: false,
             x,
         });
     }
@@ -457,8 +464,12 @@ impl Core {
             self.stats.untracked_frames += 1;
             return;
         };
-        self.stats.resets += 1;
         let s = &mut self.streams[at];
+        if s.client_reset {
+            // The client reset it again (the server had not answered yet).
+            return;
+        }
+        self.stats.resets += 1;
         s.x.reset_code = Some(code);
         s.x.response_end_ns = ts.exit;
         let by_server = s.req_dir != dir;
@@ -469,7 +480,28 @@ impl Core {
         if by_server && is_grpc && s.x.grpc_status.is_none() {
             s.x.grpc_status = grpc::status_from_server_reset(code);
         }
+        if !by_server && is_grpc && s.x.grpc_status.is_none() && s.x.role == Role::Server {
+            // What the server does next decides its span's status: see `frame_done`.
+            s.client_reset = true;
+            return;
+        }
         self.complete(at, out);
+    }
+
+    /// A whole frame of `dir`, about `stream` (0 for the connection), was handled. A stream
+    /// the client reset while its server had not sent a status is emitted at the server's
+    /// first frame that is not about that stream (the status did not follow the reset); its
+    /// own HEADERS, DATA or `RST_STREAM` frames carry on as usual (trailers-only with
+    /// `grpc-status` complete it). Frame-based, so it does not depend on how the bytes were
+    /// split into syscalls.
+    pub(crate) fn frame_done(&mut self, dir: Direction, stream: u32, out: &mut Vec<HttpExchange>) {
+        while let Some(at) = self
+            .streams
+            .iter()
+            .position(|s| s.client_reset && s.req_dir != dir && s.id != stream)
+        {
+            self.complete(at, out);
+        }
     }
 
     /// `dir`'s sender will process no stream of its peer above `last`.
@@ -563,9 +595,12 @@ impl Core {
 
     /// The connection closed at `ts`: every open stream is emitted, in id order.
     pub(crate) fn close(&mut self, ts: u64, out: &mut Vec<HttpExchange>) {
-        while !self.streams.is_empty() {
-            self.stats.record(ParseError::IncompleteAtClose);
-            self.streams[0].x.response_end_ns = ts;
+        while let Some(s) = self.streams.first_mut() {
+            if !s.client_reset {
+                // A stream the client reset is complete: its server just sent nothing more.
+                self.stats.record(ParseError::IncompleteAtClose);
+                s.x.response_end_ns = ts;
+            }
             self.complete(0, out);
         }
     }

@@ -471,6 +471,9 @@ impl Reader {
             }
             _ => {}
         }
+        if self.block.is_none() {
+            core.frame_done(dir, h.stream, out);
+        }
     }
 }
 
