@@ -209,11 +209,12 @@ fn node_packages() -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("setup: installing the Node test peers' packages (npm ci)");
-    cmd::run(
-        Command::new("npm")
-            .current_dir(&dir)
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]),
-    )
+    cmd::run(Command::new("npm").current_dir(&dir).args([
+        "ci",
+        "--no-audit",
+        "--no-fund",
+        "--loglevel=error",
+    ]))
     .with_context(|| format!("npm ci in {}", dir.display()))
 }
 

@@ -11,7 +11,7 @@ use mop_protocol::{Direction, HttpExchange};
 
 use super::{
     event::{RawEvent, socket_addrs},
-    parser::{ParseErrors, ParserLimits, Protocol, sniff},
+    parser::{ParseErrors, Parser, ParserLimits, Protocol, sniff},
     stream::{Alignment, StreamPosition, trim_front},
 };
 
@@ -229,6 +229,39 @@ impl ConnTracker {
     /// Forgets every connection of a process that exited.
     pub fn forget_pid(&mut self, pid: u32) {
         self.conns.retain(|k, _| k.pid != pid);
+    }
+
+    /// Emits what the parsers of live connections stopped waiting for before `before_ns`
+    /// (monotonic): see [`Parser::expire`].
+    pub fn expire_waits(&mut self, before_ns: u64, emit: &mut impl FnMut(ConnExchange)) {
+        let keys: Vec<Key> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.protocol, Protocol::Parsed(Parser::Http2(_))))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            let Some(conn) = self.conns.get_mut(&key) else {
+                continue;
+            };
+            if let Protocol::Parsed(parser) = &mut conn.protocol {
+                parser.expire(before_ns, &mut self.scratch);
+            }
+            if !self.scratch.is_empty() {
+                let conn = &self.conns[&key];
+                let (local, remote, tls) = (conn.local, conn.remote, conn.tls);
+                for exchange in self.scratch.drain(..) {
+                    emit(ConnExchange {
+                        pid: key.pid,
+                        conn_id: key.conn_id,
+                        local,
+                        remote,
+                        exchange,
+                        tls,
+                    });
+                }
+            }
+        }
     }
 
     /// Drops connections idle since before `cutoff_ns` (monotonic), flushing what their parsers

@@ -471,9 +471,6 @@ impl Reader {
             }
             _ => {}
         }
-        if self.block.is_none() {
-            core.frame_done(dir, h.stream, out);
-        }
     }
 }
 

@@ -282,16 +282,15 @@ fn resets() {
             .concat(),
         )
     };
-    // The client cancels stream 1 (a deadline): the server's next frame decides.
+    // The client cancels stream 1 (a deadline): it waits for its server.
     c.feed(Direction::Ingress, &seg(&grpc(1)), &mut out);
     c.feed(
         Direction::Ingress,
         &seg(&frame(3, 0, 1, &[0, 0, 0, 8])),
         &mut out,
     );
-    assert!(out.is_empty(), "waits for the server's next frame");
-    // The server refuses stream 3: gRPC maps REFUSED_STREAM to UNAVAILABLE. That frame is
-    // not about stream 1, which then goes out with its status unknown, the reset code kept.
+    assert!(out.is_empty(), "waits for the server's answer");
+    // The server refuses stream 3: gRPC maps REFUSED_STREAM to UNAVAILABLE.
     c.feed(Direction::Ingress, &seg(&grpc(3)), &mut out);
     c.feed(
         Direction::Egress,
@@ -304,8 +303,14 @@ fn resets() {
         &seg(&frame(3, 0, 3, &[0, 0, 0, 0])),
         &mut out,
     );
-    assert_eq!(out.len(), 2);
+    assert_eq!(out.len(), 1);
     assert_eq!((out[0].reset_code, out[0].grpc_status), (Some(7), Some(14)));
+    // The server never answered stream 1: once the wait is over, it goes out with its status
+    // unknown and the reset code kept (the segments' exit time is 2).
+    c.expire_resets(2, &mut out);
+    assert_eq!(out.len(), 1, "reset at 2, not before 2");
+    c.expire_resets(3, &mut out);
+    assert_eq!(out.len(), 2);
     assert_eq!(
         (out[1].reset_code, out[1].grpc_status, out[1].status),
         (Some(8), None, None)
@@ -365,14 +370,29 @@ fn status_sent_after_the_clients_reset() {
         (Some(200), Some(4), Some(8))
     );
     assert_eq!(c.take_stats().resets, 1);
-    // Server side, a server that sends nothing for the stream: its next frame about something
-    // else ends the wait, status unknown; so does the connection's close, without an error.
+    // Server side, a server that sends nothing for the stream: the wait ends (the caller's
+    // clock), status unknown; so does the connection's close, without an error. The client's
+    // frames on the stream it reset are ignored meanwhile.
     let (mut c, mut out) = server();
     c.feed(Direction::Ingress, &seg(&request(1)), &mut out);
     c.feed(Direction::Ingress, &seg(&cancel), &mut out);
     c.feed(Direction::Egress, &seg(&window_update), &mut out);
+    c.feed(
+        Direction::Ingress,
+        &seg(&frame(0, 1, 1, &[0, 0, 0, 0, 0])),
+        &mut out,
+    );
+    assert!(out.is_empty());
+    c.expire_resets(100, &mut out);
     assert_eq!(out.len(), 1);
-    assert_eq!((out[0].grpc_status, out[0].reset_code), (None, Some(8)));
+    assert_eq!(
+        (
+            out[0].grpc_status,
+            out[0].reset_code,
+            out[0].request_body_size
+        ),
+        (None, Some(8), 0)
+    );
     c.feed(Direction::Ingress, &seg(&request(3)), &mut out);
     c.feed(
         Direction::Ingress,

@@ -3,7 +3,7 @@
 //! `@grpc/grpc-js` (`test/peers/node/grpc_client.js`), each with one channel for its whole life.
 //!
 //! The service is `mop.test.Echo` with methods `Unary`, `ServerStream`, `ClientStream`,
-//! `Missing` (NOT_FOUND), `Broken` (INTERNAL) and `Slow` (sleeps); see the Python script.
+//! `Missing` (`NOT_FOUND`), `Broken` (`INTERNAL`) and `Slow` (sleeps); see the Python script.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -66,16 +66,13 @@ fn spawn_lines(mut cmd: Command) -> (Child, Receiver<String>) {
 
 /// Waits (bounded) for the `port N` line.
 fn read_port(child: &mut Child, lines: &Receiver<String>, what: &str) -> u16 {
-    match lines.recv_timeout(Duration::from_secs(15)) {
-        Ok(line) => line
-            .strip_prefix("port ")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{what} printed {line:?}, expected `port N`")),
-        Err(_) => {
-            util::terminate(child, libc::SIGKILL);
-            panic!("{what} printed no port within 15 s (run `cargo xtask setup`)");
-        }
-    }
+    let Ok(line) = lines.recv_timeout(Duration::from_secs(15)) else {
+        util::terminate(child, libc::SIGKILL);
+        panic!("{what} printed no port within 15 s (run `cargo xtask setup`)");
+    };
+    line.strip_prefix("port ")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{what} printed {line:?}, expected `port N`"))
 }
 
 /// A grpcio server on a free loopback port, stopped on drop.

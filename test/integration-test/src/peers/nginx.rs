@@ -70,6 +70,8 @@ pub struct Nginx {
     /// The port it listens on (127.0.0.1).
     pub port: u16,
     scheme: &'static str,
+    /// Kept while nginx runs (its certificate files).
+    _certs: Option<Certs>,
     master: Child,
     workers: Vec<u32>,
     dir: TempDir,
@@ -107,6 +109,7 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("starting nginx: {e}"));
+        let workers = options.workers;
         let mut nginx = Self {
             port,
             scheme: if options.tls.is_some() {
@@ -114,18 +117,18 @@ impl Nginx {
             } else {
                 "http"
             },
+            _certs: options.tls,
             master,
             workers: Vec::new(),
             dir,
         };
         let master_pid = nginx.master.id();
         let up = util::wait_until(Duration::from_secs(10), || {
-            util::port_open(port) && util::children(master_pid).len() == options.workers
+            util::port_open(port) && util::children(master_pid).len() == workers
         });
         assert!(
             up,
-            "nginx did not start on port {port} with {} workers within 10 s; error.log:\n{}",
-            options.workers,
+            "nginx did not start on port {port} with {workers} workers within 10 s; error.log:\n{}",
             std::fs::read_to_string(&error_log).unwrap_or_default()
         );
         nginx.workers = util::children(master_pid);

@@ -451,7 +451,7 @@ fn tls_libraries_attached_counts_distinct_files() {
 }
 
 /// gRPC with TLS credentials between grpcio peers: the calls succeed, but grpcio's TLS is
-/// BoringSSL compiled into its extension module (`cygrpc*.so`) with no exported symbol, so
+/// `BoringSSL` compiled into its extension module (`cygrpc*.so`) with no exported symbol, so
 /// there is no `SSL_read` to probe, and the sockets carry only ciphertext. The honest outcome:
 /// exactly zero spans from either process (none made from ciphertext), and the test checks the
 /// reason (the module exports no `SSL_read`).
