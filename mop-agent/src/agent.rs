@@ -19,7 +19,10 @@ use crate::{
         stage::{CaptureStage, StageSettings},
         tls::TlsProbes,
     },
-    config::{Config, ebpf::CapturePath},
+    config::{
+        Config,
+        ebpf::{CapturePath, ContextPropagation},
+    },
     discovery::{
         self, DiscoveryOutputs, Scanner,
         identity::IdentityContext,
@@ -27,7 +30,10 @@ use crate::{
         procfs::ProcFs,
     },
     export::{ExportSettings, Exporters, SpanSink},
-    span::{assembler::Assembler, clock::WallClock, ids::IdGenerator, stage::SpanStage},
+    span::{
+        assembler::Assembler, clock::WallClock, ids::IdGenerator, linker::Linker, sampler::Sampler,
+        stage::SpanStage,
+    },
     telemetry::SelfMetrics,
 };
 
@@ -90,6 +96,30 @@ fn load_settings(config: &Config) -> LoadSettings {
             .instrument
             .iter()
             .any(|s| s.exe_path.is_some() && s.open_ports.is_none()),
+        tcp_context: tcp_context(config.ebpf.context_propagation),
+    }
+}
+
+/// Whether trace context travels in TCP options; says so when part of the setting cannot
+/// be honoured (mop does not rewrite HTTP headers in flight).
+fn tcp_context(setting: ContextPropagation) -> bool {
+    match setting {
+        ContextPropagation::Tcp => true,
+        ContextPropagation::All => {
+            tracing::warn!(
+                "ebpf.context_propagation: all: mop carries trace context in TCP options only; \
+                 it does not inject HTTP headers"
+            );
+            true
+        }
+        ContextPropagation::Headers => {
+            tracing::warn!(
+                "ebpf.context_propagation: headers: mop does not inject HTTP headers; use tcp \
+                 to carry trace context between nodes"
+            );
+            false
+        }
+        ContextPropagation::Disabled => false,
     }
 }
 
@@ -159,6 +189,9 @@ struct Running {
 
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), AgentError> {
+    // Privileges and BTF first: without them nothing else is worth starting (and the one
+    // line that says so is all the user sees).
+    loader::preflight()?;
     let metrics = Arc::new(SelfMetrics::default());
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     // Exporters first: a setting they refuse (or a port they cannot bind) fails the start
@@ -225,11 +258,8 @@ fn start(
     let (span_ctl_tx, span_ctl_rx) = mpsc::channel(CONTROL_QUEUE);
 
     let spans = SpanStage::new(
-        Assembler::new(
-            IdGenerator::from_entropy(),
-            WallClock::measure(),
-            config.routes.clone(),
-        ),
+        Assembler::new(WallClock::measure(), config.routes.clone()),
+        Linker::new(IdGenerator::from_entropy(), Sampler::new(config.sampler)),
         exchange_rx,
         span_ctl_rx,
         Arc::clone(&metrics),

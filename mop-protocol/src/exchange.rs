@@ -129,6 +129,9 @@ pub struct HttpExchange {
     pub response_body_size_unknown: bool,
     /// HTTP/2 stream id; 0 for HTTP/1.
     pub stream_id: u32,
+    /// Identifies the request within its connection, from the moment it starts (see
+    /// [`RequestStart`]): HTTP/1 request order, the HTTP/2 stream id.
+    pub seq: u64,
     /// gRPC status (`grpc-status` of the trailers or of a trailers-only response; or, when the
     /// server reset the stream without one, the status gRPC maps that reset to). `None` when
     /// not gRPC, not seen, or not decodable; always `None` for HTTP/1.
@@ -148,5 +151,40 @@ impl HttpExchange {
                 .content_type
                 .as_deref()
                 .is_some_and(crate::http2::grpc::is_grpc_content_type)
+    }
+}
+
+/// A request that just began (its head was parsed): what trace context needs to know before
+/// the exchange completes, so that a call made while serving it can become its child.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestStart {
+    /// The request's [`HttpExchange::seq`].
+    pub seq: u64,
+    /// Server (request read) or client (request written).
+    pub role: Role,
+    /// The thread that read or wrote the request head.
+    pub tid: u32,
+    /// Entry of the syscall with the first request byte.
+    pub request_start_ns: u64,
+    /// Exit of that syscall.
+    pub request_first_exit_ns: u64,
+    /// HTTP/2 stream id (0 for HTTP/1).
+    pub stream_id: u32,
+    /// The request's trace-context headers.
+    pub trace_headers: TraceHeaders,
+}
+
+impl RequestStart {
+    /// The start marker of a request as parsed so far.
+    pub fn of(x: &HttpExchange) -> Self {
+        Self {
+            seq: x.seq,
+            role: x.role,
+            tid: x.request_tid,
+            request_start_ns: x.request_start_ns,
+            request_first_exit_ns: x.request_first_exit_ns,
+            stream_id: x.stream_id,
+            trace_headers: x.trace_headers.clone(),
+        }
     }
 }

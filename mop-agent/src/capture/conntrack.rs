@@ -6,8 +6,8 @@
 
 use std::{collections::HashMap, net::SocketAddr};
 
-use mop_common::EventKind;
-use mop_protocol::{Direction, HttpExchange};
+use mop_common::{EventKind, TraceCtx};
+use mop_protocol::{Direction, HttpExchange, RequestStart};
 
 use super::{
     event::{RawEvent, socket_addrs},
@@ -42,6 +42,39 @@ struct Connection {
     tls: bool,
     /// Stream positions of the ingress and egress directions.
     positions: [StreamPosition; 2],
+    /// The context the kernel gave the next request starting in each direction (ingress,
+    /// egress) when trace context travels in TCP options.
+    kernel_ctx: [Option<TraceCtx>; 2],
+}
+
+/// A request that just started on a connection (for trace context, before it completes).
+#[derive(Clone, Debug)]
+pub struct ConnStart {
+    /// The instrumented process.
+    pub pid: u32,
+    /// The connection.
+    pub conn_id: u64,
+    /// The process's end of the connection.
+    pub local: SocketAddr,
+    /// The peer's end.
+    pub remote: SocketAddr,
+    /// The request's start marker.
+    pub start: RequestStart,
+    /// The peer's end of this connection belongs to an instrumented process too (both ends
+    /// are seen, so the other side's start will arrive).
+    pub peer_tracked: bool,
+    /// The ids the kernel gave this request (TCP-option propagation): its span id travels to
+    /// the server in the request's first packet, so the span must use it.
+    pub kernel_ctx: Option<TraceCtx>,
+}
+
+/// What the tracker reports, in the order it learns it.
+#[derive(Clone, Debug)]
+pub enum Observed {
+    /// A request began.
+    Start(ConnStart),
+    /// A request and its response completed.
+    Done(ConnExchange),
 }
 
 /// Key of a tracked connection: the kernel's connection id is unique per boot, the pid keeps
@@ -66,6 +99,10 @@ pub struct TrackerStats {
 /// The connection table.
 pub struct ConnTracker {
     conns: HashMap<Key, Connection>,
+    /// How many tracked connections have each (local, remote) pair: tells whether the other
+    /// end of a connection is instrumented too.
+    tuples: HashMap<(SocketAddr, SocketAddr), u32>,
+    starts: Vec<RequestStart>,
     max_connections: usize,
     limits: ParserLimits,
     scratch: Vec<HttpExchange>,
@@ -77,6 +114,8 @@ impl ConnTracker {
     pub fn new(max_connections: usize, limits: ParserLimits) -> Self {
         Self {
             conns: HashMap::new(),
+            tuples: HashMap::new(),
+            starts: Vec::new(),
             max_connections: max_connections.max(1),
             limits,
             scratch: Vec::with_capacity(8),
@@ -100,7 +139,7 @@ impl ConnTracker {
     }
 
     /// Feeds one record; completed exchanges go to `emit`.
-    pub fn on_event(&mut self, ev: &RawEvent<'_>, emit: &mut impl FnMut(ConnExchange)) {
+    pub fn on_event(&mut self, ev: &RawEvent<'_>, emit: &mut impl FnMut(Observed)) {
         let key = Key {
             pid: ev.header.pid,
             conn_id: ev.header.conn_id,
@@ -111,10 +150,11 @@ impl ConnTracker {
                 self.insert(key, ev);
             }
             EventKind::Data => self.on_data(key, ev, emit),
+            EventKind::TraceCtx => self.on_trace_ctx(key, ev),
             // Not about a connection: the capture stage routes exec reports to discovery.
             EventKind::ProcExec => {}
             EventKind::ConnClose => {
-                if let Some(mut conn) = self.conns.remove(&key) {
+                if let Some(mut conn) = self.remove(&key) {
                     if let Protocol::Parsed(parser) = &mut conn.protocol {
                         parser.on_close(ev.header.exit_ns, &mut self.scratch);
                         self.stats.errors.add(parser.take_errors());
@@ -125,7 +165,20 @@ impl ConnTracker {
         }
     }
 
-    fn on_data(&mut self, key: Key, ev: &RawEvent<'_>, emit: &mut impl FnMut(ConnExchange)) {
+    /// Keeps the kernel's context for the request that starts in the record that follows.
+    fn on_trace_ctx(&mut self, key: Key, ev: &RawEvent<'_>) {
+        let Some(ctx) = ev.trace_ctx() else {
+            return;
+        };
+        if !self.conns.contains_key(&key) {
+            self.insert(key, ev);
+        }
+        if let Some(conn) = self.conns.get_mut(&key) {
+            conn.kernel_ctx[usize::from(ev.direction() == Direction::Egress)] = Some(ctx);
+        }
+    }
+
+    fn on_data(&mut self, key: Key, ev: &RawEvent<'_>, emit: &mut impl FnMut(Observed)) {
         if !self.conns.contains_key(&key) {
             self.insert(key, ev);
         }
@@ -165,36 +218,59 @@ impl ConnTracker {
             return;
         };
         let next = parser.feed(dir, &segment, &self.limits, &mut self.scratch);
+        parser.drain_starts(&mut self.starts);
         self.stats.errors.add(parser.take_errors());
         if let Some(next) = next {
             conn.protocol = next;
         }
-        if !self.scratch.is_empty() {
-            let (local, remote, tls) = (conn.local, conn.remote, conn.tls);
-            for exchange in self.scratch.drain(..) {
-                emit(ConnExchange {
+        let (local, remote, tls) = (conn.local, conn.remote, conn.tls);
+        if !self.starts.is_empty() {
+            let peer_tracked = self.tuples.contains_key(&(remote, local));
+            for start in self.starts.drain(..) {
+                // A request is read by servers and written by clients.
+                let request_dir = usize::from(start.role == mop_protocol::Role::Client);
+                let kernel_ctx = conn.kernel_ctx[request_dir].take();
+                emit(Observed::Start(ConnStart {
                     pid: key.pid,
                     conn_id: key.conn_id,
                     local,
                     remote,
-                    exchange,
-                    tls,
-                });
+                    start,
+                    peer_tracked,
+                    kernel_ctx,
+                }));
             }
+        }
+        for exchange in self.scratch.drain(..) {
+            emit(Observed::Done(ConnExchange {
+                pid: key.pid,
+                conn_id: key.conn_id,
+                local,
+                remote,
+                exchange,
+                tls,
+            }));
         }
     }
 
-    fn flush(&mut self, key: Key, conn: &Connection, emit: &mut impl FnMut(ConnExchange)) {
+    fn flush(&mut self, key: Key, conn: &Connection, emit: &mut impl FnMut(Observed)) {
         for exchange in self.scratch.drain(..) {
-            emit(ConnExchange {
+            emit(Observed::Done(ConnExchange {
                 pid: key.pid,
                 conn_id: key.conn_id,
                 local: conn.local,
                 remote: conn.remote,
                 exchange,
                 tls: conn.tls,
-            });
+            }));
         }
+    }
+
+    /// Removes a connection, keeping the tuple index in step.
+    fn remove(&mut self, key: &Key) -> Option<Connection> {
+        let conn = self.conns.remove(key)?;
+        untrack_tuple(&mut self.tuples, &conn);
+        Some(conn)
     }
 
     fn insert(&mut self, key: Key, ev: &RawEvent<'_>) {
@@ -202,6 +278,10 @@ impl ConnTracker {
             self.evict_oldest();
         }
         let (local, remote) = socket_addrs(&ev.header.addrs);
+        if let Some(old) = self.conns.get(&key) {
+            untrack_tuple(&mut self.tuples, old);
+        }
+        *self.tuples.entry((local, remote)).or_insert(0) += 1;
         self.conns.insert(
             key,
             Connection {
@@ -211,6 +291,7 @@ impl ConnTracker {
                 last_seen_ns: ev.header.exit_ns,
                 tls: false,
                 positions: [StreamPosition::default(); 2],
+                kernel_ctx: [None; 2],
             },
         );
     }
@@ -222,18 +303,32 @@ impl ConnTracker {
         let (_, cutoff, _) = ages.select_nth_unstable(n - 1);
         let cutoff = *cutoff;
         let before = self.conns.len();
-        self.conns.retain(|_, c| c.last_seen_ns > cutoff);
+        let tuples = &mut self.tuples;
+        self.conns.retain(|_, c| {
+            let keep = c.last_seen_ns > cutoff;
+            if !keep {
+                untrack_tuple(tuples, c);
+            }
+            keep
+        });
         self.stats.evicted += (before - self.conns.len()) as u64;
     }
 
     /// Forgets every connection of a process that exited.
     pub fn forget_pid(&mut self, pid: u32) {
-        self.conns.retain(|k, _| k.pid != pid);
+        let tuples = &mut self.tuples;
+        self.conns.retain(|k, c| {
+            let keep = k.pid != pid;
+            if !keep {
+                untrack_tuple(tuples, c);
+            }
+            keep
+        });
     }
 
     /// Emits what the parsers of live connections stopped waiting for before `before_ns`
     /// (monotonic): see [`Parser::expire`].
-    pub fn expire_waits(&mut self, before_ns: u64, emit: &mut impl FnMut(ConnExchange)) {
+    pub fn expire_waits(&mut self, before_ns: u64, emit: &mut impl FnMut(Observed)) {
         let keys: Vec<Key> = self
             .conns
             .iter()
@@ -247,26 +342,23 @@ impl ConnTracker {
             if let Protocol::Parsed(parser) = &mut conn.protocol {
                 parser.expire(before_ns, &mut self.scratch);
             }
-            if !self.scratch.is_empty() {
-                let conn = &self.conns[&key];
-                let (local, remote, tls) = (conn.local, conn.remote, conn.tls);
-                for exchange in self.scratch.drain(..) {
-                    emit(ConnExchange {
-                        pid: key.pid,
-                        conn_id: key.conn_id,
-                        local,
-                        remote,
-                        exchange,
-                        tls,
-                    });
-                }
+            let (local, remote, tls) = (conn.local, conn.remote, conn.tls);
+            for exchange in self.scratch.drain(..) {
+                emit(Observed::Done(ConnExchange {
+                    pid: key.pid,
+                    conn_id: key.conn_id,
+                    local,
+                    remote,
+                    exchange,
+                    tls,
+                }));
             }
         }
     }
 
     /// Drops connections idle since before `cutoff_ns` (monotonic), flushing what their parsers
     /// still hold as if they had closed.
-    pub fn expire_idle(&mut self, cutoff_ns: u64, emit: &mut impl FnMut(ConnExchange)) {
+    pub fn expire_idle(&mut self, cutoff_ns: u64, emit: &mut impl FnMut(Observed)) {
         let idle: Vec<Key> = self
             .conns
             .iter()
@@ -274,13 +366,24 @@ impl ConnTracker {
             .map(|(k, _)| *k)
             .collect();
         for key in idle {
-            if let Some(mut conn) = self.conns.remove(&key) {
+            if let Some(mut conn) = self.remove(&key) {
                 if let Protocol::Parsed(parser) = &mut conn.protocol {
                     parser.on_close(conn.last_seen_ns, &mut self.scratch);
                     self.stats.errors.add(parser.take_errors());
                 }
                 self.flush(key, &conn, emit);
             }
+        }
+    }
+}
+
+/// Forgets one connection of the tuple index.
+fn untrack_tuple(tuples: &mut HashMap<(SocketAddr, SocketAddr), u32>, conn: &Connection) {
+    let pair = (conn.local, conn.remote);
+    if let Some(n) = tuples.get_mut(&pair) {
+        *n -= 1;
+        if *n == 0 {
+            tuples.remove(&pair);
         }
     }
 }
@@ -317,7 +420,11 @@ mod stream_tests {
 
     fn feed(t: &mut ConnTracker, rec: &[u8], out: &mut Vec<ConnExchange>) {
         let ev = RawEvent::decode(rec).unwrap();
-        t.on_event(&ev, &mut |x| out.push(x));
+        t.on_event(&ev, &mut |x| {
+            if let Observed::Done(x) = x {
+                out.push(x);
+            }
+        });
     }
 
     #[test]
@@ -380,5 +487,50 @@ mod stream_tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].exchange.target, "/peek");
         assert_eq!(t.take_stats().stream_gaps, 0);
+    }
+
+    /// A trace-context record the kernel writes before the data of a request it gave ids.
+    fn ctx_record(dir: u32, ctx: TraceCtx) -> Vec<u8> {
+        let mut rec = record(dir, &[0; 32], 0, 5);
+        // SAFETY: `record` wrote a header at the start of the buffer.
+        let mut h: DataEventHeader =
+            unsafe { std::ptr::read_unaligned(rec.as_ptr().cast::<DataEventHeader>()) };
+        h.kind = EventKind::TraceCtx as u32;
+        h.flags = 0;
+        // SAFETY: as above.
+        unsafe { std::ptr::write_unaligned(rec.as_mut_ptr().cast::<DataEventHeader>(), h) };
+        // SAFETY: the payload area holds 32 bytes.
+        unsafe {
+            std::ptr::write_unaligned(rec[EVENT_HEADER_LEN..].as_mut_ptr().cast::<TraceCtx>(), ctx);
+        };
+        rec
+    }
+
+    #[test]
+    fn the_kernel_context_goes_to_the_request_that_starts_next_and_only_to_it() {
+        let mut t = ConnTracker::new(16, ParserLimits::default());
+        let ctx = TraceCtx {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: [3; 8],
+        };
+        let mut starts = Vec::new();
+        let mut on = |rec: &[u8], t: &mut ConnTracker| {
+            let ev = RawEvent::decode(rec).unwrap();
+            t.on_event(&ev, &mut |o| {
+                if let Observed::Start(s) = o {
+                    starts.push(s.kernel_ctx);
+                }
+            });
+        };
+        let req = b"GET /a HTTP/1.1\r\n\r\n";
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        on(&ctx_record(DIR_INGRESS, ctx), &mut t);
+        let n = req.len() as u32;
+        on(&record(DIR_INGRESS, req, n, 10), &mut t);
+        on(&record(DIR_EGRESS, resp, resp.len() as u32, 20), &mut t);
+        // The next request came without a context (say, pipelined): it gets none.
+        on(&record(DIR_INGRESS, req, 2 * n, 30), &mut t);
+        assert_eq!(starts, vec![Some(ctx), None]);
     }
 }

@@ -114,6 +114,14 @@ impl Parser {
         }
     }
 
+    /// Moves the start markers of requests begun since the last call into `out`.
+    pub(crate) fn drain_starts(&mut self, out: &mut Vec<mop_protocol::RequestStart>) {
+        match self {
+            Self::Http1(p) => p.drain_starts(out),
+            Self::Http2(p) => p.drain_starts(out),
+        }
+    }
+
     /// The connection closed (or went idle for good).
     pub(crate) fn on_close(&mut self, ts_ns: u64, out: &mut Vec<HttpExchange>) {
         match self {

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     CaptureError, KernelCounters,
-    conntrack::{ConnExchange, ConnTracker},
+    conntrack::{ConnTracker, Observed},
     event::RawEvent,
 };
 use crate::telemetry::{DropReason, Protocol, SelfMetrics};
@@ -57,7 +57,7 @@ pub struct CaptureStage {
     ring: RingBuf<MapData>,
     counters: KernelCounters,
     tracker: ConnTracker,
-    exchanges: mpsc::Sender<ConnExchange>,
+    exchanges: mpsc::Sender<Observed>,
     execs: mpsc::Sender<ExecReport>,
     control: mpsc::Receiver<CaptureControl>,
     metrics: Arc<SelfMetrics>,
@@ -67,13 +67,13 @@ pub struct CaptureStage {
 /// What the drain loop needs besides the ring.
 struct Sink<'a> {
     tracker: &'a mut ConnTracker,
-    exchanges: &'a mpsc::Sender<ConnExchange>,
+    exchanges: &'a mpsc::Sender<Observed>,
     execs: &'a mpsc::Sender<ExecReport>,
     metrics: &'a SelfMetrics,
 }
 
 impl Sink<'_> {
-    fn emit(exchanges: &mpsc::Sender<ConnExchange>, metrics: &SelfMetrics, ex: ConnExchange) {
+    fn emit(exchanges: &mpsc::Sender<Observed>, metrics: &SelfMetrics, ex: Observed) {
         if exchanges.try_send(ex).is_err() {
             metrics.add_spans_dropped(DropReason::AssemblyQueueFull, 1);
         }
@@ -123,7 +123,7 @@ impl CaptureStage {
     pub fn new(
         loaded: (RingBuf<MapData>, KernelCounters),
         tracker: ConnTracker,
-        outputs: (mpsc::Sender<ConnExchange>, mpsc::Sender<ExecReport>),
+        outputs: (mpsc::Sender<Observed>, mpsc::Sender<ExecReport>),
         control: mpsc::Receiver<CaptureControl>,
         metrics: Arc<SelfMetrics>,
         settings: StageSettings,

@@ -7,8 +7,7 @@ use mop_protocol::{HttpExchange, Role};
 
 use super::{
     clock::WallClock,
-    context::parse_traceparent,
-    ids::IdGenerator,
+    linker::Resolved,
     model::{RpcAttributes, ServiceResource, Signals, Span, SpanAttributes, SpanKind, SpanStatus},
 };
 use crate::{
@@ -21,7 +20,6 @@ const SAMPLED: u8 = 1;
 
 /// Builds spans; owns the process table that names their resources.
 pub struct Assembler {
-    ids: IdGenerator,
     clock: WallClock,
     routes: RoutesConfig,
     processes: HashMap<u32, Arc<ServiceResource>>,
@@ -30,9 +28,8 @@ pub struct Assembler {
 
 impl Assembler {
     /// An assembler with no known process yet; `routes` names server spans' `http.route`.
-    pub fn new(ids: IdGenerator, clock: WallClock, routes: RoutesConfig) -> Self {
+    pub fn new(clock: WallClock, routes: RoutesConfig) -> Self {
         Self {
-            ids,
             clock,
             routes,
             processes: HashMap::new(),
@@ -65,30 +62,19 @@ impl Assembler {
         self.clock = WallClock::measure();
     }
 
-    /// Builds the span of one exchange; `None` when its path is ignored for every signal.
-    pub fn build(&mut self, cx: &ConnExchange) -> Option<Span> {
+    /// Builds the span of one exchange with its settled ids; `None` when its path is ignored
+    /// for every signal. An unsampled trace still feeds the metrics.
+    pub fn build(&self, cx: &ConnExchange, ids: Resolved) -> Option<Span> {
         let ex = &cx.exchange;
         let kind = match ex.role {
             Role::Server => SpanKind::Server,
             Role::Client => SpanKind::Client,
         };
-        let signals = self.signals(kind, ex);
+        let mut signals = self.signals(kind, ex);
+        signals.traces &= ids.flags & SAMPLED != 0;
         if !signals.traces && !signals.metrics {
             return None;
         }
-        let parent = match kind {
-            SpanKind::Server => ex
-                .trace_headers
-                .traceparent
-                .as_deref()
-                .and_then(parse_traceparent),
-            SpanKind::Client => None,
-        };
-        let (trace_id, parent_span_id, trace_flags) = match parent {
-            Some(p) => (p.trace_id, Some(p.span_id), p.flags),
-            None => (self.ids.trace_id(), None, SAMPLED),
-        };
-        let trace_state = parent.and(ex.trace_headers.tracestate.clone());
         let mut attributes = attributes(kind, cx);
         let rpc = grpc_attributes(ex);
         let status = match &rpc {
@@ -104,11 +90,11 @@ impl Assembler {
         }
         let (start, end) = span_times(kind, ex);
         Some(Span {
-            trace_id,
-            span_id: self.ids.span_id(),
-            parent_span_id,
-            trace_flags,
-            trace_state,
+            trace_id: ids.trace_id,
+            span_id: ids.span_id,
+            parent_span_id: ids.parent,
+            trace_flags: ids.flags,
+            trace_state: ids.trace_state,
             kind,
             name: span_name(&attributes),
             start_unix_nano: self.clock.to_unix_ns(start),
@@ -291,6 +277,18 @@ fn attributes(kind: SpanKind, cx: &ConnExchange) -> SpanAttributes {
     }
 }
 
+/// Settled ids for tests: a sampled root.
+#[cfg(test)]
+pub(crate) fn test_ids() -> Resolved {
+    Resolved {
+        trace_id: super::model::TraceId([7; 16]),
+        span_id: super::model::SpanId([8; 8]),
+        parent: None,
+        flags: SAMPLED,
+        trace_state: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use mop_protocol::{HttpVersion, TraceHeaders};
@@ -326,6 +324,7 @@ mod tests {
                 request_body_size_unknown: false,
                 response_body_size_unknown: false,
                 stream_id: 0,
+                seq: 0,
                 grpc_status: None,
                 grpc_message: None,
                 reset_code: None,
@@ -339,18 +338,14 @@ mod tests {
             unmatched: crate::config::routes::UnmatchedRoutes::Unset,
             ..RoutesConfig::default()
         };
-        Assembler::new(
-            IdGenerator::from_seed([1; 32]),
-            WallClock::measure(),
-            routes,
-        )
+        Assembler::new(WallClock::measure(), routes)
     }
 
     #[test]
     fn server_span_has_path_query_and_times() {
-        let mut a = assembler();
+        let a = assembler();
         let span = a
-            .build(&exchange(Role::Server, "/a/b?x=1", Some(404)))
+            .build(&exchange(Role::Server, "/a/b?x=1", Some(404)), test_ids())
             .unwrap();
         assert_eq!(span.kind, SpanKind::Server);
         assert_eq!(span.name, "GET");
@@ -373,8 +368,10 @@ mod tests {
 
     #[test]
     fn client_span_has_full_url_and_error_on_4xx() {
-        let mut a = assembler();
-        let span = a.build(&exchange(Role::Client, "/x", Some(404))).unwrap();
+        let a = assembler();
+        let span = a
+            .build(&exchange(Role::Client, "/x", Some(404)), test_ids())
+            .unwrap();
         assert_eq!(span.kind, SpanKind::Client);
         assert_eq!(span.status, SpanStatus::Error);
         assert_eq!(
@@ -383,20 +380,6 @@ mod tests {
         );
         assert_eq!(span.attributes.server_port, Some(50000));
         assert_eq!(span.end_unix_nano - span.start_unix_nano, 1_100);
-    }
-
-    #[test]
-    fn server_joins_incoming_traceparent() {
-        let mut a = assembler();
-        let mut ex = exchange(Role::Server, "/", Some(500));
-        ex.exchange.trace_headers.traceparent =
-            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
-        ex.exchange.trace_headers.tracestate = Some("a=b".into());
-        let span = a.build(&ex).unwrap();
-        assert_eq!(span.trace_id.to_hex(), "0af7651916cd43dd8448eb211c80319c");
-        assert_eq!(span.parent_span_id.unwrap().to_hex(), "b7ad6b7169203331");
-        assert_eq!(span.trace_state.as_deref(), Some("a=b"));
-        assert_eq!(span.status, SpanStatus::Error);
     }
 
     #[test]
@@ -420,14 +403,14 @@ mod tests {
         });
         a.process_started(42, Arc::clone(&resource));
         assert_eq!(
-            a.build(&exchange(Role::Server, "/", Some(200)))
+            a.build(&exchange(Role::Server, "/", Some(200)), test_ids())
                 .unwrap()
                 .resource,
             resource
         );
         a.process_exited(42);
         assert_eq!(
-            a.build(&exchange(Role::Server, "/", Some(200)))
+            a.build(&exchange(Role::Server, "/", Some(200)), test_ids())
                 .unwrap()
                 .resource
                 .service_name,
@@ -472,6 +455,7 @@ mod route_tests {
                 request_body_size_unknown: false,
                 response_body_size_unknown: false,
                 stream_id: 0,
+                seq: 0,
                 grpc_status: None,
                 grpc_message: None,
                 reset_code: None,
@@ -481,11 +465,7 @@ mod route_tests {
     }
 
     fn with(routes: RoutesConfig) -> Assembler {
-        Assembler::new(
-            IdGenerator::from_seed([2; 32]),
-            WallClock::measure(),
-            routes,
-        )
+        Assembler::new(WallClock::measure(), routes)
     }
 
     #[test]
@@ -494,12 +474,12 @@ mod route_tests {
             patterns: vec![RoutePattern::parse("/users/{id}").unwrap()],
             ..RoutesConfig::default()
         };
-        let mut a = with(routes);
-        let span = a.build(&server("/users/42?x=1")).unwrap();
+        let a = with(routes);
+        let span = a.build(&server("/users/42?x=1"), test_ids()).unwrap();
         assert_eq!(span.name, "GET /users/{id}");
         assert_eq!(span.attributes.http_route.as_deref(), Some("/users/{id}"));
         // Unmatched paths fall back to the heuristic by default, as in OBI.
-        let span = a.build(&server("/orders/123")).unwrap();
+        let span = a.build(&server("/orders/123"), test_ids()).unwrap();
         assert_eq!(span.attributes.http_route.as_deref(), Some("/orders/*"));
     }
 
@@ -512,20 +492,20 @@ mod route_tests {
         };
         assert!(
             with(routes(IgnoreMode::All))
-                .build(&server("/health"))
+                .build(&server("/health"), test_ids())
                 .is_none()
         );
         let span = with(routes(IgnoreMode::Traces))
-            .build(&server("/health"))
+            .build(&server("/health"), test_ids())
             .unwrap();
         assert_eq!((span.signals.traces, span.signals.metrics), (false, true));
         let span = with(routes(IgnoreMode::Metrics))
-            .build(&server("/health"))
+            .build(&server("/health"), test_ids())
             .unwrap();
         assert_eq!((span.signals.traces, span.signals.metrics), (true, false));
         assert!(
             with(routes(IgnoreMode::All))
-                .build(&server("/other"))
+                .build(&server("/other"), test_ids())
                 .is_some()
         );
     }
@@ -537,16 +517,12 @@ mod tls_tests {
 
     #[test]
     fn tls_exchanges_are_https() {
-        let mut a = Assembler::new(
-            IdGenerator::from_seed([3; 32]),
-            WallClock::measure(),
-            RoutesConfig::default(),
-        );
+        let a = Assembler::new(WallClock::measure(), RoutesConfig::default());
         let mut cx = route_tests::server("/x");
         cx.exchange.role = Role::Client;
         cx.exchange.host = Some("example.test".into());
         cx.tls = true;
-        let span = a.build(&cx).unwrap();
+        let span = a.build(&cx, test_ids()).unwrap();
         assert_eq!(
             span.attributes.url_full.as_deref(),
             Some("https://example.test/x")
@@ -561,15 +537,11 @@ mod body_size_tests {
 
     #[test]
     fn unknown_body_sizes_are_left_out() {
-        let mut a = Assembler::new(
-            IdGenerator::from_seed([4; 32]),
-            WallClock::measure(),
-            RoutesConfig::default(),
-        );
+        let a = Assembler::new(WallClock::measure(), RoutesConfig::default());
         let mut cx = route_tests::server("/x");
         cx.exchange.response_body_size_unknown = true;
         cx.exchange.request_body_size = 12;
-        let span = a.build(&cx).unwrap();
+        let span = a.build(&cx, test_ids()).unwrap();
         assert_eq!(span.attributes.http_response_body_size, None);
         assert_eq!(span.attributes.http_request_body_size, Some(12));
         let keys: Vec<&str> = span
@@ -601,17 +573,16 @@ mod grpc_tests {
     }
 
     fn assembler() -> Assembler {
-        Assembler::new(
-            IdGenerator::from_seed([5; 32]),
-            WallClock::measure(),
-            RoutesConfig::default(),
-        )
+        Assembler::new(WallClock::measure(), RoutesConfig::default())
     }
 
     #[test]
     fn grpc_calls_are_named_and_attributed_as_rpcs() {
         let span = assembler()
-            .build(&grpc(Role::Server, "/helloworld.Greeter/SayHello", Some(0)))
+            .build(
+                &grpc(Role::Server, "/helloworld.Greeter/SayHello", Some(0)),
+                test_ids(),
+            )
             .unwrap();
         assert_eq!(span.name, "helloworld.Greeter/SayHello");
         assert_eq!(span.status, SpanStatus::Unset);
@@ -634,28 +605,34 @@ mod grpc_tests {
 
     #[test]
     fn grpc_status_follows_the_semantic_conventions() {
-        let mut a = assembler();
+        let a = assembler();
         let path = "/pkg.Svc/M";
         // NOT_FOUND: an error for the client, not for the server.
         assert_eq!(
-            a.build(&grpc(Role::Client, path, Some(5))).unwrap().status,
+            a.build(&grpc(Role::Client, path, Some(5)), test_ids())
+                .unwrap()
+                .status,
             SpanStatus::Error
         );
         assert_eq!(
-            a.build(&grpc(Role::Server, path, Some(5))).unwrap().status,
+            a.build(&grpc(Role::Server, path, Some(5)), test_ids())
+                .unwrap()
+                .status,
             SpanStatus::Unset
         );
         // INTERNAL and DEADLINE_EXCEEDED: errors for both.
         for code in [4, 13] {
             assert_eq!(
-                a.build(&grpc(Role::Server, path, Some(code)))
+                a.build(&grpc(Role::Server, path, Some(code)), test_ids())
                     .unwrap()
                     .status,
                 SpanStatus::Error
             );
         }
         // No status seen (client reset): not called an error, status left out.
-        let span = a.build(&grpc(Role::Client, path, None)).unwrap();
+        let span = a
+            .build(&grpc(Role::Client, path, None), test_ids())
+            .unwrap();
         assert_eq!(span.status, SpanStatus::Unset);
         assert_eq!(span.attributes.rpc.unwrap().grpc_status_code, None);
     }

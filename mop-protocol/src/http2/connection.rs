@@ -155,6 +155,11 @@ impl Http2Connection {
         std::mem::take(&mut self.core.stats)
     }
 
+    /// Moves the requests started since the last call into `out`.
+    pub fn drain_starts(&mut self, out: &mut Vec<crate::exchange::RequestStart>) {
+        out.append(&mut self.core.starts);
+    }
+
     /// Streams waiting for their responses.
     pub fn open_streams(&self) -> usize {
         self.core.open_streams()

@@ -10,7 +10,7 @@ use super::frame::DEFAULT_MAX_FRAME;
 use super::grpc;
 use super::hpack::Decoder;
 use super::reader::Ts;
-use crate::exchange::{HttpExchange, HttpVersion, Role, TraceHeaders};
+use crate::exchange::{HttpExchange, HttpVersion, RequestStart, Role, TraceHeaders};
 use crate::segment::Direction;
 
 /// A header block, as the reader saw it start.
@@ -76,6 +76,8 @@ pub(crate) struct Core {
     streams: Vec<Stream>,
     /// Highest stream id a request opened: a HEADERS on a lower unknown id is not a request.
     max_request_id: u32,
+    /// Requests started since the caller last drained them.
+    pub(crate) starts: Vec<RequestStart>,
     /// By block direction: the `SETTINGS_HEADER_TABLE_SIZE` of each SETTINGS frame its decoder's
     /// side sent and the encoder has not acknowledged yet.
     unacked: [VecDeque<Option<u32>>; 2],
@@ -104,6 +106,7 @@ impl Core {
             fields: [fields(), fields()],
             streams: Vec::new(),
             max_request_id: 0,
+            starts: Vec::new(),
             unacked: [VecDeque::new(), VecDeque::new()],
             reading_table_size: [None; 2],
             max_frame: [DEFAULT_MAX_FRAME; 2],
@@ -404,10 +407,12 @@ impl Core {
             request_body_size_unknown: false,
             response_body_size_unknown: false,
             stream_id: b.stream,
+            seq: u64::from(b.stream),
             grpc_status: None,
             grpc_message: None,
             reset_code: None,
         };
+        self.starts.push(RequestStart::of(&x));
         self.streams.push(Stream {
             id: b.stream,
             req_dir: dir,

@@ -347,8 +347,10 @@ pub(crate) fn expected(name: &str, side: Side) -> Vec<HttpExchange> {
             }
             if name == "hypercorn_upgrade" {
                 // Stream 1 is the HTTP/1.1 upgrade request: HTTP/1 keeps its `Host` and it has
-                // no stream-level request end beyond its head.
+                // no stream-level request end beyond its head. It keeps the sequence number of
+                // its HTTP/1 start marker.
                 x.stream_id = 1;
+                x.seq = 0;
             }
             x
         })

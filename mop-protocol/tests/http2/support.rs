@@ -249,6 +249,7 @@ pub(crate) fn exchange(
         request_body_size_unknown: false,
         response_body_size_unknown: false,
         stream_id: stream,
+        seq: u64::from(stream),
         grpc_status: None,
         grpc_message: None,
         reset_code: None,

@@ -3,6 +3,7 @@
 
 pub mod curl;
 pub mod grpc;
+pub mod netns;
 pub mod nginx;
 pub mod otlp;
 pub mod python;

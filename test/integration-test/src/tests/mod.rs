@@ -13,6 +13,7 @@ mod http1_server;
 mod http2;
 mod lifecycle;
 mod otlp;
+mod tcp_context;
 mod tls;
 mod trace_context;
 
