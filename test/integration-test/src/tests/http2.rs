@@ -8,8 +8,8 @@
 //! knowledge is one curl per request; the upgrade path reuses its connection.
 
 use super::{
-    MEASURED, Peer, Req, SPAN_WAIT, assert_count, assert_independent_roots, body_file, by_start,
-    check_client_span, check_server_span, check_timing, curl_reqs, ports_config,
+    MEASURED, Peer, Req, SPAN_WAIT, assert_count, assert_server_children_of_clients, body_file,
+    by_start, check_client_span, check_server_span, check_timing, curl_reqs, ports_config,
 };
 use crate::{
     agent::Agent,
@@ -95,8 +95,7 @@ fn check_both(
         assert_eq!(s.str_attr("url.scheme"), "http", "{s}");
         assert_eq!(c.str_attr("url.scheme"), "http", "{c}");
     }
-    assert_independent_roots(server);
-    assert_independent_roots(client);
+    assert_server_children_of_clients(server, client);
 }
 
 /// nginx 1.22 with `listen PORT http2` (cleartext, prior knowledge) and curl

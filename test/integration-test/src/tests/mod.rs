@@ -372,6 +372,33 @@ pub(crate) fn assert_independent_roots(spans: &[Span]) {
     }
 }
 
+/// Both ends of each call instrumented on this node (`servers[i]` answered `clients[i]`): the
+/// clients are unrelated roots (they sent no trace context), and each server span is either a
+/// child of its client's span, in its trace, or the root of a trace of its own: same-node
+/// pairing is not always made (README, "What mop cannot see"), but a server span never gets a
+/// wrong parent or another call's trace.
+pub(crate) fn assert_server_children_of_clients(servers: &[Span], clients: &[Span]) {
+    assert_count(servers, clients.len(), "server spans, one per client span");
+    assert_independent_roots(clients);
+    for (server, client) in servers.iter().zip(clients) {
+        let root = server.parent_span_id.is_empty()
+            && clients.iter().all(|c| c.trace_id != server.trace_id);
+        assert!(
+            root || server.is_child_of(client),
+            "server span is neither a root nor a child of its client span:\nclient {client}\nserver {server}"
+        );
+    }
+    let mut traces: Vec<&str> = servers.iter().map(|s| s.trace_id.as_str()).collect();
+    traces.sort_unstable();
+    traces.dedup();
+    assert_eq!(
+        traces.len(),
+        servers.len(),
+        "server spans share a trace:\n{}",
+        span::show(servers)
+    );
+}
+
 /// The request line and headers of a raw HTTP/1.1 request with no body.
 pub(crate) fn raw_get(method: &str, target: &str, port: u16) -> String {
     format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: mop-itest\r\n\r\n")
