@@ -83,6 +83,13 @@ class HttpHandler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        if self.path == "/v1/metrics":
+            # The shared endpoint also receives metrics: accepted and ignored.
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if self.headers.get("Content-Encoding", "") == "gzip":
             body = gzip.decompress(body)
         request = trace_service_pb2.ExportTraceServiceRequest()

@@ -87,6 +87,7 @@ pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
         lint_components()?;
         apt_packages()?;
         pip_packages()?;
+        node_packages()?;
         stop_system_services();
     }
     eprintln!("setup: done");
@@ -207,6 +208,23 @@ fn pip_packages() -> anyhow::Result<()> {
             ])
             .args(&missing),
     )
+}
+
+/// The Node peers' packages (`@grpc/grpc-js`), from `test/peers/node/package-lock.json`:
+/// `npm ci` when `node_modules` is missing.
+fn node_packages() -> anyhow::Result<()> {
+    let dir = cmd::workspace_root().join("test/peers/node");
+    if dir.join("node_modules").is_dir() {
+        return Ok(());
+    }
+    eprintln!("setup: installing the Node test peers' packages (npm ci)");
+    cmd::run(Command::new("npm").current_dir(&dir).args([
+        "ci",
+        "--no-audit",
+        "--no-fund",
+        "--loglevel=error",
+    ]))
+    .with_context(|| format!("npm ci in {}", dir.display()))
 }
 
 /// Debian starts nginx and Prometheus as services on install; the tests start their own

@@ -11,7 +11,7 @@ use mop_protocol::{Direction, HttpExchange, RequestStart};
 
 use super::{
     event::{RawEvent, socket_addrs},
-    parser::{ParseErrors, ParserLimits, Protocol, sniff},
+    parser::{ParseErrors, Parser, ParserLimits, Protocol, sniff},
     stream::{Alignment, StreamPosition, trim_front},
 };
 
@@ -324,6 +324,36 @@ impl ConnTracker {
             }
             keep
         });
+    }
+
+    /// Emits what the parsers of live connections stopped waiting for before `before_ns`
+    /// (monotonic): see [`Parser::expire`].
+    pub fn expire_waits(&mut self, before_ns: u64, emit: &mut impl FnMut(Observed)) {
+        let keys: Vec<Key> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.protocol, Protocol::Parsed(Parser::Http2(_))))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            let Some(conn) = self.conns.get_mut(&key) else {
+                continue;
+            };
+            if let Protocol::Parsed(parser) = &mut conn.protocol {
+                parser.expire(before_ns, &mut self.scratch);
+            }
+            let (local, remote, tls) = (conn.local, conn.remote, conn.tls);
+            for exchange in self.scratch.drain(..) {
+                emit(Observed::Done(ConnExchange {
+                    pid: key.pid,
+                    conn_id: key.conn_id,
+                    local,
+                    remote,
+                    exchange,
+                    tls,
+                }));
+            }
+        }
     }
 
     /// Drops connections idle since before `cutoff_ns` (monotonic), flushing what their parsers

@@ -130,6 +130,14 @@ impl Parser {
         }
     }
 
+    /// Emits what waits for an answer that did not come before `before_ns` (HTTP/2: gRPC
+    /// streams their client reset, whose server sent no status).
+    pub(crate) fn expire(&mut self, before_ns: u64, out: &mut Vec<HttpExchange>) {
+        if let Self::Http2(p) = self {
+            p.expire_resets(before_ns, out);
+        }
+    }
+
     /// Parse errors since the last call.
     pub(crate) fn take_errors(&mut self) -> ParseErrors {
         match self {

@@ -49,8 +49,10 @@ impl Default for Http2Limits {
 ///
 /// Feed it every captured segment of the connection, in order, with [`Http2Connection::feed`];
 /// it pushes an [`HttpExchange`] when a stream's response ends (`END_STREAM`), when a stream is
-/// reset, or when a GOAWAY abandons it. Call [`Http2Connection::on_close`] when the connection
-/// closes: it emits the streams still open, with what is known.
+/// reset, or when a GOAWAY abandons it. (A gRPC stream whose client reset it on the server's
+/// side waits for the server's answer: see [`Http2Connection::expire_resets`].) Call
+/// [`Http2Connection::on_close`] when the connection closes: it emits the streams still open,
+/// with what is known.
 ///
 /// The direction that sends the client preface (or, for a connection joined later, the first
 /// header block with `:method`) is the client's: a process that reads requests is the server
@@ -129,6 +131,18 @@ impl Http2Connection {
     /// what is known (`status: None` when no response was seen).
     pub fn on_close(&mut self, ts_ns: u64, out: &mut Vec<HttpExchange>) {
         self.core.close(ts_ns, out);
+    }
+
+    /// Emits the gRPC streams that the client reset before `before_ns` (monotonic, like the
+    /// segments' times) while their server had sent no status, and that the server has not
+    /// ended since.
+    ///
+    /// On the server's side of a connection, such a stream waits for the server: grpcio's
+    /// server still answers `DEADLINE_EXCEEDED` in trailers after the client's `RST_STREAM`, and
+    /// that status belongs in the server's span. A server that sends nothing more leaves the
+    /// status unknown; the caller bounds the wait by calling this now and then.
+    pub fn expire_resets(&mut self, before_ns: u64, out: &mut Vec<HttpExchange>) {
+        self.core.expire_resets(before_ns, out);
     }
 
     /// The counters so far.

@@ -46,6 +46,11 @@ pub(crate) struct Stream {
     resp_headers: bool,
     /// `content-length` of the request and of the response, used when DATA was lost.
     content_length: [Option<u64>; 2],
+    /// When the client reset this gRPC stream before its status was seen, on the server's
+    /// side of the connection: it waits a while for the server's own end of the stream, which
+    /// may still carry the status (grpcio's server answers `DEADLINE_EXCEEDED` in trailers
+    /// right after the client's `RST_STREAM`). See [`Core::expire_resets`].
+    client_reset: Option<u64>,
     x: HttpExchange,
 }
 
@@ -187,6 +192,7 @@ impl Core {
             req_ended: true,
             resp_headers: false,
             content_length: [None; 2],
+            client_reset: None,
             x,
         });
     }
@@ -279,6 +285,11 @@ impl Core {
         };
         let f = &self.fields[i];
         let s = &mut self.streams[at];
+        if s.client_reset.is_some() && s.req_dir == dir {
+            // The client's frames on a stream it reset are ignored, as if it were closed.
+            self.stats.untracked_frames += 1;
+            return;
+        }
         if s.req_dir == dir {
             // Request trailers.
             s.x.request_end_ns = end.exit;
@@ -408,6 +419,7 @@ impl Core {
             req_ended: b.end_stream,
             resp_headers: false,
             content_length: [f.number(Slot::ContentLength), None],
+            client_reset: None,
             x,
         });
     }
@@ -427,6 +439,17 @@ impl Core {
         };
         let s = &mut self.streams[at];
         let request = s.req_dir == dir;
+        if s.client_reset.is_some() {
+            if request {
+                // As in `headers`: the client reset it.
+                self.stats.untracked_frames += 1;
+            } else if end_stream {
+                // Sizes stay as they were at the reset (what a parser that missed the
+                // stream's gRPC content-type reports too); only the end counts.
+                self.complete(at, out);
+            }
+            return;
+        }
         let (body, unknown) = if request {
             s.x.request_end_ns = ts.exit;
             s.req_ended |= end_stream;
@@ -462,8 +485,18 @@ impl Core {
             self.stats.untracked_frames += 1;
             return;
         };
-        self.stats.resets += 1;
         let s = &mut self.streams[at];
+        if s.client_reset.is_some() {
+            if s.req_dir == dir {
+                // The client reset it again.
+                self.stats.untracked_frames += 1;
+            } else {
+                // The server ends it without a status.
+                self.complete(at, out);
+            }
+            return;
+        }
+        self.stats.resets += 1;
         s.x.reset_code = Some(code);
         s.x.response_end_ns = ts.exit;
         let by_server = s.req_dir != dir;
@@ -474,7 +507,25 @@ impl Core {
         if by_server && is_grpc && s.x.grpc_status.is_none() {
             s.x.grpc_status = grpc::status_from_server_reset(code);
         }
+        if !by_server && is_grpc && s.x.grpc_status.is_none() && s.x.role == Role::Server {
+            // What the server does next decides its span's status: see `expire_resets`.
+            s.client_reset = Some(ts.exit);
+            return;
+        }
         self.complete(at, out);
+    }
+
+    /// Emits the streams that the client reset before `before_ns` and whose server has not
+    /// ended them since (with a status, `END_STREAM` or its own `RST_STREAM`): the server is
+    /// not going to answer, so the status stays unknown.
+    pub(crate) fn expire_resets(&mut self, before_ns: u64, out: &mut Vec<HttpExchange>) {
+        while let Some(at) = self
+            .streams
+            .iter()
+            .position(|s| s.client_reset.is_some_and(|t| t < before_ns))
+        {
+            self.complete(at, out);
+        }
     }
 
     /// `dir`'s sender will process no stream of its peer above `last`.
@@ -568,9 +619,12 @@ impl Core {
 
     /// The connection closed at `ts`: every open stream is emitted, in id order.
     pub(crate) fn close(&mut self, ts: u64, out: &mut Vec<HttpExchange>) {
-        while !self.streams.is_empty() {
-            self.stats.record(ParseError::IncompleteAtClose);
-            self.streams[0].x.response_end_ns = ts;
+        while let Some(s) = self.streams.first_mut() {
+            if s.client_reset.is_none() {
+                // A stream the client reset is complete: its server just sent nothing more.
+                self.stats.record(ParseError::IncompleteAtClose);
+                s.x.response_end_ns = ts;
+            }
             self.complete(0, out);
         }
     }

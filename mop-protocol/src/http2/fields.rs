@@ -167,7 +167,15 @@ impl FieldSink for BlockFields {
             self.unknown += 1;
             return;
         }
-        if self.slots[slot as usize].is_none() {
+        if self.slots[slot as usize].is_some() {
+            // A kept field twice (a malformed block for pseudo-header fields, RFC 9113 section
+            // 8.3): which one counts is not known, so the block is flagged. Otherwise a parser
+            // that could not decode the first would keep the second, and disagree with one
+            // that could.
+            self.unknown += 1;
+            return;
+        }
+        {
             let v = &value[..value.len().min(MAX_VALUE)];
             self.path_cut |= slot == Slot::Path && v.len() < value.len();
             let start = self.arena.len() as u32;
@@ -192,14 +200,16 @@ mod tests {
         assert!(!f.wants_value(b"user-agent"));
         assert!(!f.wants_value(b"grpc-message"));
         f.field(Some(b":path"), Some(b"/a"));
-        f.field(Some(b":path"), Some(b"/b"));
         f.field(Some(b"user-agent"), None);
         f.field(Some(b":status"), Some(b"204"));
         f.field(Some(b"grpc-status"), Some(b"x"));
         assert!(f.complete());
+        // A second `:path`: the first is kept, and the block is no longer complete.
+        f.field(Some(b":path"), Some(b"/b"));
+        assert!(!f.complete());
         f.field(None, None);
         f.field(Some(b":authority"), None);
-        assert_eq!(f.unknown, 2);
+        assert_eq!(f.unknown, 3);
         assert_eq!(f.get(Slot::Path), Some(&b"/a"[..]));
         assert_eq!(f.number(Slot::Status), Some(204));
         assert_eq!(f.number(Slot::GrpcStatus), None);

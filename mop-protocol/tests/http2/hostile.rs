@@ -282,13 +282,14 @@ fn resets() {
             .concat(),
         )
     };
-    // The client cancels stream 1 (a deadline): status unknown, the reset code kept.
+    // The client cancels stream 1 (a deadline): it waits for its server.
     c.feed(Direction::Ingress, &seg(&grpc(1)), &mut out);
     c.feed(
         Direction::Ingress,
         &seg(&frame(3, 0, 1, &[0, 0, 0, 8])),
         &mut out,
     );
+    assert!(out.is_empty(), "waits for the server's answer");
     // The server refuses stream 3: gRPC maps REFUSED_STREAM to UNAVAILABLE.
     c.feed(Direction::Ingress, &seg(&grpc(3)), &mut out);
     c.feed(
@@ -302,15 +303,116 @@ fn resets() {
         &seg(&frame(3, 0, 3, &[0, 0, 0, 0])),
         &mut out,
     );
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].reset_code, out[0].grpc_status), (Some(7), Some(14)));
+    // The server never answered stream 1: once the wait is over, it goes out with its status
+    // unknown and the reset code kept (the segments' exit time is 2).
+    c.expire_resets(2, &mut out);
+    assert_eq!(out.len(), 1, "reset at 2, not before 2");
+    c.expire_resets(3, &mut out);
     assert_eq!(out.len(), 2);
     assert_eq!(
-        (out[0].reset_code, out[0].grpc_status, out[0].status),
+        (out[1].reset_code, out[1].grpc_status, out[1].status),
         (Some(8), None, None)
     );
-    assert_eq!((out[1].reset_code, out[1].grpc_status), (Some(7), Some(14)));
     assert!(out.iter().all(|x| x.is_grpc() && x.target == "/p.S/M"));
     let s = c.take_stats();
     assert_eq!((s.resets, s.untracked_frames), (2, 1));
+}
+
+/// grpcio's server answers a call whose client reset it at the deadline with trailers-only
+/// `grpc-status: 4` (then its own `RST_STREAM NO_ERROR`): the server's span carries 4. On the
+/// client's side of a connection, its own reset ends the call at once, status unknown.
+#[test]
+fn status_sent_after_the_clients_reset() {
+    let request = |s: u32| {
+        frame(
+            1,
+            0x4,
+            s,
+            &[
+                vec![0x83, 0x86],
+                lit_named(4, "/p.S/Slow"),
+                lit_named(31, "application/grpc"),
+            ]
+            .concat(),
+        )
+    };
+    let trailers_only = |s: u32| {
+        frame(
+            1,
+            0x5,
+            s,
+            &[
+                vec![0x88],
+                lit_named(31, "application/grpc"),
+                lit("grpc-status", "4"),
+                lit("grpc-message", "Deadline Exceeded"),
+            ]
+            .concat(),
+        )
+    };
+    let cancel = frame(3, 0, 1, &[0, 0, 0, 8]);
+    let no_error = frame(3, 0, 1, &[0, 0, 0, 0]);
+    let window_update = frame(8, 0, 0, &[0, 0, 0, 9]);
+    // Server side: the trailers and the server's reset in one write, after the client's reset.
+    let (mut c, mut out) = server();
+    c.feed(Direction::Ingress, &seg(&request(1)), &mut out);
+    c.feed(Direction::Ingress, &seg(&cancel), &mut out);
+    c.feed(
+        Direction::Egress,
+        &seg(&[trailers_only(1), no_error.clone(), window_update.clone()].concat()),
+        &mut out,
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        (out[0].status, out[0].grpc_status, out[0].reset_code),
+        (Some(200), Some(4), Some(8))
+    );
+    assert_eq!(c.take_stats().resets, 1);
+    // Server side, a server that sends nothing for the stream: the wait ends (the caller's
+    // clock), status unknown; so does the connection's close, without an error. The client's
+    // frames on the stream it reset are ignored meanwhile.
+    let (mut c, mut out) = server();
+    c.feed(Direction::Ingress, &seg(&request(1)), &mut out);
+    c.feed(Direction::Ingress, &seg(&cancel), &mut out);
+    c.feed(Direction::Egress, &seg(&window_update), &mut out);
+    c.feed(
+        Direction::Ingress,
+        &seg(&frame(0, 1, 1, &[0, 0, 0, 0, 0])),
+        &mut out,
+    );
+    assert!(out.is_empty());
+    c.expire_resets(100, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        (
+            out[0].grpc_status,
+            out[0].reset_code,
+            out[0].request_body_size
+        ),
+        (None, Some(8), 0)
+    );
+    c.feed(Direction::Ingress, &seg(&request(3)), &mut out);
+    c.feed(
+        Direction::Ingress,
+        &seg(&frame(3, 0, 3, &[0, 0, 0, 8])),
+        &mut out,
+    );
+    c.on_close(9, &mut out);
+    assert_eq!(out.len(), 2);
+    assert_eq!((out[1].grpc_status, out[1].reset_code), (None, Some(8)));
+    assert_eq!(c.take_stats().count(ParseError::IncompleteAtClose), 0);
+    // Client side: the client's own reset ends its call; the late trailers change nothing.
+    let mut c = Http2Connection::default();
+    let mut out = Vec::new();
+    c.feed(Direction::Egress, &seg(&preface()), &mut out);
+    c.feed(Direction::Egress, &seg(&request(1)), &mut out);
+    c.feed(Direction::Egress, &seg(&cancel), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].grpc_status, out[0].reset_code), (None, Some(8)));
+    c.feed(Direction::Ingress, &seg(&trailers_only(1)), &mut out);
+    assert_eq!(out.len(), 1);
 }
 
 #[test]

@@ -8,7 +8,9 @@
 //! - [`agent`]: start the agent with a YAML config, wait for `ready`, stop it with a signal and
 //!   collect the spans it printed (`trace_printer: json`), or run it to a failing exit;
 //! - [`span`]: the printed spans, their fields checked against the contract;
-//! - [`peers`]: nginx, Python servers, curl and a raw client;
+//! - [`peers`]: nginx, Python servers (HTTP/1, HTTPS, HTTP/2), gRPC servers and clients
+//!   (grpcio, Node), curl, a raw client and throwaway TLS certificates;
+//! - [`metrics`]: the agent's Prometheus endpoint, scraped;
 //! - [`bpf`]: which BPF programs are loaded and who holds them;
 //! - [`util`]: temporary directories, ports, bounded waits, clocks.
 //!
@@ -16,6 +18,7 @@
 
 pub mod agent;
 pub mod bpf;
+pub mod metrics;
 pub mod peers;
 pub mod span;
 pub mod util;

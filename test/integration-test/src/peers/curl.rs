@@ -3,8 +3,10 @@
 //! `-w '%{json}'`.
 
 use std::{
+    io::Read,
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    thread,
     time::Duration,
 };
 
@@ -89,6 +91,17 @@ impl Transfer {
         self
     }
 
+    /// Adds curl options as given (e.g. `--http2-prior-knowledge`, `--cacert FILE`).
+    #[must_use]
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
     /// The URL.
     pub fn url(&self) -> &str {
         &self.url
@@ -113,6 +126,8 @@ pub struct TransferResult {
     pub time_total_nanos: u64,
     /// New connections this transfer opened (0 when it reused one).
     pub num_connects: i64,
+    /// The HTTP version of the final response as curl reports it (`1.1`, `2`).
+    pub http_version: String,
 }
 
 /// One curl invocation: its pid, its wall-clock window and each transfer's measurements.
@@ -168,20 +183,42 @@ pub fn curl(transfers: &[Transfer]) -> CurlRun {
     let start_unix_nano = util::unix_nanos();
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("starting curl: {e}"));
     let pid = child.id();
-    let Some(_) = util::wait_child(&mut child, CURL_TIMEOUT) else {
+    // Drained while curl runs: many transfers print more than a pipe holds.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let Some(status) = util::wait_child(&mut child, CURL_TIMEOUT) else {
         let _ = child.kill();
         let _ = child.wait();
         panic!("curl did not finish within {CURL_TIMEOUT:?}: {cmd:?}");
     };
     let end_unix_nano = util::unix_nanos();
-    let out = child.wait_with_output().expect("collecting curl's output");
+    let stdout = stdout.join().expect("curl's stdout reader");
+    let stderr = stderr.join().expect("curl's stderr reader");
     assert!(
-        out.status.success(),
-        "curl failed ({}): {}\n{cmd:?}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+        status.success(),
+        "curl failed ({status}): {}\n{cmd:?}",
+        String::from_utf8_lossy(&stderr)
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&stdout);
     let results: Vec<TransferResult> = stdout
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -225,5 +262,6 @@ fn parse_result(line: &str) -> TransferResult {
         size_upload: int("size_upload"),
         time_total_nanos,
         num_connects: int("num_connects"),
+        http_version: json["http_version"].as_str().unwrap_or_default().to_owned(),
     }
 }

@@ -2,8 +2,10 @@
 //! that drive them (curl, a raw socket client). Every peer is stopped when dropped.
 
 pub mod curl;
+pub mod grpc;
 pub mod netns;
 pub mod nginx;
 pub mod otlp;
 pub mod python;
 pub mod raw;
+pub mod tls;

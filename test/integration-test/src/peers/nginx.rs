@@ -6,6 +6,7 @@ use std::{
     time::Duration,
 };
 
+use super::tls::Certs;
 use crate::util::{self, TempDir};
 
 /// `/small.html`: a static file of [`SMALL_SIZE`] bytes.
@@ -37,7 +38,7 @@ pub const FAIL_PATH: &str = "/fail";
 pub const MISSING_PATH: &str = "/missing";
 
 /// How to run nginx.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct NginxOptions {
     /// `worker_processes`.
     pub workers: usize,
@@ -46,6 +47,10 @@ pub struct NginxOptions {
     pub reuseport: bool,
     /// The port, or `None` for a free one.
     pub port: Option<u16>,
+    /// `listen ... http2`: HTTP/2 (with prior knowledge on cleartext, ALPN `h2` over TLS).
+    pub http2: bool,
+    /// `listen ... ssl` with this certificate and key (nginx's own libssl).
+    pub tls: Option<Certs>,
 }
 
 impl Default for NginxOptions {
@@ -54,6 +59,8 @@ impl Default for NginxOptions {
             workers: 1,
             reuseport: false,
             port: None,
+            http2: false,
+            tls: None,
         }
     }
 }
@@ -62,6 +69,9 @@ impl Default for NginxOptions {
 pub struct Nginx {
     /// The port it listens on (127.0.0.1).
     pub port: u16,
+    scheme: &'static str,
+    /// Kept while nginx runs (its certificate files).
+    _certs: Option<Certs>,
     master: Child,
     workers: Vec<u32>,
     dir: TempDir,
@@ -84,7 +94,7 @@ impl Nginx {
         dir.write("root/small.html", util::pattern(SMALL_SIZE));
         dir.write("root/big.bin", util::pattern(BIG_SIZE));
         dir.write("tmp/.keep", "");
-        let conf = config(&dir, port, options);
+        let conf = config(&dir, port, &options);
         let conf_path = dir.write("nginx.conf", conf);
         let error_log = dir.path().join("error.log");
         let master = Command::new(util::which("nginx"))
@@ -99,29 +109,35 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("starting nginx: {e}"));
+        let workers = options.workers;
         let mut nginx = Self {
             port,
+            scheme: if options.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
+            _certs: options.tls,
             master,
             workers: Vec::new(),
             dir,
         };
         let master_pid = nginx.master.id();
         let up = util::wait_until(Duration::from_secs(10), || {
-            util::port_open(port) && util::children(master_pid).len() == options.workers
+            util::port_open(port) && util::children(master_pid).len() == workers
         });
         assert!(
             up,
-            "nginx did not start on port {port} with {} workers within 10 s; error.log:\n{}",
-            options.workers,
+            "nginx did not start on port {port} with {workers} workers within 10 s; error.log:\n{}",
             std::fs::read_to_string(&error_log).unwrap_or_default()
         );
         nginx.workers = util::children(master_pid);
         nginx
     }
 
-    /// `http://127.0.0.1:PORT{path}`.
+    /// `http://127.0.0.1:PORT{path}` (`https://` with TLS).
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("{}://127.0.0.1:{}{path}", self.scheme, self.port)
     }
 
     /// The master's pid (it serves no request).
@@ -158,9 +174,18 @@ impl Drop for Nginx {
     }
 }
 
-fn config(dir: &TempDir, port: u16, options: NginxOptions) -> String {
+fn config(dir: &TempDir, port: u16, options: &NginxOptions) -> String {
     let d = dir.path().display();
     let reuseport = if options.reuseport { " reuseport" } else { "" };
+    let ssl = if options.tls.is_some() { " ssl" } else { "" };
+    let http2 = if options.http2 { " http2" } else { "" };
+    let certificates = options.tls.as_ref().map_or_else(String::new, |certs| {
+        format!(
+            "ssl_certificate {};\n        ssl_certificate_key {};\n",
+            certs.cert().display(),
+            certs.key().display()
+        )
+    });
     let mut conf = String::new();
     let _ = write!(
         conf,
@@ -184,8 +209,8 @@ http {{
     uwsgi_temp_path {d}/tmp/uwsgi;
     scgi_temp_path {d}/tmp/scgi;
     server {{
-        listen 127.0.0.1:{port}{reuseport};
-        root {d}/root;
+        listen 127.0.0.1:{port}{reuseport}{ssl}{http2};
+        {certificates}root {d}/root;
         location = {ok} {{ return 200 "ok\n"; }}
         location = {upload} {{
             client_body_in_single_buffer on;

@@ -1,13 +1,16 @@
-//! Python servers: the standard library's `http.server` and `test/peers/http11_server.py`.
+//! Python servers: the standard library's `http.server`, `test/peers/http11_server.py`, the
+//! same over `ssl` (`test/peers/https_server.py`) and a hypercorn HTTP/2 server
+//! (`test/peers/h2c_server.py`).
 
 use std::{
-    io::{BufRead as _, BufReader},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
+    io::{BufRead as _, BufReader, Write as _},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::mpsc::{self, Receiver},
     thread,
     time::Duration,
 };
 
+use super::tls::Certs;
 use crate::util::{self, TempDir};
 
 /// The file `http.server` serves at `/file.txt`.
@@ -19,7 +22,10 @@ pub const FILE_SIZE: i64 = 777;
 pub struct PythonServer {
     /// The port it listens on (127.0.0.1).
     pub port: u16,
+    scheme: &'static str,
     child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
     _dir: TempDir,
 }
 
@@ -64,22 +70,86 @@ impl PythonServer {
         })
     }
 
+    /// `test/peers/https_server.py`: the endpoints of [`PythonServer::http11`] over TLS with
+    /// `certs`, libssl loaded from the start.
+    pub fn https(certs: &Certs) -> Self {
+        Self::https_server(certs, false)
+    }
+
+    /// [`PythonServer::https`] started WITHOUT libssl: it listens with a plain socket and
+    /// loads `ssl` (and starts serving HTTPS) only at [`PythonServer::load_tls`].
+    pub fn https_late(certs: &Certs) -> Self {
+        Self::https_server(certs, true)
+    }
+
+    fn https_server(certs: &Certs, late: bool) -> Self {
+        let dir = TempDir::new("pyhttps");
+        let mut cmd = Command::new("python3");
+        cmd.arg("-u")
+            .arg(util::peers_dir().join("https_server.py"))
+            .arg(certs.dir());
+        if late {
+            cmd.arg("--late");
+        }
+        let mut server = Self::spawn(cmd, dir, |line| {
+            line.strip_prefix("port ")?.trim().parse().ok()
+        });
+        server.scheme = "https";
+        server
+    }
+
+    /// Tells an [`PythonServer::https_late`] server to import `ssl` and serve HTTPS; returns
+    /// once it says it does.
+    pub fn load_tls(&mut self) {
+        let stdin = self.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "go")
+            .and_then(|()| stdin.flush())
+            .expect("telling the server to load ssl");
+        let answer = self.lines.recv_timeout(Duration::from_secs(10));
+        assert_eq!(
+            answer.as_deref(),
+            Ok("tls"),
+            "https_server.py did not start TLS"
+        );
+    }
+
+    /// `test/peers/h2c_server.py`: hypercorn on cleartext, HTTP/1.1, HTTP/2 with prior
+    /// knowledge and the `Upgrade: h2c` path.
+    pub fn h2c() -> Self {
+        let dir = TempDir::new("h2c");
+        let mut cmd = Command::new("python3");
+        cmd.arg("-u").arg(util::peers_dir().join("h2c_server.py"));
+        Self::spawn(cmd, dir, |line| {
+            line.strip_prefix("port ")?.trim().parse().ok()
+        })
+    }
+
     fn spawn(mut cmd: Command, dir: TempDir, port_of: fn(&str) -> Option<u16>) -> Self {
         cmd.env_remove("PYTHONSTARTUP")
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
         let stdout = child.stdout.take().expect("piped stdout");
+        let stdin = child.stdin.take();
         let (tx, rx) = mpsc::channel();
-        // Reads the line with the port, then keeps draining stdout until the server exits.
+        let (lines_tx, lines) = mpsc::channel();
+        // Reads the line with the port, then passes on every later line until the server
+        // exits.
         thread::spawn(move || {
+            let mut port_seen = false;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(port) = port_of(&line) {
-                    let _ = tx.send(port);
+                match port_of(&line) {
+                    Some(port) if !port_seen => {
+                        port_seen = true;
+                        let _ = tx.send(port);
+                    }
+                    _ => {
+                        let _ = lines_tx.send(line);
+                    }
                 }
             }
         });
@@ -90,14 +160,17 @@ impl PythonServer {
         util::wait_for_port(port, Duration::from_secs(10), "the Python server");
         Self {
             port,
+            scheme: "http",
             child,
+            stdin,
+            lines,
             _dir: dir,
         }
     }
 
-    /// `http://127.0.0.1:PORT{path}`.
+    /// `http://127.0.0.1:PORT{path}` (`https://` for the TLS servers).
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("{}://127.0.0.1:{}{path}", self.scheme, self.port)
     }
 
     /// The server's pid (threads included: one process).
@@ -113,6 +186,7 @@ impl PythonServer {
 
 impl Drop for PythonServer {
     fn drop(&mut self) {
+        drop(self.stdin.take());
         util::terminate(&mut self.child, libc::SIGTERM);
     }
 }
