@@ -39,11 +39,7 @@ fn start(pid: u32, conn: u64, seq: u64, role: Role, tid: u32, peer: bool) -> Con
 }
 
 fn key(pid: u32, conn: u64, seq: u64) -> CtxKey {
-    CtxKey {
-        pid,
-        conn_id: conn,
-        seq,
-    }
+    CtxKey::new(pid, conn, seq)
 }
 
 #[test]

@@ -27,7 +27,7 @@ fn nginx_peer() {
     let nginx = Nginx::start_with(NginxOptions {
         workers: 4,
         reuseport: true,
-        port: None,
+        ..NginxOptions::default()
     });
     assert_eq!(nginx.worker_pids().len(), 4);
     assert!(!nginx.worker_pids().contains(&nginx.master_pid()));

@@ -85,7 +85,7 @@ fn nginx_four_workers() {
     let nginx = Nginx::start_with(NginxOptions {
         workers: 4,
         reuseport: true,
-        port: None,
+        ..NginxOptions::default()
     });
     assert_eq!(nginx.worker_pids().len(), 4);
     let agent = Agent::start(&ports_config(&nginx.port.to_string()), &[]);
