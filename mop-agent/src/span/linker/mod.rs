@@ -3,7 +3,11 @@
 //! Every request gets its ids when it *starts* (its head is parsed), so that a call made while
 //! serving it can point at it before it completes:
 //! - a server request with a `traceparent` (or B3) header joins the caller's trace;
-//! - a server request whose client is instrumented on this node (the other end of the same TCP
+//! - else, with TCP-option propagation, a server request whose caller's context came in a TCP
+//!   option joins that trace as a child of the caller's span, and a client request made while
+//!   the kernel saw its thread serving a request is that request's child; a request the kernel
+//!   gave ids keeps its span id (the far end already knows it), and a root its trace id;
+//! - else a server request whose client is instrumented on this node (the other end of the same TCP
 //!   connection) becomes a child of that client request: the request with the same sequence
 //!   number on that connection (HTTP/1 request order, the HTTP/2 stream id), so that a request
 //!   one end saw and the other did not can never shift the pairs. The two starts may arrive in
@@ -107,6 +111,8 @@ struct Ctx {
     /// Where it waits for the other end's start (`clients_waiting` for a client,
     /// `servers_waiting` for a server).
     waiting_as: Option<PairKey>,
+    /// The trace id the kernel gave the request (TCP-option propagation): a root keeps it.
+    kernel_trace: Option<TraceId>,
 }
 
 /// The two ends of a connection as `(client, server)`, the HTTP/2 stream, and the request's
@@ -161,8 +167,12 @@ impl Linker {
         }
         let key = CtxKey::new(s.pid, s.conn_id, s.start.seq);
         self.retire(&key);
+        // The kernel's span id already travelled in the request's first packet.
+        let span_id = s
+            .kernel_ctx
+            .map_or_else(|| self.ids.span_id(), |k| SpanId(k.span_id));
         let ctx = Ctx {
-            span_id: self.ids.span_id(),
+            span_id,
             parent: None,
             trace: None,
             waiting: Vec::new(),
@@ -170,6 +180,7 @@ impl Linker {
             created: now,
             active_on: None,
             waiting_as: None,
+            kernel_trace: s.kernel_ctx.map(|k| TraceId(k.trace_id)),
         };
         self.contexts.insert(key, ctx);
         let mut settled = Vec::new();
@@ -188,19 +199,31 @@ impl Linker {
         settled: &mut Vec<CtxKey>,
     ) {
         let pair = (s.remote, s.local, s.start.stream_id, s.start.seq);
-        let from_headers = parent_from_headers(&s.start.trace_headers);
-        if let Some(p) = from_headers {
+        let kernel_parent = s.kernel_ctx.and_then(|k| nonzero_span(k.parent_span_id));
+        let resolved = if let Some(p) = parent_from_headers(&s.start.trace_headers) {
             self.join_remote(key, &p);
-        } else if s.peer_tracked {
+            true
+        } else if let (Some(k), Some(parent)) = (s.kernel_ctx, kernel_parent) {
+            // The caller's context arrived in a TCP option.
+            self.join_kernel(key, TraceId(k.trace_id), parent, settled);
+            true
+        } else {
+            false
+        };
+        if s.peer_tracked {
+            // Pair with the instrumented client's start even when the parent is known, so
+            // that neither end is left waiting for the other.
             if let Some(client) = self.take_waiting(Waiting::Client, &pair) {
-                self.link(key, client, settled);
+                if !resolved {
+                    self.link(key, client, settled);
+                }
             } else {
-                if let Some(c) = self.contexts.get_mut(&key) {
+                if !resolved && let Some(c) = self.contexts.get_mut(&key) {
                     c.awaiting_peer = Some(now + PEER_WAIT);
                 }
                 self.wait(Waiting::Server, pair, key);
             }
-        } else {
+        } else if !resolved {
             self.make_root(key, settled);
         }
         let thread = (s.pid, s.start.tid);
@@ -215,9 +238,16 @@ impl Linker {
             .active
             .get(&(s.pid, s.start.tid))
             .and_then(|list| list.last().copied());
+        let kernel_parent = s.kernel_ctx.and_then(|k| nonzero_span(k.parent_span_id));
         if let Some(p) = parent_from_headers(&s.start.trace_headers) {
             // The application propagates context itself: its span is the parent.
             self.join_remote(key, &p);
+        } else if let (Some(k), Some(parent)) = (s.kernel_ctx, kernel_parent) {
+            // The kernel saw the thread serving `parent` when the call started.
+            match self.active_with_span(s.pid, s.start.tid, parent) {
+                Some(active) => self.link(key, active, settled),
+                None => self.join_kernel(key, TraceId(k.trace_id), parent, settled),
+            }
         } else if let Some(server) = served {
             self.link(key, server, settled);
         } else {
@@ -227,10 +257,14 @@ impl Linker {
         // `accept` the connection after this request was written.
         let pair = (s.local, s.remote, s.start.stream_id, s.start.seq);
         if let Some(waiting) = self.take_waiting(Waiting::Server, &pair) {
-            if let Some(c) = self.contexts.get_mut(&waiting) {
-                c.awaiting_peer = None;
+            // A server that already knows its parent (header or TCP option) only pairs.
+            let awaiting = self
+                .contexts
+                .get_mut(&waiting)
+                .and_then(|c| c.awaiting_peer.take());
+            if awaiting.is_some() {
+                self.link(waiting, key, settled);
             }
-            self.link(waiting, key, settled);
         } else if s.peer_tracked || self.clients_waiting.len() < MAX_CLIENTS_WAITING {
             self.wait(Waiting::Client, pair, key);
         }
@@ -334,9 +368,45 @@ impl Linker {
         }
     }
 
-    /// Starts a new trace at `key`.
+    /// Joins the trace the kernel gave a request, as a child of `parent`; the sampling decision
+    /// is taken on the trace id, so every agent on the path takes the same one.
+    fn join_kernel(
+        &mut self,
+        key: CtxKey,
+        trace_id: TraceId,
+        parent: SpanId,
+        settled: &mut Vec<CtxKey>,
+    ) {
+        if let Some(c) = self.contexts.get_mut(&key) {
+            c.parent = Some(parent);
+        }
+        let flags = self.sampler.flags_for_root(&trace_id);
+        self.settle(
+            key,
+            &Trace {
+                id: trace_id,
+                flags,
+                state: None,
+            },
+            settled,
+        );
+    }
+
+    /// The active server request of thread `(pid, tid)` whose span is `span`.
+    fn active_with_span(&self, pid: u32, tid: u32, span: SpanId) -> Option<CtxKey> {
+        self.active
+            .get(&(pid, tid))?
+            .iter()
+            .rev()
+            .copied()
+            .find(|k| self.contexts.get(k).is_some_and(|c| c.span_id == span))
+    }
+
+    /// Starts a new trace at `key`, with the kernel's trace id when it gave one (so that the
+    /// trace continues on the far side of the TCP option).
     fn make_root(&mut self, key: CtxKey, settled: &mut Vec<CtxKey>) {
-        let id = self.ids.trace_id();
+        let kernel = self.contexts.get(&key).and_then(|c| c.kernel_trace);
+        let id = kernel.unwrap_or_else(|| self.ids.trace_id());
         let flags = self.sampler.flags_for_root(&id);
         self.settle(
             key,
@@ -500,6 +570,11 @@ impl Linker {
 enum Waiting {
     Client,
     Server,
+}
+
+/// A span id, unless it is all zeros (none).
+fn nonzero_span(id: [u8; 8]) -> Option<SpanId> {
+    (id != [0; 8]).then_some(SpanId(id))
 }
 
 /// A request's start marker, for tests.

@@ -82,8 +82,7 @@ impl PythonServer {
     pub fn chain_http(backend: Option<&str>, service: &str) -> Self {
         let mut cmd = Command::new("python3");
         cmd.env("OTEL_SERVICE_NAME", service);
-        cmd.arg("-u")
-            .arg(util::peers_dir().join("chain_http.py"));
+        cmd.arg("-u").arg(util::peers_dir().join("chain_http.py"));
         if let Some(backend) = backend {
             cmd.args(["--backend", backend]);
         }
@@ -109,8 +108,7 @@ impl PythonServer {
     pub fn chain_grpc(backend: Option<&str>, service: &str) -> Self {
         let mut cmd = Command::new("python3");
         cmd.env("OTEL_SERVICE_NAME", service);
-        cmd.arg("-u")
-            .arg(util::peers_dir().join("chain_grpc.py"));
+        cmd.arg("-u").arg(util::peers_dir().join("chain_grpc.py"));
         if let Some(backend) = backend {
             cmd.args(["--backend", backend]);
         }

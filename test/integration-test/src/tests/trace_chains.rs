@@ -166,10 +166,7 @@ pub(crate) struct ChainReport {
 
 impl ChainReport {
     /// Complete chains in percent.
-    #[expect(
-        clippy::cast_precision_loss,
-        reason = "request counts are tiny"
-    )]
+    #[expect(clippy::cast_precision_loss, reason = "request counts are tiny")]
     pub(crate) fn percent_complete(&self) -> f64 {
         100.0 * self.complete as f64 / self.requests.max(1) as f64
     }
@@ -466,10 +463,7 @@ impl Load {
             .map(|c| {
                 (0..self.per_client)
                     .map(|i| {
-                        let q = query(
-                            self.sequential + c * self.per_client + i,
-                            self.delay_ms,
-                        );
+                        let q = query(self.sequential + c * self.per_client + i, self.delay_ms);
                         let t = Transfer::get(url_of(&q));
                         queries.push(q);
                         t

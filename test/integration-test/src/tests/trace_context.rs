@@ -308,7 +308,11 @@ fn red_counts(text: &str, curl_service: &str) -> [u64; 4] {
         metric_sum(text, "http_server_request_duration_seconds_count", FRONTEND),
         metric_sum(text, "http_client_request_duration_seconds_count", FRONTEND),
         metric_sum(text, "http_server_request_duration_seconds_count", BACKEND),
-        metric_sum(text, "http_client_request_duration_seconds_count", curl_service),
+        metric_sum(
+            text,
+            "http_client_request_duration_seconds_count",
+            curl_service,
+        ),
     ]
 }
 
