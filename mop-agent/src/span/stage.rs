@@ -64,11 +64,7 @@ pub struct SpanStage {
 }
 
 fn key_of(cx: &ConnExchange) -> CtxKey {
-    CtxKey {
-        pid: cx.pid,
-        conn_id: cx.conn_id,
-        seq: cx.exchange.seq,
-    }
+    CtxKey::new(cx.pid, cx.conn_id, cx.exchange.seq)
 }
 
 impl SpanStage {
@@ -152,6 +148,19 @@ impl SpanStage {
         }
         match o {
             Observed::Start(s) => {
+                // A connection id seen again while a span of it is held: the kernel recycled
+                // the socket of a closed connection. The held span moves aside with its
+                // context, so the new request cannot take its place.
+                let key = CtxKey::new(s.pid, s.conn_id, s.start.seq);
+                if let Some(held) = self.unsettled.remove(&key) {
+                    match self.linker.retire(&key) {
+                        Some(retired) => {
+                            self.unsettled.insert(retired, held);
+                        }
+                        // Its context is gone (evicted): it can only start a trace.
+                        None => self.emit(&key, &held, sink),
+                    }
+                }
                 let settled = self.linker.on_start(&s, Instant::now());
                 self.release(&settled, sink);
             }

@@ -3,10 +3,17 @@
 //! Every request gets its ids when it *starts* (its head is parsed), so that a call made while
 //! serving it can point at it before it completes:
 //! - a server request with a `traceparent` (or B3) header joins the caller's trace;
-//! - a server request whose client is instrumented on this node (the other end of the same TCP
-//!   connection) becomes a child of that client request, matched in order on the connection
-//!   (by stream on HTTP/2); the two starts may arrive in either order, so a server start waits
-//!   a little for its client's;
+//! - else, with TCP-option propagation, a server request whose caller's context came in a TCP
+//!   option joins that trace as a child of the caller's span, and a client request made while
+//!   the kernel saw its thread serving a request is that request's child; a request the kernel
+//!   gave ids keeps its span id (the far end already knows it), and a root its trace id;
+//! - else a server request whose client is instrumented on this node (the other end of the same TCP
+//!   connection) becomes a child of that client request: the request with the same sequence
+//!   number on that connection (HTTP/1 request order, the HTTP/2 stream id), so that a request
+//!   one end saw and the other did not can never shift the pairs. The two starts may arrive in
+//!   either order: a client's first request is often read before its server's `accept`
+//!   returns, so every client start waits a little for its server's (whether or not that end
+//!   is known yet), and a server start waits a little for its client's;
 //! - a client request made while a server request is active on the same thread becomes its
 //!   child (exact for thread-per-request servers; for event loops it is the most recent
 //!   request still being served on that thread);
@@ -16,7 +23,7 @@
 //! the span stage and released when it settles. Every table is bounded.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     net::SocketAddr,
     time::{Duration, Instant},
 };
@@ -37,8 +44,9 @@ pub const PEER_WAIT: Duration = Duration::from_millis(500);
 const MAX_CONTEXTS: usize = 65_536;
 /// A context whose request never completes is forgotten after this long.
 const CONTEXT_TTL: Duration = Duration::from_mins(5);
-/// Unmatched starts kept per connection pair.
-const MAX_PER_PAIR: usize = 256;
+/// Client starts kept waiting for a server end that is not known yet (a server end that is
+/// known always gets its entry).
+const MAX_CLIENTS_WAITING: usize = 16_384;
 
 /// Identifies a request: process, connection, and the request's sequence on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -49,6 +57,21 @@ pub struct CtxKey {
     pub conn_id: u64,
     /// Request on the connection ([`mop_protocol::HttpExchange::seq`]).
     pub seq: u64,
+    /// 0 for the request the key names; a context moved aside by [`Linker::retire`] (its
+    /// connection id was reused) gets a unique non-zero value.
+    pub retired: u64,
+}
+
+impl CtxKey {
+    /// The key of request `seq` on connection `conn_id` of process `pid`.
+    pub fn new(pid: u32, conn_id: u64, seq: u64) -> Self {
+        Self {
+            pid,
+            conn_id,
+            seq,
+            retired: 0,
+        }
+    }
 }
 
 /// The settled ids of a span.
@@ -85,12 +108,16 @@ struct Ctx {
     created: Instant,
     /// Where it is registered as an active server request.
     active_on: Option<(u32, u32)>,
+    /// Where it waits for the other end's start (`clients_waiting` for a client,
+    /// `servers_waiting` for a server).
+    waiting_as: Option<PairKey>,
     /// The trace id the kernel gave the request (TCP-option propagation): a root keeps it.
     kernel_trace: Option<TraceId>,
 }
 
-/// The two ends of a connection as `(client, server)`, and the HTTP/2 stream.
-type PairKey = (SocketAddr, SocketAddr, u32);
+/// The two ends of a connection as `(client, server)`, the HTTP/2 stream, and the request's
+/// sequence number on the connection (the same at both ends).
+type PairKey = (SocketAddr, SocketAddr, u32, u64);
 
 /// The context table.
 pub struct Linker {
@@ -99,10 +126,12 @@ pub struct Linker {
     contexts: HashMap<CtxKey, Ctx>,
     /// Active server requests per (pid, tid), most recent last.
     active: HashMap<(u32, u32), Vec<CtxKey>>,
-    /// Client starts whose instrumented server has not started yet.
-    clients_waiting: HashMap<PairKey, VecDeque<CtxKey>>,
+    /// Client starts whose server end has not started yet (it may be instrumented).
+    clients_waiting: HashMap<PairKey, CtxKey>,
     /// Server starts waiting for their instrumented client's start.
-    servers_waiting: HashMap<PairKey, VecDeque<CtxKey>>,
+    servers_waiting: HashMap<PairKey, CtxKey>,
+    /// The last value given to [`CtxKey::retired`].
+    retired: u64,
 }
 
 impl Linker {
@@ -115,6 +144,7 @@ impl Linker {
             active: HashMap::new(),
             clients_waiting: HashMap::new(),
             servers_waiting: HashMap::new(),
+            retired: 0,
         }
     }
 
@@ -129,16 +159,14 @@ impl Linker {
     }
 
     /// A request started; returns the contexts whose trace settled because of it (their held
-    /// spans can go).
+    /// spans can go). A context already held under its key is first moved aside
+    /// ([`Linker::retire`]); the caller retires it itself when it holds state under the key.
     pub fn on_start(&mut self, s: &ConnStart, now: Instant) -> Vec<CtxKey> {
         if self.contexts.len() >= MAX_CONTEXTS {
             self.evict_oldest();
         }
-        let key = CtxKey {
-            pid: s.pid,
-            conn_id: s.conn_id,
-            seq: s.start.seq,
-        };
+        let key = CtxKey::new(s.pid, s.conn_id, s.start.seq);
+        self.retire(&key);
         // The kernel's span id already travelled in the request's first packet.
         let span_id = s
             .kernel_ctx
@@ -151,6 +179,7 @@ impl Linker {
             awaiting_peer: None,
             created: now,
             active_on: None,
+            waiting_as: None,
             kernel_trace: s.kernel_ctx.map(|k| TraceId(k.trace_id)),
         };
         self.contexts.insert(key, ctx);
@@ -169,7 +198,7 @@ impl Linker {
         now: Instant,
         settled: &mut Vec<CtxKey>,
     ) {
-        let pair = (s.remote, s.local, s.start.stream_id);
+        let pair = (s.remote, s.local, s.start.stream_id, s.start.seq);
         let kernel_parent = s.kernel_ctx.and_then(|k| nonzero_span(k.parent_span_id));
         let resolved = if let Some(p) = parent_from_headers(&s.start.trace_headers) {
             self.join_remote(key, &p);
@@ -183,8 +212,8 @@ impl Linker {
         };
         if s.peer_tracked {
             // Pair with the instrumented client's start even when the parent is known, so
-            // the connection's queues stay in step for the requests that follow.
-            if let Some(client) = pop(&mut self.clients_waiting, &pair) {
+            // that neither end is left waiting for the other.
+            if let Some(client) = self.take_waiting(Waiting::Client, &pair) {
                 if !resolved {
                     self.link(key, client, settled);
                 }
@@ -192,7 +221,7 @@ impl Linker {
                 if !resolved && let Some(c) = self.contexts.get_mut(&key) {
                     c.awaiting_peer = Some(now + PEER_WAIT);
                 }
-                push(&mut self.servers_waiting, pair, key);
+                self.wait(Waiting::Server, pair, key);
             }
         } else if !resolved {
             self.make_root(key, settled);
@@ -224,21 +253,106 @@ impl Linker {
         } else {
             self.make_root(key, settled);
         }
-        if s.peer_tracked {
-            let pair = (s.local, s.remote, s.start.stream_id);
-            if let Some(waiting) = pop(&mut self.servers_waiting, &pair) {
-                // A server that already knows its parent (header or TCP option) only pairs.
-                let awaiting = self
-                    .contexts
-                    .get_mut(&waiting)
-                    .and_then(|c| c.awaiting_peer.take());
-                if awaiting.is_some() {
-                    self.link(waiting, key, settled);
-                }
-            } else {
-                push(&mut self.clients_waiting, pair, key);
+        // Whether or not the server end is known yet: it may be instrumented and only
+        // `accept` the connection after this request was written.
+        let pair = (s.local, s.remote, s.start.stream_id, s.start.seq);
+        if let Some(waiting) = self.take_waiting(Waiting::Server, &pair) {
+            // A server that already knows its parent (header or TCP option) only pairs.
+            let awaiting = self
+                .contexts
+                .get_mut(&waiting)
+                .and_then(|c| c.awaiting_peer.take());
+            if awaiting.is_some() {
+                self.link(waiting, key, settled);
+            }
+        } else if s.peer_tracked || self.clients_waiting.len() < MAX_CLIENTS_WAITING {
+            self.wait(Waiting::Client, pair, key);
+        }
+    }
+
+    fn waiting_map(&mut self, side: Waiting) -> &mut HashMap<PairKey, CtxKey> {
+        match side {
+            Waiting::Client => &mut self.clients_waiting,
+            Waiting::Server => &mut self.servers_waiting,
+        }
+    }
+
+    /// Registers `key` as waiting for the other end of `pair`; an older entry for the same
+    /// pair (the client's port reused within the wait) is dropped.
+    fn wait(&mut self, side: Waiting, pair: PairKey, key: CtxKey) {
+        if let Some(old) = self.waiting_map(side).insert(pair, key)
+            && let Some(c) = self.contexts.get_mut(&old)
+        {
+            c.waiting_as = None;
+        }
+        if let Some(c) = self.contexts.get_mut(&key) {
+            c.waiting_as = Some(pair);
+        }
+    }
+
+    /// Takes the start waiting on `side` of `pair`, if any.
+    fn take_waiting(&mut self, side: Waiting, pair: &PairKey) -> Option<CtxKey> {
+        let key = self.waiting_map(side).remove(pair)?;
+        if let Some(c) = self.contexts.get_mut(&key) {
+            c.waiting_as = None;
+        }
+        Some(key)
+    }
+
+    /// Removes `key`'s entry from the waiting maps, if it has one.
+    fn stop_waiting(&mut self, key: &CtxKey) {
+        let Some(pair) = self.contexts.get_mut(key).and_then(|c| c.waiting_as.take()) else {
+            return;
+        };
+        for side in [Waiting::Client, Waiting::Server] {
+            let map = self.waiting_map(side);
+            if map.get(&pair) == Some(key) {
+                map.remove(&pair);
             }
         }
+    }
+
+    /// Moves the context held under `key` aside, to a key of its own, and returns that key;
+    /// `None` when no context is held under `key`.
+    ///
+    /// Connection ids are the kernel's socket addresses, which it recycles: a new connection
+    /// of the same process can get the id of one that just closed while a request of the old
+    /// one still waits for its trace to settle (its span held). Without this the new request
+    /// would overwrite the old one's context. The retired context is no longer active on its
+    /// thread (its connection is gone) but keeps its links and waits as before.
+    pub fn retire(&mut self, key: &CtxKey) -> Option<CtxKey> {
+        if !self.contexts.contains_key(key) {
+            return None;
+        }
+        self.on_done(key);
+        let mut ctx = self.contexts.remove(key)?;
+        self.retired += 1;
+        let new = CtxKey {
+            retired: self.retired,
+            ..*key
+        };
+        if let Some(pair) = ctx.waiting_as {
+            for side in [Waiting::Client, Waiting::Server] {
+                if let Some(k) = self.waiting_map(side).get_mut(&pair)
+                    && k == key
+                {
+                    *k = new;
+                }
+            }
+        }
+        if ctx.parent.is_some() && ctx.trace.is_none() {
+            // Waiting for its parent's trace: the parent lists it by key.
+            for other in self.contexts.values_mut() {
+                for k in &mut other.waiting {
+                    if k == key {
+                        *k = new;
+                    }
+                }
+            }
+        }
+        ctx.active_on = None;
+        self.contexts.insert(new, ctx);
+        Some(new)
     }
 
     /// Joins a trace whose parent span is outside this node.
@@ -353,19 +467,22 @@ impl Linker {
             if let Some(c) = self.contexts.get_mut(&key) {
                 c.awaiting_peer = None;
             }
+            // A client start that comes later must not re-parent a span already settled.
+            self.stop_waiting(&key);
             self.make_root(key, &mut settled);
         }
         let stale = |t: &Instant| now.duration_since(*t) > PEER_WAIT * 4;
-        let contexts = &self.contexts;
-        for queue in self
-            .clients_waiting
-            .values_mut()
-            .chain(self.servers_waiting.values_mut())
-        {
-            queue.retain(|k| contexts.get(k).is_some_and(|c| !stale(&c.created)));
+        let contexts = &mut self.contexts;
+        for map in [&mut self.clients_waiting, &mut self.servers_waiting] {
+            map.retain(|_, k| match contexts.get_mut(k) {
+                Some(c) if stale(&c.created) => {
+                    c.waiting_as = None;
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            });
         }
-        self.clients_waiting.retain(|_, q| !q.is_empty());
-        self.servers_waiting.retain(|_, q| !q.is_empty());
         let dead: Vec<CtxKey> = self
             .contexts
             .iter()
@@ -419,6 +536,7 @@ impl Linker {
     /// Drops a context whose span was emitted.
     pub fn forget(&mut self, key: &CtxKey) {
         self.on_done(key);
+        self.stop_waiting(key);
         self.contexts.remove(key);
     }
 
@@ -426,6 +544,8 @@ impl Linker {
     pub fn forget_pid(&mut self, pid: u32) {
         self.contexts.retain(|k, _| k.pid != pid);
         self.active.retain(|(p, _), _| *p != pid);
+        self.clients_waiting.retain(|_, k| k.pid != pid);
+        self.servers_waiting.retain(|_, k| k.pid != pid);
     }
 
     fn evict_oldest(&mut self) {
@@ -445,26 +565,16 @@ impl Linker {
     }
 }
 
+/// Which end of a connection waits for the other's start.
+#[derive(Clone, Copy)]
+enum Waiting {
+    Client,
+    Server,
+}
+
 /// A span id, unless it is all zeros (none).
 fn nonzero_span(id: [u8; 8]) -> Option<SpanId> {
     (id != [0; 8]).then_some(SpanId(id))
-}
-
-fn pop(map: &mut HashMap<PairKey, VecDeque<CtxKey>>, pair: &PairKey) -> Option<CtxKey> {
-    let queue = map.get_mut(pair)?;
-    let key = queue.pop_front();
-    if queue.is_empty() {
-        map.remove(pair);
-    }
-    key
-}
-
-fn push(map: &mut HashMap<PairKey, VecDeque<CtxKey>>, pair: PairKey, key: CtxKey) {
-    let queue = map.entry(pair).or_default();
-    if queue.len() >= MAX_PER_PAIR {
-        queue.pop_front();
-    }
-    queue.push_back(key);
 }
 
 /// A request's start marker, for tests.

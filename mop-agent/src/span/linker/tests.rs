@@ -49,11 +49,7 @@ fn kctx(trace: u8, span: u8, parent: u8) -> mop_common::TraceCtx {
 }
 
 fn key(pid: u32, conn: u64, seq: u64) -> CtxKey {
-    CtxKey {
-        pid,
-        conn_id: conn,
-        seq,
-    }
+    CtxKey::new(pid, conn, seq)
 }
 
 #[test]
@@ -286,4 +282,65 @@ fn a_same_node_pair_with_tcp_options_links_once_and_keeps_the_queues_in_step() {
         }
         assert!(l.clients_waiting.is_empty() && l.servers_waiting.is_empty());
     }
+}
+
+#[test]
+fn a_request_one_end_missed_does_not_shift_the_pairs() {
+    let mut l = linker();
+    let now = Instant::now();
+    // The server never saw the client's request 1 (lost event): 0 and 2 still pair exactly.
+    for seq in 0..3 {
+        l.on_start(&start(1, 10, seq, Role::Client, 100, true), now);
+    }
+    for seq in [0, 2] {
+        l.on_start(&start(2, 20, seq, Role::Server, 200, true), now);
+    }
+    for seq in [0, 2] {
+        let c = l.ids(&key(1, 10, seq)).unwrap();
+        let s = l.ids(&key(2, 20, seq)).unwrap();
+        assert_eq!(s.parent, Some(c.span_id), "request {seq}");
+        assert_eq!(s.trace_id, c.trace_id, "request {seq}");
+    }
+    // Only the unmatched client start is still waiting, and it ages out.
+    assert_eq!(l.clients_waiting.len(), 1);
+    assert!(l.servers_waiting.is_empty());
+    l.expire(now + PEER_WAIT * 5);
+    assert!(l.clients_waiting.is_empty());
+}
+
+#[test]
+fn a_client_waits_for_a_server_end_not_known_yet() {
+    let mut l = linker();
+    let now = Instant::now();
+    // The client wrote its request before the server's accept made that end known.
+    l.on_start(&start(1, 10, 0, Role::Client, 100, false), now);
+    l.on_start(&start(2, 20, 0, Role::Server, 200, true), now);
+    let c = l.ids(&key(1, 10, 0)).unwrap();
+    let s = l.ids(&key(2, 20, 0)).unwrap();
+    assert_eq!(s.parent, Some(c.span_id));
+    assert!(l.clients_waiting.is_empty() && l.servers_waiting.is_empty());
+}
+
+#[test]
+fn a_recycled_connection_id_moves_the_held_context_aside() {
+    let mut l = linker();
+    let now = Instant::now();
+    // Server request 0 on connection 20 waits for its client; the connection closes and the
+    // kernel gives its id to a new connection, whose request 0 starts.
+    l.on_start(&start(2, 20, 0, Role::Server, 200, true), now);
+    let retired = l.retire(&key(2, 20, 0)).unwrap();
+    assert_eq!(retired.retired, 1);
+    assert!(l.ids(&retired).is_none(), "still waiting for its client");
+    let mut other = start(2, 20, 0, Role::Server, 201, false);
+    other.remote = addr("127.0.0.1:50001");
+    l.on_start(&other, now);
+    let fresh = l.ids(&key(2, 20, 0)).unwrap();
+    assert_eq!(fresh.parent, None);
+    // The old request's client still finds it.
+    let settled = l.on_start(&start(1, 10, 0, Role::Client, 100, true), now);
+    assert_eq!(settled, vec![key(1, 10, 0), retired]);
+    let c = l.ids(&key(1, 10, 0)).unwrap();
+    let old = l.ids(&retired).unwrap();
+    assert_eq!(old.parent, Some(c.span_id));
+    assert_ne!(old.span_id, fresh.span_id);
 }

@@ -76,6 +76,25 @@ impl Transfer {
         }
     }
 
+    /// A unary gRPC call: `POST url` over HTTP/2 without upgrade (`--http2-prior-knowledge`)
+    /// with `content-type: application/grpc`, `te: trailers` and `message` (a file holding
+    /// the length-prefixed gRPC message) as the body.
+    pub fn grpc(url: impl Into<String>, message: &Path) -> Self {
+        Self {
+            url: url.into(),
+            method: "POST",
+            args: vec![
+                "--http2-prior-knowledge".to_owned(),
+                "--data-binary".to_owned(),
+                format!("@{}", message.display()),
+                "-H".to_owned(),
+                "content-type: application/grpc".to_owned(),
+                "-H".to_owned(),
+                "te: trailers".to_owned(),
+            ],
+        }
+    }
+
     /// Adds a request header (`-H 'Name: value'`).
     #[must_use]
     pub fn header(mut self, header: &str) -> Self {

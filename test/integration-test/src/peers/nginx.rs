@@ -34,6 +34,8 @@ const _: () = assert!(OK_BODY.len() == 3 && UPLOAD_BODY.len() == 7);
 pub const USERS_PREFIX: &str = "/users/";
 /// `= /fail`: `return 500 "fail\n"`.
 pub const FAIL_PATH: &str = "/fail";
+/// The location proxied to [`NginxOptions::proxy_to`].
+pub const PROXY_PATH: &str = "/work";
 /// A path that does not exist: nginx answers 404 with its own error page.
 pub const MISSING_PATH: &str = "/missing";
 
@@ -51,6 +53,10 @@ pub struct NginxOptions {
     pub http2: bool,
     /// `listen ... ssl` with this certificate and key (nginx's own libssl).
     pub tls: Option<Certs>,
+    /// `location =` [`PROXY_PATH`] `{ proxy_pass http://127.0.0.1:PORT; }`: a reverse proxy
+    /// to this port (nginx's defaults: HTTP/1.0 upstream, one connection per request, the
+    /// request URI and query passed unchanged).
+    pub proxy_to: Option<u16>,
 }
 
 impl Default for NginxOptions {
@@ -61,6 +67,7 @@ impl Default for NginxOptions {
             port: None,
             http2: false,
             tls: None,
+            proxy_to: None,
         }
     }
 }
@@ -186,6 +193,9 @@ fn config(dir: &TempDir, port: u16, options: &NginxOptions) -> String {
             certs.key().display()
         )
     });
+    let proxy = options.proxy_to.map_or_else(String::new, |to| {
+        format!("location = {PROXY_PATH} {{ proxy_pass http://127.0.0.1:{to}; }}")
+    });
     let mut conf = String::new();
     let _ = write!(
         conf,
@@ -219,6 +229,7 @@ http {{
         }}
         location {users} {{ return 200 "user\n"; }}
         location = {fail} {{ return 500 "fail\n"; }}
+        {proxy}
     }}
 }}
 "#,

@@ -1,6 +1,7 @@
 //! Python servers: the standard library's `http.server`, `test/peers/http11_server.py`, the
-//! same over `ssl` (`test/peers/https_server.py`) and a hypercorn HTTP/2 server
-//! (`test/peers/h2c_server.py`).
+//! same over `ssl` (`test/peers/https_server.py`), a hypercorn HTTP/2 server
+//! (`test/peers/h2c_server.py`) and the chain services of the trace-context tests
+//! (`test/peers/chain_*.py`).
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -17,6 +18,18 @@ use crate::util::{self, TempDir};
 pub const FILE_PATH: &str = "/file.txt";
 /// Its size.
 pub const FILE_SIZE: i64 = 777;
+
+/// The body `chain_http.py` answers as a backend.
+pub const CHAIN_BACKEND_BODY: &str = "backend\n";
+/// The body a chain frontend (`chain_http.py --backend`, `chain_aiohttp.py`) answers.
+pub const CHAIN_FRONT_BODY: &str = "front+backend\n";
+/// The unary method of `chain_grpc.py`.
+pub const GRPC_CHAIN_METHOD: &str = "/mop.test.Chain/Call";
+
+/// The port in a peer's `port 41234` line.
+fn port_line(line: &str) -> Option<u16> {
+    line.strip_prefix("port ")?.trim().parse().ok()
+}
 
 /// A running Python server on a port it chose itself, stopped on drop.
 pub struct PythonServer {
@@ -64,10 +77,48 @@ impl PythonServer {
         for (key, value) in env {
             cmd.env(key, value);
         }
-        // "port 41234"
-        Self::spawn(cmd, dir, |line| {
-            line.strip_prefix("port ")?.trim().parse().ok()
-        })
+        Self::spawn(cmd, dir, port_line)
+    }
+
+    /// `test/peers/chain_http.py`: a thread-per-request HTTP/1.1 service (`ThreadingHTTPServer`,
+    /// keep-alive) answering `GET /work?...`; with `backend` (a base URL) it calls
+    /// `GET {backend}/work?<same query>` from the serving thread and answers
+    /// [`CHAIN_FRONT_BODY`], else it sleeps `delay_ms` and answers [`CHAIN_BACKEND_BODY`].
+    /// `service` is its `OTEL_SERVICE_NAME` (as for the other chain services).
+    pub fn chain_http(backend: Option<&str>, service: &str) -> Self {
+        let mut cmd = Command::new("python3");
+        cmd.env("OTEL_SERVICE_NAME", service);
+        cmd.arg("-u").arg(util::peers_dir().join("chain_http.py"));
+        if let Some(backend) = backend {
+            cmd.args(["--backend", backend]);
+        }
+        Self::spawn(cmd, TempDir::new("pychain"), port_line)
+    }
+
+    /// `test/peers/chain_aiohttp.py`: an aiohttp server on one asyncio event loop whose
+    /// `GET /work?...` handler awaits `GET {backend}/work?<same query>` with aiohttp's client
+    /// (pooled keep-alive connections) and answers [`CHAIN_FRONT_BODY`].
+    pub fn chain_aiohttp(backend: &str, service: &str) -> Self {
+        let mut cmd = Command::new("python3");
+        cmd.env("OTEL_SERVICE_NAME", service);
+        cmd.arg("-u")
+            .arg(util::peers_dir().join("chain_aiohttp.py"))
+            .args(["--backend", backend]);
+        Self::spawn(cmd, TempDir::new("pyaio"), port_line)
+    }
+
+    /// `test/peers/chain_grpc.py`: a grpcio server (plaintext HTTP/2) with the unary method
+    /// [`GRPC_CHAIN_METHOD`] on raw bytes; with `backend` (`127.0.0.1:PORT`) its handler calls
+    /// the same method there and answers `front+` and the backend's answer, else it answers
+    /// `backend:` and the request.
+    pub fn chain_grpc(backend: Option<&str>, service: &str) -> Self {
+        let mut cmd = Command::new("python3");
+        cmd.env("OTEL_SERVICE_NAME", service);
+        cmd.arg("-u").arg(util::peers_dir().join("chain_grpc.py"));
+        if let Some(backend) = backend {
+            cmd.args(["--backend", backend]);
+        }
+        Self::spawn(cmd, TempDir::new("pygrpc"), port_line)
     }
 
     /// `test/peers/https_server.py`: the endpoints of [`PythonServer::http11`] over TLS with
@@ -91,9 +142,7 @@ impl PythonServer {
         if late {
             cmd.arg("--late");
         }
-        let mut server = Self::spawn(cmd, dir, |line| {
-            line.strip_prefix("port ")?.trim().parse().ok()
-        });
+        let mut server = Self::spawn(cmd, dir, port_line);
         server.scheme = "https";
         server
     }
@@ -119,9 +168,7 @@ impl PythonServer {
         let dir = TempDir::new("h2c");
         let mut cmd = Command::new("python3");
         cmd.arg("-u").arg(util::peers_dir().join("h2c_server.py"));
-        Self::spawn(cmd, dir, |line| {
-            line.strip_prefix("port ")?.trim().parse().ok()
-        })
+        Self::spawn(cmd, dir, port_line)
     }
 
     fn spawn(mut cmd: Command, dir: TempDir, port_of: fn(&str) -> Option<u16>) -> Self {

@@ -15,6 +15,7 @@ mod lifecycle;
 mod otlp;
 mod tcp_context;
 mod tls;
+mod trace_chains;
 mod trace_context;
 
 use std::time::Duration;
