@@ -2,6 +2,7 @@
 
 mod bench;
 mod cmd;
+mod fuzz;
 mod image;
 mod manifests;
 mod run;
@@ -33,6 +34,8 @@ enum Command {
     Image(image::Options),
     /// Measure the agent (`overhead`: nginx under load with and without it).
     Bench(bench::Options),
+    /// Run the cargo-fuzz targets for a bounded time each (`--seconds`, default 60).
+    Fuzz(fuzz::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,5 +46,6 @@ fn main() -> anyhow::Result<()> {
         Command::Manifests(opts) => manifests::run(&opts),
         Command::Image(opts) => image::run(&opts),
         Command::Bench(opts) => bench::run(&opts),
+        Command::Fuzz(opts) => fuzz::run(&opts),
     }
 }
