@@ -196,6 +196,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         buffer_size = config.ebpf.buffer_size,
         "Capture attached."
     );
+    crate::capture::privileges::drop_and_log();
     let (first_pass_tx, first_pass_rx) = oneshot::channel();
     let running = start(
         &config,

@@ -13,9 +13,12 @@ Binds 127.0.0.1 on the port given as the first argument (0: any free port) and p
   anything else                    404, body "not found\\n"
 
 Every response keeps the connection open (HTTP/1.1) unless the client asks to close it.
+With `--tls CERT KEY` after the port it serves HTTPS through the `ssl` module (OpenSSL's
+libssl, which the agent reads plaintext from).
 """
 
 import http.server
+import ssl
 import sys
 import time
 import urllib.parse
@@ -81,6 +84,10 @@ def main():
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
+    if sys.argv[2:3] == ["--tls"]:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(sys.argv[3], sys.argv[4])
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     print("port", server.server_address[1], flush=True)
     server.serve_forever()
 

@@ -6,6 +6,7 @@ pub mod conntrack;
 pub mod event;
 pub mod kernel;
 pub mod loader;
+pub mod privileges;
 pub mod stage;
 pub mod sys;
 pub mod tls;

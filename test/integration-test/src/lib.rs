@@ -9,13 +9,16 @@
 //!   collect the spans it printed (`trace_printer: json`), or run it to a failing exit;
 //! - [`span`]: the printed spans, their fields checked against the contract;
 //! - [`peers`]: nginx, Python servers, curl and a raw client;
-//! - [`bpf`]: which BPF programs are loaded and who holds them;
+//! - [`bpf`]: which BPF programs, maps and links are loaded, who holds them, and what a ring
+//!   buffer holds;
+//! - [`metrics`]: the agent's self-metrics (Prometheus scrape) and a process's memory;
 //! - [`util`]: temporary directories, ports, bounded waits, clocks.
 //!
 //! Tests live in `src/tests/<feature>.rs` and panic rather than return errors.
 
 pub mod agent;
 pub mod bpf;
+pub mod metrics;
 pub mod peers;
 pub mod span;
 pub mod util;

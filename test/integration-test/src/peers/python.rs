@@ -1,4 +1,5 @@
-//! Python servers: the standard library's `http.server` and `test/peers/http11_server.py`.
+//! Python servers: the standard library's `http.server` and `test/peers/http11_server.py`
+//! (plain or over TLS).
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -59,6 +60,34 @@ impl PythonServer {
             cmd.env(key, value);
         }
         // "port 41234"
+        Self::spawn(cmd, dir, |line| {
+            line.strip_prefix("port ")?.trim().parse().ok()
+        })
+    }
+
+    /// [`PythonServer::http11`] over TLS (Python's `ssl`, on OpenSSL's libssl) with a
+    /// self-signed certificate made by `openssl req`; clients must not verify it.
+    pub fn https11() -> Self {
+        let dir = TempDir::new("pyhttps11");
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let made = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("running openssl: {e}"));
+        assert!(made.success(), "openssl req failed");
+        let mut cmd = Command::new("python3");
+        cmd.arg("-u")
+            .arg(util::peers_dir().join("http11_server.py"))
+            .args(["0", "--tls"])
+            .args([&cert, &key]);
         Self::spawn(cmd, dir, |line| {
             line.strip_prefix("port ")?.trim().parse().ok()
         })

@@ -9,6 +9,7 @@ use crate::{
     peers::{
         curl::{Transfer, curl},
         nginx::{self, Nginx, OK_PATH},
+        python::PythonServer,
     },
     util,
 };
@@ -23,25 +24,61 @@ const DAEMONSET_CAPS: &[&str] = &[
     "dac_read_search",
 ];
 
-/// `CAP_SYS_ADMIN`'s bit in the capability sets of `/proc/PID/status`.
-const CAP_SYS_ADMIN_BIT: u32 = 21;
+/// The capabilities the agent keeps after attach (`capture::privileges::KEPT`): bits of
+/// `CAP_DAC_READ_SEARCH`, `CAP_SYS_PTRACE`, `CAP_PERFMON`, `CAP_BPF`.
+const KEPT_AFTER_ATTACH: u64 = (1 << 2) | (1 << 19) | (1 << 38) | (1 << 39);
+
+/// The bits of [`DAEMONSET_CAPS`] (`CAP_NET_ADMIN` is 12).
+fn daemonset_bits() -> u64 {
+    KEPT_AFTER_ATTACH | (1 << 12)
+}
+
+/// The capability lines of every thread of `pid`: `(tid, CapEff, CapPrm, CapInh, CapBnd,
+/// CapAmb, NoNewPrivs)`.
+fn thread_capabilities(pid: u32) -> Vec<(u32, [u64; 5], bool)> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).expect("/proc/PID/task");
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let tid: u32 = t.file_name().to_str()?.parse().ok()?;
+            let status = fs::read_to_string(t.path().join("status")).ok()?;
+            let hex = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                    .unwrap_or_else(|| panic!("{name} in the status of thread {tid}"))
+            };
+            let nnp = status.lines().any(|l| l == "NoNewPrivs:\t1");
+            let sets = ["CapEff:", "CapPrm:", "CapInh:", "CapBnd:", "CapAmb:"].map(hex);
+            Some((tid, sets, nnp))
+        })
+        .collect()
+}
+
+/// Asserts that every thread of the agent runs with exactly [`KEPT_AFTER_ATTACH`] effective
+/// and permitted, nothing inheritable or ambient, `bounding` as its bounding set and
+/// `no_new_privs` set.
+fn assert_only_kept_capabilities(pid: u32, bounding: u64) {
+    let threads = thread_capabilities(pid);
+    assert!(threads.len() > 1, "one thread only: {threads:?}");
+    for (tid, [eff, prm, inh, bnd, amb], nnp) in threads {
+        assert_eq!(
+            (eff, prm, inh, amb),
+            (KEPT_AFTER_ATTACH, KEPT_AFTER_ATTACH, 0, 0),
+            "thread {tid}: effective, permitted, inheritable, ambient (hex {eff:x} {prm:x})"
+        );
+        assert_eq!(bnd, bounding, "thread {tid}: bounding set {bnd:x}");
+        assert!(nnp, "thread {tid}: no_new_privs not set");
+    }
+}
 
 /// Runs the agent on nginx with `signal` as the stop signal: exit 0, the one span flushed, and
-/// every program it loaded gone from the kernel afterwards.
+/// every program, link and map it held gone from the kernel afterwards.
 fn stop_detaches_everything(signal: libc::c_int) {
     let nginx = Nginx::start(1);
     let agent = Agent::start(&ports_config(&nginx.port.to_string()), &[]);
-    let held = bpf::programs_held_by(agent.pid());
-    let loaded_by_us: Vec<bpf::Program> = bpf::mop_programs()
-        .into_iter()
-        .filter(|p| held.contains(&p.id))
-        .collect();
-    assert!(
-        !loaded_by_us.is_empty(),
-        "the running agent holds no `{}` program (held ids {held:?}, loaded {:?})",
-        bpf::PROGRAM_PREFIX,
-        bpf::mop_programs()
-    );
+    let held = held_mop_objects(&agent);
     curl(&[Transfer::get(nginx.url(OK_PATH))]);
     let workers = nginx.worker_pids().to_vec();
     let spans = collect_with(agent, &workers, signal);
@@ -54,22 +91,53 @@ fn stop_detaches_everything(signal: libc::c_int) {
     };
     assert_count(&spans, 1, "one GET /ok");
     check_server_span(&spans[0], &Req::get(OK_PATH, 200, nginx::OK_LEN), &peer);
-    // The kernel frees programs asynchronously once their last reference is gone.
-    let ours: BTreeSet<u64> = loaded_by_us.iter().map(|p| p.id).collect();
-    let mut left = Vec::new();
+    assert_released(&held);
+}
+
+/// What the running agent holds in the kernel: programs (all of them `mop_`), links and maps,
+/// none of the three empty.
+fn held_mop_objects(agent: &Agent) -> bpf::Held {
+    let held = bpf::held_by(agent.pid());
+    let loaded_by_us: Vec<bpf::Program> = bpf::mop_programs()
+        .into_iter()
+        .filter(|p| held.programs.contains(&p.id))
+        .collect();
+    assert!(
+        !loaded_by_us.is_empty() && !held.links.is_empty() && !held.maps.is_empty(),
+        "the running agent holds no `{}` program, link or map (held {held:?}, loaded {:?})",
+        bpf::PROGRAM_PREFIX,
+        bpf::mop_programs()
+    );
+    assert_eq!(
+        loaded_by_us.len(),
+        held.programs.len(),
+        "the agent holds programs that are not its own: {held:?}"
+    );
+    held
+}
+
+/// Asserts that every program, link and map in `held` is gone from the kernel (which frees
+/// them asynchronously once their last reference is closed), that no `mop_` program is left
+/// without a holder (pinned, or attached to a cgroup with `BPF_PROG_ATTACH`), and that nothing
+/// is pinned under the BPF filesystem.
+fn assert_released(held: &bpf::Held) {
+    let mut left = bpf::Held::default();
     let gone = util::wait_until(Duration::from_secs(5), || {
-        left = bpf::mop_programs()
-            .into_iter()
-            .filter(|p| ours.contains(&p.id))
-            .collect();
+        let keep = |ids: &BTreeSet<u64>, loaded: &BTreeSet<u64>| -> BTreeSet<u64> {
+            ids.intersection(loaded).copied().collect()
+        };
+        left = bpf::Held {
+            programs: keep(&held.programs, &bpf::loaded_ids("prog")),
+            maps: keep(&held.maps, &bpf::loaded_ids("map")),
+            links: keep(&held.links, &bpf::loaded_ids("link")),
+        };
         left.is_empty()
     });
     assert!(
         gone,
-        "programs still loaded after the agent exited: {left:?}"
+        "objects still loaded after the agent exited: {left:?}"
     );
-    // Nothing of ours may survive without a holder either (pinned, or attached to a cgroup
-    // with BPF_PROG_ATTACH); `mop_` programs that another running agent holds are not ours.
+    // `mop_` programs that another running agent holds are not ours.
     let mut orphans = Vec::new();
     let none = util::wait_until(Duration::from_secs(5), || {
         let held = bpf::programs_held_by_anyone();
@@ -84,6 +152,32 @@ fn stop_detaches_everything(signal: libc::c_int) {
         "`{}` programs loaded that no process holds (pinned or left attached): {orphans:?}",
         bpf::PROGRAM_PREFIX
     );
+    let pinned = bpf::pinned();
+    assert!(
+        pinned
+            .iter()
+            .all(|p| !p.to_string_lossy().to_lowercase().contains("mop")),
+        "pinned under /sys/fs/bpf: {pinned:?}"
+    );
+}
+
+/// SIGKILL, as a crash or the OOM killer ends it: the agent runs no clean-up at all, yet every
+/// program, link and map it held is gone, because none is pinned or attached without a file
+/// descriptor (raw tracepoints and uprobes are links owned by the process).
+#[test]
+fn sigkill_leaves_no_program_link_or_map() {
+    let _serial = util::serial();
+    let nginx = Nginx::start(1);
+    let agent = Agent::start(&ports_config(&nginx.port.to_string()), &[]);
+    let held = held_mop_objects(&agent);
+    curl(&[Transfer::get(nginx.url(OK_PATH))]);
+    agent.wait_for_spans(super::SPAN_WAIT, |s| !s.is_empty());
+    let log = agent.kill();
+    assert!(
+        !log.contains("Stopped."),
+        "SIGKILL ran the clean shutdown:\n{log}"
+    );
+    assert_released(&held);
 }
 
 fn collect_with(agent: Agent, pids: &[u32], signal: libc::c_int) -> Vec<crate::span::Span> {
@@ -216,17 +310,9 @@ fn runs_with_daemonset_capabilities_only() {
         &ports_config(&nginx.port.to_string()),
         &[],
     );
-    let status = fs::read_to_string(format!("/proc/{}/status", agent.pid())).expect("status");
-    let effective = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .expect("CapEff in /proc/PID/status");
-    assert_eq!(
-        effective & (1 << CAP_SYS_ADMIN_BIT),
-        0,
-        "the agent runs with CAP_SYS_ADMIN: the wrapper did not drop it"
-    );
+    // The DaemonSet does not grant CAP_SETPCAP: the bounding set cannot shrink, but the
+    // permitted and effective sets do (CAP_NET_ADMIN goes), and no_new_privs holds it there.
+    assert_only_kept_capabilities(agent.pid(), daemonset_bits());
     curl(&[Transfer::get(nginx.url(OK_PATH))]);
     let workers = nginx.worker_pids().to_vec();
     let spans = collect(agent, &workers, 1);
@@ -239,4 +325,83 @@ fn runs_with_daemonset_capabilities_only() {
         version: "1.1",
     };
     check_server_span(&spans[0], &Req::get(OK_PATH, 200, nginx::OK_LEN), &peer);
+}
+
+/// As root: once attached, every thread of the agent keeps only CAP_BPF, CAP_PERFMON,
+/// CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (bounding set too, no_new_privs set), and what it
+/// still has to do works: a plain and a TLS server started after the drop are discovered, the
+/// TLS one gets uprobes on its libssl, and both make their spans.
+#[test]
+fn drops_capabilities_after_attach() {
+    let _serial = util::serial();
+    let (plain_port, tls_port) = (util::free_port(), util::free_port());
+    let mut config = ports_config(&format!("{plain_port},{tls_port}"));
+    // The servers pick their own ports: select them by what they run instead.
+    config.push_str("    - exe_path: \"*/python3*\"\n");
+    let agent = Agent::start(&config, &[]);
+    assert_only_kept_capabilities(agent.pid(), KEPT_AFTER_ATTACH);
+    assert!(
+        agent
+            .log()
+            .contains("kept=\"CAP_DAC_READ_SEARCH,CAP_SYS_PTRACE,CAP_PERFMON,CAP_BPF\""),
+        "no log line naming the kept capabilities:\n{}",
+        agent.log()
+    );
+    let plain = PythonServer::http11(&[]);
+    let tls = PythonServer::https11();
+    super::wait_for_discovery();
+    curl(&[Transfer::get(plain.url("/ok"))]);
+    curl(&[Transfer::get(tls.url("/ok").replacen("http:", "https:", 1)).insecure()]);
+    let pids = [plain.pid(), tls.pid()];
+    let spans = collect(agent, &pids, 2);
+    assert_count(&spans, 2, "one GET /ok to each server");
+    for (server, span) in [(&plain, "http"), (&tls, "https")] {
+        let ours: Vec<&crate::span::Span> =
+            spans.iter().filter(|s| s.pid == server.pid()).collect();
+        assert_eq!(ours.len(), 1, "{span}: {}", crate::span::show(&spans));
+        assert_eq!(ours[0].str_attr("url.path"), "/ok", "{}", ours[0]);
+        assert_eq!(ours[0].int_attr("http.response.status_code"), 200);
+        assert_eq!(ours[0].str_attr("url.scheme"), span, "{}", ours[0]);
+    }
+}
+
+/// Secrets that cross the wire never reach the agent's output at its most verbose: an
+/// `Authorization` header, a cookie, a request body and a response body, at `log_level: debug`,
+/// appear neither on stderr (logs) nor on stdout (spans).
+#[test]
+fn no_secret_or_body_in_debug_logs() {
+    let _serial = util::serial();
+    let server = PythonServer::http11(&[]);
+    let mut config = ports_config(&server.port.to_string());
+    config.push_str("log_level: debug\n");
+    let agent = Agent::start(&config, &[]);
+    let dir = util::TempDir::new("secrets");
+    let body = dir.write("body", "password=BODYSECRET-71c3&card=4111111111111111");
+    curl(&[
+        Transfer::post(server.url("/upload"), &body)
+            .header("Authorization: Bearer TOKENSECRET-9f2e")
+            .header("Cookie: session=COOKIESECRET-5d1a"),
+        Transfer::get(server.url("/ok")).header("X-Api-Key: KEYSECRET-0b7d"),
+    ]);
+    agent.wait_for_spans(super::SPAN_WAIT, |s| s.len() >= 2);
+    let (spans, log) = agent.stop_and_log(libc::SIGTERM);
+    super::assert_only_from(&spans, &[server.pid()]);
+    assert_count(&spans, 2, "the POST and the GET");
+    let printed: String = spans.iter().map(|s| format!("{s:?}\n")).collect();
+    let secrets = [
+        "BODYSECRET",
+        "4111111111111111",
+        "TOKENSECRET",
+        "Bearer",
+        "COOKIESECRET",
+        "KEYSECRET",
+    ];
+    for secret in secrets {
+        assert!(!log.contains(secret), "{secret} in the debug log:\n{log}");
+        assert!(
+            !printed.contains(secret),
+            "{secret} in the spans:\n{printed}"
+        );
+    }
+    assert!(log.contains("DEBUG"), "no debug line logged at all:\n{log}");
 }
