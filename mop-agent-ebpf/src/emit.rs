@@ -8,18 +8,26 @@ use aya_ebpf::{
 };
 use mop_common::{
     ConnInfo, Counter, EVENT_HEADER_LEN, EventKind, KernelConfig, MAX_CAPTURE_BYTES, SyscallOp,
-    TAIL_BYTES,
-    event::{DIR_EGRESS, DIR_INGRESS, DataEventHeader, FLAG_IOV_TRUNCATED, FLAG_SENDFILE},
+    TAIL_BYTES, TraceCtx,
+    event::{
+        DIR_EGRESS, DIR_INGRESS, DataEventHeader, FLAG_IOV_TRUNCATED, FLAG_SENDFILE,
+        FLAG_STREAM_SEQ, FLAG_TLS,
+    },
     maps::PROTO_HTTP2,
 };
 
-use crate::maps::{EventBuffer, MOP_EVENTS, MOP_SCRATCH, bump};
+use crate::{
+    maps::{EventBuffer, MOP_EVENTS, MOP_SCRATCH, bump},
+    sock::stream_seq,
+};
 
 /// iovec entries walked to find the tail (bounded loop); more entries set `FLAG_IOV_TRUNCATED`.
-const MAX_IOV: u32 = 16;
+///
+/// gRPC's C core writes a frame as many small slices, one iovec each.
+const MAX_IOV: u32 = 64;
 
 /// iovec entries the head is copied from.
-const HEAD_IOVS: u32 = 3;
+const HEAD_IOVS: u32 = 64;
 
 const MAX: u32 = MAX_CAPTURE_BYTES as u32;
 
@@ -81,8 +89,50 @@ fn fill_header(
     h.captured_len = 0;
     h.total_len = 0;
     h.tail_len = 0;
-    h.pad = 0;
+    h.seq_end = 0;
     h.tail = [0; TAIL_BYTES];
+}
+
+/// A trace-context record: the header, then the context the kernel gave a request.
+#[repr(C)]
+struct TraceCtxRecord {
+    header: DataEventHeader,
+    ctx: TraceCtx,
+}
+
+/// Reports the context the kernel gave a request that starts in this syscall (TCP-option
+/// propagation); the syscall's data record follows it.
+#[inline(always)]
+pub(crate) fn emit_trace_ctx(
+    conn: &ConnInfo,
+    pid_tgid: u64,
+    fd: i32,
+    direction: u32,
+    ctx: &TraceCtx,
+    now: u64,
+    cfg: &KernelConfig,
+) {
+    let Some(mut entry) = MOP_EVENTS.reserve::<TraceCtxRecord>(0) else {
+        bump(Counter::RingbufFull);
+        return;
+    };
+    // SAFETY: every field is written before submit.
+    let rec = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header(
+        &mut rec.header,
+        EventKind::TraceCtx,
+        conn,
+        pid_tgid,
+        fd,
+        now,
+        now,
+    );
+    rec.header.direction = direction;
+    rec.header.captured_len = core::mem::size_of::<TraceCtx>() as u32;
+    rec.header.total_len = core::mem::size_of::<TraceCtx>() as u64;
+    rec.ctx = *ctx;
+    entry.submit(wakeup_flag(cfg));
+    bump(Counter::EventsSubmitted);
 }
 
 /// Writes a payload-less record (connection opened or closed).
@@ -103,13 +153,7 @@ pub(crate) fn emit_conn_event(
     // SAFETY: every field is written by fill_header before submit.
     let h = unsafe { &mut *entry.as_mut_ptr() };
     fill_header(h, kind, conn, pid_tgid, fd, enter_ns, exit_ns);
-    // Discovery waits on exec reports: never let them sit until the next poll.
-    let flags = if matches!(kind, EventKind::ProcExec) {
-        u64::from(BPF_RB_FORCE_WAKEUP)
-    } else {
-        wakeup_flag(cfg)
-    };
-    entry.submit(flags);
+    entry.submit(wakeup_flag(cfg));
     bump(Counter::EventsSubmitted);
 }
 
@@ -155,6 +199,58 @@ fn clamp_to_tail(v: u64) -> u64 {
         );
     }
     v
+}
+
+/// Longest exec'd path reported (longer ones are cut).
+pub(crate) const EXEC_PATH_BYTES: usize = 256;
+
+/// An exec report: the header and the path the process exec'd.
+#[repr(C)]
+struct ExecRecord {
+    header: DataEventHeader,
+    path: [u8; EXEC_PATH_BYTES],
+}
+
+/// Reports an `execve` with the exec'd path (read from kernel memory at `filename`), so that
+/// discovery can decide even when the process is gone before it reads `/proc`.
+#[inline(always)]
+pub(crate) fn emit_exec(pid_tgid: u64, filename: *const u8, now: u64) {
+    let Some(mut entry) = MOP_EVENTS.reserve::<ExecRecord>(0) else {
+        bump(Counter::RingbufFull);
+        return;
+    };
+    // SAFETY: every header field is written by fill_header; the path bytes after
+    // `captured_len` are never read.
+    let rec = unsafe { &mut *entry.as_mut_ptr() };
+    let none = ConnInfo {
+        conn_id: 0,
+        addrs: mop_common::ConnAddrs::default(),
+        kind: 0,
+        role: 0,
+        proto: 0,
+        flags: 0,
+    };
+    fill_header(
+        &mut rec.header,
+        EventKind::ProcExec,
+        &none,
+        pid_tgid,
+        -1,
+        now,
+        now,
+    );
+    let len = if filename.is_null() {
+        0
+    } else {
+        // SAFETY: the helper checks the kernel address and writes at most the buffer's size.
+        unsafe { aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(filename, &mut rec.path) }
+            .map_or(0, |s| s.len())
+    };
+    rec.header.captured_len = (len & (EXEC_PATH_BYTES - 1)) as u32;
+    rec.header.total_len = rec.header.captured_len.into();
+    // Discovery waits on exec reports: never let them sit until the next poll.
+    entry.submit(u64::from(BPF_RB_FORCE_WAKEUP));
+    bump(Counter::EventsSubmitted);
 }
 
 /// Copies `n` (at most `MAX`) bytes of user memory at `src` to `data[offset..]`.
@@ -223,8 +319,15 @@ fn read_iov(iov: u64, i: u32) -> Option<Iovec> {
 /// Two loops keep the verifier's work small: only the first tracks a precise copy offset.
 #[inline(always)]
 fn capture_iovec(ev: &mut EventBuffer, iov: u64, iovcnt: u64, ret: u64, cap: u32) -> u32 {
-    let mut copied: u32 = 0;
+    // The running copy offset lives in the record (map memory) and is reloaded each turn: the
+    // verifier then knows only its bounds, not its value, so it can prune the loop's states
+    // (a register would make every iovec count a separate path).
+    let cursor: *mut u32 = &raw mut ev.header.captured_len;
+    // SAFETY: `cursor` points into the per-CPU record this program owns.
+    unsafe { core::ptr::write_volatile(cursor, 0) };
     for i in 0..HEAD_IOVS {
+        // SAFETY: as above.
+        let copied = clamp_to_max(u64::from(unsafe { core::ptr::read_volatile(cursor) })) as u32;
         if u64::from(i) >= iovcnt || u64::from(copied) >= ret || copied >= cap {
             break;
         }
@@ -238,8 +341,12 @@ fn capture_iovec(ev: &mut EventBuffer, iov: u64, iovcnt: u64, ret: u64, cap: u32
             bump(Counter::ReadUserFailed);
             break;
         }
-        copied = clamp_to_max(u64::from(copied) + clamp_to_max(n)) as u32;
+        let next = clamp_to_max(u64::from(copied) + clamp_to_max(n)) as u32;
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile(cursor, next) };
     }
+    // SAFETY: as above.
+    let copied = clamp_to_max(u64::from(unsafe { core::ptr::read_volatile(cursor) })) as u32;
     if ret <= u64::from(copied) {
         return copied;
     }
@@ -307,6 +414,13 @@ pub(crate) fn emit_data(conn: &ConnInfo, sc: &DataSyscall, cfg: &KernelConfig) {
     };
     ev.header.total_len = sc.ret;
     ev.header.flags = sc.flags;
+    // Plaintext from the TLS library has no place in the TCP stream.
+    if sc.flags & FLAG_TLS == 0
+        && let Some(seq) = stream_seq(conn.conn_id, sc.op.is_ingress(), &cfg.offsets)
+    {
+        ev.header.seq_end = seq;
+        ev.header.flags |= FLAG_STREAM_SEQ;
+    }
     let window = if conn.proto == PROTO_HTTP2 {
         cfg.http2_capture_bytes
     } else {

@@ -5,7 +5,8 @@
 //! tracepoints once each and dispatches on the syscall number, which costs less than one
 //! tracepoint per syscall (see the README's performance section). Files by concern: `maps.rs`
 //! (every map and the load-time config), `sock.rs` (fd to TCP socket and its addresses),
-//! `emit.rs` (payload copy and ring-buffer output), `tls.rs` (plaintext at the TLS library).
+//! `emit.rs` (payload copy and ring-buffer output), `tls.rs` (plaintext at the TLS library),
+//! `tcpctx.rs` (trace context in a TCP option).
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
@@ -19,6 +20,8 @@ mod maps;
 mod sock;
 #[cfg(target_arch = "bpf")]
 mod syscalls;
+#[cfg(target_arch = "bpf")]
+mod tcpctx;
 #[cfg(target_arch = "bpf")]
 mod tls;
 

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use mop_common::{
-    ConnInfo, ConnKey, Counter, InflightSyscall, KernelConfig, KernelOffsets, MAX_CAPTURE_BYTES,
-    SslCall, SslKey,
+    ConnAddrs, ConnInfo, ConnKey, Counter, InflightSyscall, KernelConfig, KernelOffsets,
+    MAX_CAPTURE_BYTES, SslCall, SslKey, TraceCtx,
     event::DataEventHeader,
     maps::{COUNTER_SLOTS, MAX_CONNS, MAX_INFLIGHT, MAX_PIDS},
     ops::SYSCALL_TABLE_LEN,
@@ -43,9 +43,17 @@ pub(crate) static MOP_SSL_FDS: LruHashMap<SslKey, i32> = LruHashMap::with_max_en
 #[map(name = "MOP_COUNTERS")]
 pub(crate) static MOP_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
-/// Per-CPU sequence that makes connection ids unique: `(cpu << 48) | seq`.
-#[map(name = "MOP_CONN_SEQ")]
-pub(crate) static MOP_CONN_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "MOP_THREAD_CTX")]
+pub(crate) static MOP_THREAD_CTX: LruHashMap<u64, TraceCtx> =
+    LruHashMap::with_max_entries(MAX_INFLIGHT, 0);
+
+#[map(name = "MOP_FLOW_OUT")]
+pub(crate) static MOP_FLOW_OUT: LruHashMap<ConnAddrs, TraceCtx> =
+    LruHashMap::with_max_entries(MAX_CONNS, 0);
+
+#[map(name = "MOP_FLOW_IN")]
+pub(crate) static MOP_FLOW_IN: LruHashMap<ConnAddrs, TraceCtx> =
+    LruHashMap::with_max_entries(MAX_CONNS, 0);
 
 /// A record assembled before it is copied to the ring buffer.
 ///
@@ -86,7 +94,9 @@ pub(crate) static MOP_CONFIG: Global<KernelConfig> = Global::new(KernelConfig {
         sk_v6_rcv_saddr: 0,
         msghdr_iov: 0,
         msghdr_iovlen: 0,
-        pad: 0,
+        tcp_copied_seq: 0,
+        tcp_write_seq: 0,
+        binprm_filename: 0,
     },
 });
 
@@ -96,20 +106,5 @@ pub(crate) fn bump(counter: Counter) {
     if let Some(slot) = MOP_COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: the per-CPU slot belongs to this CPU for the duration of the program.
         unsafe { *slot += 1 };
-    }
-}
-
-/// A fresh connection id, unique across CPUs for this boot of the programs.
-#[inline(always)]
-pub(crate) fn next_conn_id() -> u64 {
-    // SAFETY: helper without arguments.
-    let cpu = u64::from(unsafe { aya_ebpf::helpers::bpf_get_smp_processor_id() });
-    let Some(seq) = MOP_CONN_SEQ.get_ptr_mut(0) else {
-        return 0;
-    };
-    // SAFETY: the per-CPU slot belongs to this CPU for the duration of the program.
-    unsafe {
-        *seq += 1;
-        (cpu << 48) | (*seq & 0xffff_ffff_ffff)
     }
 }

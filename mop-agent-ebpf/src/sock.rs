@@ -9,8 +9,8 @@ use mop_common::{AF_INET, AF_INET6, ConnAddrs, KernelOffsets, SOCK_STREAM};
 
 /// What an fd turned out to be.
 pub(crate) enum FdKind {
-    /// A TCP socket over IPv4 or IPv6, with its addresses.
-    Tcp(ConnAddrs),
+    /// A TCP socket over IPv4 or IPv6: its `struct sock` address and its addresses.
+    Tcp(u64, ConnAddrs),
     /// Anything else: a file, pipe, UDP or Unix socket.
     Other,
 }
@@ -61,13 +61,29 @@ pub(crate) fn classify_fd(fd: i32, off: &KernelOffsets) -> Result<FdKind, i32> {
         if sk.is_null() {
             return Ok(FdKind::Other);
         }
-        read_addrs(sk, off)
+        match read_addrs(sk, off)? {
+            Some(addrs) => Ok(FdKind::Tcp(sk as u64, addrs)),
+            None => Ok(FdKind::Other),
+        }
     }
 }
 
-/// Reads the addresses of a `struct sock`.
+/// The stream position of a TCP socket: `copied_seq` (bytes read so far) for `ingress`,
+/// else `write_seq` (bytes written so far); low 32 bits, wrapping.
 #[inline(always)]
-unsafe fn read_addrs(sk: *const u8, off: &KernelOffsets) -> Result<FdKind, i32> {
+pub(crate) fn stream_seq(sk: u64, ingress: bool, off: &KernelOffsets) -> Option<u32> {
+    let field = if ingress {
+        off.tcp_copied_seq
+    } else {
+        off.tcp_write_seq
+    };
+    // SAFETY: bpf_probe_read_kernel checks the address.
+    unsafe { read_at::<u32>(sk as *const u8, field) }.ok()
+}
+
+/// Reads the addresses of a `struct sock`; `None` when it is neither IPv4 nor IPv6.
+#[inline(always)]
+unsafe fn read_addrs(sk: *const u8, off: &KernelOffsets) -> Result<Option<ConnAddrs>, i32> {
     // SAFETY: reads go through bpf_probe_read_kernel.
     unsafe {
         let family: u16 = read_at(sk, off.sk_family)?;
@@ -84,11 +100,11 @@ unsafe fn read_addrs(sk: *const u8, off: &KernelOffsets) -> Result<FdKind, i32> 
             addrs.local_addr = read_at(sk, off.sk_v6_rcv_saddr)?;
             addrs.remote_addr = read_at(sk, off.sk_v6_daddr)?;
         } else {
-            return Ok(FdKind::Other);
+            return Ok(None);
         }
         let dport: u16 = read_at(sk, off.sk_dport)?;
         addrs.remote_port = u16::from_be(dport);
         addrs.local_port = read_at(sk, off.sk_num)?;
-        Ok(FdKind::Tcp(addrs))
+        Ok(Some(addrs))
     }
 }

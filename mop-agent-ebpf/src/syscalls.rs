@@ -10,15 +10,15 @@ use mop_common::{
     ConnInfo, ConnKey, Counter, EventKind, InflightSyscall, KernelConfig, SyscallOp,
     event::{ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN},
     maps::{
-        CONN_FLAG_TLS, CONN_OTHER, CONN_TCP, FLAG_WATCH_EXEC, INFLIGHT_IN_TLS, PID_PENDING,
-        PROTO_HTTP2, PROTO_OTHER, PROTO_UNKNOWN,
+        CONN_FLAG_TLS, CONN_OTHER, CONN_TCP, FLAG_TCP_CONTEXT, FLAG_WATCH_EXEC, INFLIGHT_IN_TLS,
+        PID_PENDING, PROTO_HTTP2, PROTO_OTHER, PROTO_UNKNOWN,
     },
     ops::SYSCALL_TABLE_LEN,
 };
 
 use crate::{
-    emit::{DataSyscall, emit_conn_event, emit_data},
-    maps::{MOP_CONFIG, MOP_CONNS, MOP_INFLIGHT, MOP_PIDS, MOP_SYSCALL_OPS, bump, next_conn_id},
+    emit::{DataSyscall, emit_conn_event, emit_data, emit_exec},
+    maps::{MOP_CONFIG, MOP_CONNS, MOP_INFLIGHT, MOP_PIDS, MOP_SYSCALL_OPS, bump},
     sock::{FdKind, classify_fd},
 };
 
@@ -75,6 +75,10 @@ pub(crate) fn mop_sys_enter(ctx: RawTracePointContext) -> i32 {
     // A socket syscall inside a TLS library call: its bytes are ciphertext, and it tells which
     // socket the `SSL*` uses.
     let in_tls = (op.is_ingress() || op.is_egress()) && crate::tls::note_socket(pid_tgid, fd);
+    // The context of a request must wait for the socket before its first packet leaves.
+    if cfg.flags & FLAG_TCP_CONTEXT != 0 && op.is_egress() {
+        crate::tcpctx::on_egress_enter(pid_tgid, fd, now);
+    }
     let inflight = InflightSyscall {
         enter_ns: now,
         buf,
@@ -127,6 +131,10 @@ pub(crate) fn mop_sys_exit(ctx: RawTracePointContext) -> i32 {
             );
         }
         _ if ret > 0 && (op.is_ingress() || op.is_egress()) => {
+            // Before the data record, which the request's context must precede.
+            if cfg.flags & FLAG_TCP_CONTEXT != 0 && op.is_ingress() {
+                crate::tcpctx::on_ingress_exit(pid_tgid, inflight.fd, now);
+            }
             let sc = DataSyscall {
                 op,
                 fd: inflight.fd,
@@ -156,8 +164,8 @@ fn track(key: &ConnKey, role: u32, cfg: &KernelConfig) -> Option<ConnInfo> {
         }
     };
     let info = match kind {
-        FdKind::Tcp(addrs) => ConnInfo {
-            conn_id: next_conn_id(),
+        FdKind::Tcp(sk, addrs) => ConnInfo {
+            conn_id: sk,
             addrs,
             kind: CONN_TCP,
             role,
@@ -276,7 +284,7 @@ fn on_close(pid_tgid: u64, fd: i32, now: u64, cfg: &KernelConfig) {
 }
 
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
-pub(crate) fn mop_sched_exec(_ctx: RawTracePointContext) -> i32 {
+pub(crate) fn mop_sched_exec(ctx: RawTracePointContext) -> i32 {
     let cfg = MOP_CONFIG.load();
     if cfg.flags & FLAG_WATCH_EXEC == 0 {
         return 0;
@@ -285,27 +293,33 @@ pub(crate) fn mop_sched_exec(_ctx: RawTracePointContext) -> i32 {
     let pid = (pid_tgid >> 32) as u32;
     // A new program: capture it until discovery decides, even if its old image was selected.
     let _ = MOP_PIDS.insert(&pid, &PID_PENDING, 0);
+    // TP_PROTO(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+    let bprm: *const u8 = ctx.arg(2);
+    // SAFETY: bpf_probe_read_kernel checks the address.
+    let filename: *const u8 = unsafe {
+        bpf_probe_read_kernel(
+            bprm.wrapping_add(cfg.offsets.binprm_filename as usize)
+                .cast::<*const u8>(),
+        )
+    }
+    .unwrap_or(core::ptr::null());
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let none = ConnInfo {
-        conn_id: 0,
-        addrs: mop_common::ConnAddrs::default(),
-        kind: 0,
-        role: ROLE_UNKNOWN,
-        proto: PROTO_UNKNOWN,
-        flags: 0,
-    };
-    emit_conn_event(EventKind::ProcExec, &none, pid_tgid, -1, now, now, &cfg);
+    emit_exec(pid_tgid, filename, now);
     0
 }
 
 /// The first four bytes of the HTTP/2 client preface, `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`.
 const PREFACE_START: [u8; 4] = *b"PRI ";
 
-/// True when the first bytes the syscall moved start the HTTP/2 client preface.
+/// HTTP/2 frame type of SETTINGS.
+const FRAME_SETTINGS: u8 = 4;
+
+/// True when the first bytes the syscall moved start an HTTP/2 connection: the client
+/// preface, or the SETTINGS frame a server sends first (often before it reads the preface).
 #[inline(always)]
 fn starts_http2_preface(sc: &DataSyscall) -> bool {
-    if sc.ret < PREFACE_START.len() as u64 {
+    if sc.ret < 9 {
         return false;
     }
     let first = match sc.op {
@@ -328,8 +342,15 @@ fn starts_http2_preface(sc: &DataSyscall) -> bool {
         return false;
     }
     // SAFETY: the helper checks the user address.
-    let head = unsafe { aya_ebpf::helpers::bpf_probe_read_user(first as *const [u8; 4]) };
-    matches!(head, Ok(h) if h == PREFACE_START)
+    let Ok(h) = (unsafe { aya_ebpf::helpers::bpf_probe_read_user(first as *const [u8; 9]) }) else {
+        return false;
+    };
+    if h[..4] == PREFACE_START {
+        return true;
+    }
+    // A SETTINGS frame on stream 0 without ACK, with a whole number of 6-byte settings.
+    let len = u32::from_be_bytes([0, h[0], h[1], h[2]]);
+    h[3] == FRAME_SETTINGS && h[4] == 0 && h[5..9] == [0, 0, 0, 0] && len % 6 == 0 && len <= 6 * 16
 }
 
 /// The base address of the first entry of a user iovec array (0 when unreadable).

@@ -3,7 +3,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use mop_protocol::http1::Http1Limits;
 use thiserror::Error;
 use tokio::{
     sync::{mpsc, oneshot, watch},
@@ -16,10 +15,14 @@ use crate::{
         CaptureError, CapturePathKind, LoadSettings, Loaded, Probes,
         conntrack::ConnTracker,
         loader,
+        parser::ParserLimits,
         stage::{CaptureStage, StageSettings},
         tls::TlsProbes,
     },
-    config::{Config, ebpf::CapturePath},
+    config::{
+        Config,
+        ebpf::{CapturePath, ContextPropagation},
+    },
     discovery::{
         self, DiscoveryOutputs, Scanner,
         identity::IdentityContext,
@@ -27,7 +30,10 @@ use crate::{
         procfs::ProcFs,
     },
     export::{ExportSettings, Exporters, SpanSink},
-    span::{assembler::Assembler, clock::WallClock, ids::IdGenerator, stage::SpanStage},
+    span::{
+        assembler::Assembler, clock::WallClock, ids::IdGenerator, linker::Linker, sampler::Sampler,
+        stage::SpanStage,
+    },
     telemetry::SelfMetrics,
 };
 
@@ -90,6 +96,30 @@ fn load_settings(config: &Config) -> LoadSettings {
             .instrument
             .iter()
             .any(|s| s.exe_path.is_some() && s.open_ports.is_none()),
+        tcp_context: tcp_context(config.ebpf.context_propagation),
+    }
+}
+
+/// Whether trace context travels in TCP options; says so when part of the setting cannot
+/// be honoured (mop does not rewrite HTTP headers in flight).
+fn tcp_context(setting: ContextPropagation) -> bool {
+    match setting {
+        ContextPropagation::Tcp => true,
+        ContextPropagation::All => {
+            tracing::warn!(
+                "ebpf.context_propagation: all: mop carries trace context in TCP options only; \
+                 it does not inject HTTP headers"
+            );
+            true
+        }
+        ContextPropagation::Headers => {
+            tracing::warn!(
+                "ebpf.context_propagation: headers: mop does not inject HTTP headers; use tcp \
+                 to carry trace context between nodes"
+            );
+            false
+        }
+        ContextPropagation::Disabled => false,
     }
 }
 
@@ -159,6 +189,9 @@ struct Running {
 
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), AgentError> {
+    // Privileges and BTF first: without them nothing else is worth starting (and the one
+    // line that says so is all the user sees).
+    loader::preflight()?;
     let metrics = Arc::new(SelfMetrics::default());
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     // Exporters first: a setting they refuse (or a port they cannot bind) fails the start
@@ -226,11 +259,8 @@ fn start(
     let (span_ctl_tx, span_ctl_rx) = mpsc::channel(CONTROL_QUEUE);
 
     let spans = SpanStage::new(
-        Assembler::new(
-            IdGenerator::from_entropy(),
-            WallClock::measure(),
-            config.routes.clone(),
-        ),
+        Assembler::new(WallClock::measure(), config.routes.clone()),
+        Linker::new(IdGenerator::from_entropy(), Sampler::new(config.sampler)),
         exchange_rx,
         span_ctl_rx,
         Arc::clone(&metrics),
@@ -240,7 +270,10 @@ fn start(
     let capture_cancel = CancellationToken::new();
     let capture = CaptureStage::new(
         (loaded.ring, loaded.counters),
-        ConnTracker::new(config.ebpf.max_connections as usize, Http1Limits::default()),
+        ConnTracker::new(
+            config.ebpf.max_connections as usize,
+            ParserLimits::default(),
+        ),
         (exchange_tx, exec_tx),
         capture_ctl_rx,
         Arc::clone(&metrics),

@@ -13,7 +13,13 @@ use mop_common::{EVENT_HEADER_LEN, TAIL_BYTES};
 use mop_protocol::http1::Http1Limits;
 
 use crate::{
-    capture::{btf::Btf, conntrack::ConnTracker, event::RawEvent, kernel},
+    capture::{
+        btf::Btf,
+        conntrack::{ConnTracker, Observed},
+        event::RawEvent,
+        kernel,
+        parser::ParserLimits,
+    },
     config::Config,
     discovery::procfs,
     span::context::parse_traceparent,
@@ -89,9 +95,12 @@ const FUZZ_MAX_CONNECTIONS: usize = 4;
 pub fn ring_records(data: &[u8]) {
     let mut tracker = ConnTracker::new(
         FUZZ_MAX_CONNECTIONS,
-        Http1Limits {
-            max_head_bytes: 256,
-            max_pending: 4,
+        ParserLimits {
+            http1: Http1Limits {
+                max_head_bytes: 256,
+                max_pending: 4,
+            },
+            ..ParserLimits::default()
         },
     );
     let mut pids = Vec::new();
@@ -112,7 +121,11 @@ pub fn ring_records(data: &[u8]) {
         assert_eq!(seg.total_len(), ev.header.total_len.max(known));
         pids.push(ev.header.pid);
         tracker.on_event(&ev, &mut |x| {
-            assert_eq!(x.pid, ev.header.pid);
+            let pid = match x {
+                Observed::Start(s) => s.pid,
+                Observed::Done(d) => d.pid,
+            };
+            assert_eq!(pid, ev.header.pid);
         });
         assert!(tracker.len() <= FUZZ_MAX_CONNECTIONS, "{}", tracker.len());
     }

@@ -27,6 +27,10 @@ pub enum EventKind {
     /// A process called `execve` while exec watching is on: the kernel already captures it
     /// (its pid is in the filter as pending) until discovery decides about it.
     ProcExec = 4,
+    /// The kernel gave a request that starts in this syscall its trace context (TCP-option
+    /// propagation): the payload is a [`crate::TraceCtx`]; the data record of the same
+    /// syscall follows.
+    TraceCtx = 5,
 }
 
 impl EventKind {
@@ -37,6 +41,7 @@ impl EventKind {
             2 => Some(Self::Data),
             3 => Some(Self::ConnClose),
             4 => Some(Self::ProcExec),
+            5 => Some(Self::TraceCtx),
             _ => None,
         }
     }
@@ -56,6 +61,8 @@ pub const ROLE_CLIENT: u32 = 2;
 
 /// `flags` bit: the payload came from `sendfile`, whose bytes are never captured.
 pub const FLAG_SENDFILE: u32 = 1;
+/// `flags` bit: `seq_end` holds the socket's stream position after the syscall.
+pub const FLAG_STREAM_SEQ: u32 = 8;
 /// `flags` bit: the payload is TLS plaintext read at the TLS library (uprobes), not socket bytes.
 pub const FLAG_TLS: u32 = 4;
 /// `flags` bit: the payload was gathered from an iovec array that had more entries than the
@@ -115,8 +122,10 @@ pub struct DataEventHeader {
     pub total_len: u64,
     /// Valid bytes in `tail`.
     pub tail_len: u32,
-    /// Explicit padding; always zero.
-    pub pad: u32,
+    /// With [`FLAG_STREAM_SEQ`]: the TCP stream position (low 32 bits of the socket's
+    /// `copied_seq` for reads, `write_seq` for writes) right after this syscall, so userspace
+    /// can tell when a syscall of the connection was never reported (a gap).
+    pub seq_end: u32,
     /// The last bytes of the buffer when it was longer than the capture window.
     pub tail: [u8; TAIL_BYTES],
 }

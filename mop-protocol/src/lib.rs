@@ -11,7 +11,8 @@ use criterion as _;
 
 pub mod exchange;
 pub mod http1;
+pub mod http2;
 pub mod segment;
 
-pub use exchange::{HttpExchange, HttpVersion, Role, TraceHeaders};
+pub use exchange::{HttpExchange, HttpVersion, RequestStart, Role, TraceHeaders};
 pub use segment::{Direction, Segment};

@@ -160,7 +160,7 @@ fn populate(rootfs: &Path, binary: &Path) -> anyhow::Result<()> {
 }
 
 /// The libraries `ldd` resolves for `binary` (the vDSO has no file and is left out).
-fn shared_libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn shared_libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let out = cmd::output(Command::new("ldd").arg(binary))?;
     let mut libs = Vec::new();
     for line in out.lines() {

@@ -2,12 +2,14 @@
 
 mod bench;
 mod cmd;
+mod experiment;
 mod fuzz;
 mod image;
 mod manifests;
 mod run;
 mod setup;
 mod test;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +38,12 @@ enum Command {
     Bench(bench::Options),
     /// Run the cargo-fuzz targets for a bounded time each (`--seconds`, default 60).
     Fuzz(fuzz::Options),
+    /// Run a validation experiment (overhead, accuracy, completeness, coverage, propagation,
+    /// all) and write its report to experiments/results/<name>/.
+    Experiment(experiment::Options),
+    /// Boot Debian kernels (5.10, 6.1, 6.12, 7.x) under qemu and run the agent's end-to-end
+    /// HTTP/1 test in each, for each capture path; prints a kernel x path matrix.
+    VmTest(vm::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,5 +55,7 @@ fn main() -> anyhow::Result<()> {
         Command::Image(opts) => image::run(&opts),
         Command::Bench(opts) => bench::run(&opts),
         Command::Fuzz(opts) => fuzz::run(&opts),
+        Command::Experiment(opts) => experiment::run(&opts),
+        Command::VmTest(opts) => vm::run(&opts),
     }
 }

@@ -28,9 +28,14 @@ const APT_PACKAGES: &[&str] = &[
     "nodejs",
     "npm",
     "golang-go",
+    // `cargo xtask vm-test`: guests, their initramfs, and verified Debian kernel downloads.
     "qemu-system-x86",
     "busybox-static",
     "cpio",
+    "binutils",
+    "gpgv",
+    "debian-archive-keyring",
+    "xz-utils",
     "skopeo",
     "umoci",
     // The integration tests: Python peers (and pip for the packages below), `bpftool prog
@@ -57,6 +62,15 @@ const PIP_PACKAGES: &[(&str, &str)] = &[
     ("kubernetes-validate", "kubernetes_validate"),
     ("pyyaml", "yaml"),
     ("matplotlib", "matplotlib"),
+    ("opentelemetry-sdk", "opentelemetry.sdk"),
+    (
+        "opentelemetry-instrumentation-wsgi",
+        "opentelemetry.instrumentation.wsgi",
+    ),
+    (
+        "opentelemetry-instrumentation-grpc",
+        "opentelemetry.instrumentation.grpc",
+    ),
 ];
 
 /// Options of `cargo xtask setup`.

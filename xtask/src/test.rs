@@ -25,6 +25,7 @@ use crate::{cmd, setup};
 const EXTRA_SUITES: &[(&str, ExtraSuite)] = &[
     ("manifests", crate::manifests::verify),
     ("fuzz", crate::fuzz::smoke),
+    ("experiments", crate::experiment::smoke),
 ];
 
 /// The function of an extra suite.

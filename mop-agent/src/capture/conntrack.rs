@@ -6,19 +6,14 @@
 
 use std::{collections::HashMap, net::SocketAddr};
 
-use mop_common::EventKind;
-use mop_protocol::{
-    HttpExchange,
-    http1::{self, Http1Connection, Http1Limits},
+use mop_common::{EventKind, TraceCtx};
+use mop_protocol::{Direction, HttpExchange, RequestStart};
+
+use super::{
+    event::{RawEvent, socket_addrs},
+    parser::{ParseErrors, ParserLimits, Protocol, sniff},
+    stream::{Alignment, StreamPosition, trim_front},
 };
-
-use super::event::{RawEvent, socket_addrs};
-
-/// Data records of a connection inspected before it is declared a protocol mop does not parse.
-///
-/// Generous, because a connection joined mid-stream (the agent started after it opened) may
-/// carry body bytes for a while before the next message head.
-const SNIFF_SEGMENTS: u8 = 32;
 
 /// An exchange with the connection it happened on.
 #[derive(Clone, Debug)]
@@ -37,16 +32,6 @@ pub struct ConnExchange {
     pub tls: bool,
 }
 
-/// What a connection speaks.
-enum Protocol {
-    /// No payload seen yet that tells; counts the segments inspected.
-    Undecided(u8),
-    /// HTTP/1.x.
-    Http1(Box<Http1Connection>),
-    /// Something mop does not parse (or a tunnel); its bytes are ignored.
-    Opaque,
-}
-
 struct Connection {
     local: SocketAddr,
     remote: SocketAddr,
@@ -55,6 +40,41 @@ struct Connection {
     /// Plaintext from the TLS library has been seen: socket bytes (ciphertext) are ignored
     /// from now on, and the protocol was decided on the plaintext.
     tls: bool,
+    /// Stream positions of the ingress and egress directions.
+    positions: [StreamPosition; 2],
+    /// The context the kernel gave the next request starting in each direction (ingress,
+    /// egress) when trace context travels in TCP options.
+    kernel_ctx: [Option<TraceCtx>; 2],
+}
+
+/// A request that just started on a connection (for trace context, before it completes).
+#[derive(Clone, Debug)]
+pub struct ConnStart {
+    /// The instrumented process.
+    pub pid: u32,
+    /// The connection.
+    pub conn_id: u64,
+    /// The process's end of the connection.
+    pub local: SocketAddr,
+    /// The peer's end.
+    pub remote: SocketAddr,
+    /// The request's start marker.
+    pub start: RequestStart,
+    /// The peer's end of this connection belongs to an instrumented process too (both ends
+    /// are seen, so the other side's start will arrive).
+    pub peer_tracked: bool,
+    /// The ids the kernel gave this request (TCP-option propagation): its span id travels to
+    /// the server in the request's first packet, so the span must use it.
+    pub kernel_ctx: Option<TraceCtx>,
+}
+
+/// What the tracker reports, in the order it learns it.
+#[derive(Clone, Debug)]
+pub enum Observed {
+    /// A request began.
+    Start(ConnStart),
+    /// A request and its response completed.
+    Done(ConnExchange),
 }
 
 /// Key of a tracked connection: the kernel's connection id is unique per boot, the pid keeps
@@ -68,28 +88,36 @@ struct Key {
 /// Counters the tracker accumulates between reads by the capture stage.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TrackerStats {
-    /// HTTP/1 parse errors.
-    pub http1_errors: u64,
+    /// Parse errors, per protocol.
+    pub errors: ParseErrors,
     /// Connections evicted because the table was full.
     pub evicted: u64,
+    /// Data records the kernel never reported (seen as gaps in a stream).
+    pub stream_gaps: u64,
 }
 
 /// The connection table.
 pub struct ConnTracker {
     conns: HashMap<Key, Connection>,
+    /// How many tracked connections have each (local, remote) pair: tells whether the other
+    /// end of a connection is instrumented too.
+    tuples: HashMap<(SocketAddr, SocketAddr), u32>,
+    starts: Vec<RequestStart>,
     max_connections: usize,
-    http1_limits: Http1Limits,
+    limits: ParserLimits,
     scratch: Vec<HttpExchange>,
     stats: TrackerStats,
 }
 
 impl ConnTracker {
     /// An empty table holding at most `max_connections` connections.
-    pub fn new(max_connections: usize, http1_limits: Http1Limits) -> Self {
+    pub fn new(max_connections: usize, limits: ParserLimits) -> Self {
         Self {
             conns: HashMap::new(),
+            tuples: HashMap::new(),
+            starts: Vec::new(),
             max_connections: max_connections.max(1),
-            http1_limits,
+            limits,
             scratch: Vec::with_capacity(8),
             stats: TrackerStats::default(),
         }
@@ -111,7 +139,7 @@ impl ConnTracker {
     }
 
     /// Feeds one record; completed exchanges go to `emit`.
-    pub fn on_event(&mut self, ev: &RawEvent<'_>, emit: &mut impl FnMut(ConnExchange)) {
+    pub fn on_event(&mut self, ev: &RawEvent<'_>, emit: &mut impl FnMut(Observed)) {
         let key = Key {
             pid: ev.header.pid,
             conn_id: ev.header.conn_id,
@@ -122,13 +150,14 @@ impl ConnTracker {
                 self.insert(key, ev);
             }
             EventKind::Data => self.on_data(key, ev, emit),
+            EventKind::TraceCtx => self.on_trace_ctx(key, ev),
             // Not about a connection: the capture stage routes exec reports to discovery.
             EventKind::ProcExec => {}
             EventKind::ConnClose => {
-                if let Some(mut conn) = self.conns.remove(&key) {
-                    if let Protocol::Http1(parser) = &mut conn.protocol {
+                if let Some(mut conn) = self.remove(&key) {
+                    if let Protocol::Parsed(parser) = &mut conn.protocol {
                         parser.on_close(ev.header.exit_ns, &mut self.scratch);
-                        self.stats.http1_errors += parser.take_stats().errors_total();
+                        self.stats.errors.add(parser.take_errors());
                     }
                     self.flush(key, &conn, emit);
                 }
@@ -136,7 +165,20 @@ impl ConnTracker {
         }
     }
 
-    fn on_data(&mut self, key: Key, ev: &RawEvent<'_>, emit: &mut impl FnMut(ConnExchange)) {
+    /// Keeps the kernel's context for the request that starts in the record that follows.
+    fn on_trace_ctx(&mut self, key: Key, ev: &RawEvent<'_>) {
+        let Some(ctx) = ev.trace_ctx() else {
+            return;
+        };
+        if !self.conns.contains_key(&key) {
+            self.insert(key, ev);
+        }
+        if let Some(conn) = self.conns.get_mut(&key) {
+            conn.kernel_ctx[usize::from(ev.direction() == Direction::Egress)] = Some(ctx);
+        }
+    }
+
+    fn on_data(&mut self, key: Key, ev: &RawEvent<'_>, emit: &mut impl FnMut(Observed)) {
         if !self.conns.contains_key(&key) {
             self.insert(key, ev);
         }
@@ -153,43 +195,82 @@ impl ConnTracker {
             conn.tls = true;
             conn.protocol = Protocol::Undecided(0);
         }
+        let dir = ev.direction();
+        let mut segment = ev.segment();
         if let Protocol::Undecided(seen) = conn.protocol {
-            conn.protocol = sniff(ev.head, seen, self.http1_limits);
+            conn.protocol = sniff(&segment, seen, &self.limits);
         }
-        let Protocol::Http1(parser) = &mut conn.protocol else {
+        if let Some(end) = ev.stream_seq() {
+            let position = &mut conn.positions[usize::from(dir == Direction::Egress)];
+            match position.place(end, ev.header.total_len) {
+                Alignment::InOrder => {}
+                Alignment::Duplicate => return,
+                Alignment::Overlap(n) => segment = trim_front(&segment, n),
+                Alignment::Gap(n) => {
+                    self.stats.stream_gaps += 1;
+                    if let Protocol::Parsed(parser) = &mut conn.protocol {
+                        parser.lost(dir, &segment, n, &mut self.scratch);
+                    }
+                }
+            }
+        }
+        let Protocol::Parsed(parser) = &mut conn.protocol else {
             return;
         };
-        parser.feed(ev.direction(), &ev.segment(), &mut self.scratch);
-        self.stats.http1_errors += parser.take_stats().errors_total();
-        if parser.is_tunnel() {
-            conn.protocol = Protocol::Opaque;
+        let next = parser.feed(dir, &segment, &self.limits, &mut self.scratch);
+        parser.drain_starts(&mut self.starts);
+        self.stats.errors.add(parser.take_errors());
+        if let Some(next) = next {
+            conn.protocol = next;
         }
-        if !self.scratch.is_empty() {
-            let (local, remote, tls) = (conn.local, conn.remote, conn.tls);
-            for exchange in self.scratch.drain(..) {
-                emit(ConnExchange {
+        let (local, remote, tls) = (conn.local, conn.remote, conn.tls);
+        if !self.starts.is_empty() {
+            let peer_tracked = self.tuples.contains_key(&(remote, local));
+            for start in self.starts.drain(..) {
+                // A request is read by servers and written by clients.
+                let request_dir = usize::from(start.role == mop_protocol::Role::Client);
+                let kernel_ctx = conn.kernel_ctx[request_dir].take();
+                emit(Observed::Start(ConnStart {
                     pid: key.pid,
                     conn_id: key.conn_id,
                     local,
                     remote,
-                    exchange,
-                    tls,
-                });
+                    start,
+                    peer_tracked,
+                    kernel_ctx,
+                }));
             }
+        }
+        for exchange in self.scratch.drain(..) {
+            emit(Observed::Done(ConnExchange {
+                pid: key.pid,
+                conn_id: key.conn_id,
+                local,
+                remote,
+                exchange,
+                tls,
+            }));
         }
     }
 
-    fn flush(&mut self, key: Key, conn: &Connection, emit: &mut impl FnMut(ConnExchange)) {
+    fn flush(&mut self, key: Key, conn: &Connection, emit: &mut impl FnMut(Observed)) {
         for exchange in self.scratch.drain(..) {
-            emit(ConnExchange {
+            emit(Observed::Done(ConnExchange {
                 pid: key.pid,
                 conn_id: key.conn_id,
                 local: conn.local,
                 remote: conn.remote,
                 exchange,
                 tls: conn.tls,
-            });
+            }));
         }
+    }
+
+    /// Removes a connection, keeping the tuple index in step.
+    fn remove(&mut self, key: &Key) -> Option<Connection> {
+        let conn = self.conns.remove(key)?;
+        untrack_tuple(&mut self.tuples, &conn);
+        Some(conn)
     }
 
     fn insert(&mut self, key: Key, ev: &RawEvent<'_>) {
@@ -197,6 +278,10 @@ impl ConnTracker {
             self.evict_oldest();
         }
         let (local, remote) = socket_addrs(&ev.header.addrs);
+        if let Some(old) = self.conns.get(&key) {
+            untrack_tuple(&mut self.tuples, old);
+        }
+        *self.tuples.entry((local, remote)).or_insert(0) += 1;
         self.conns.insert(
             key,
             Connection {
@@ -205,6 +290,8 @@ impl ConnTracker {
                 protocol: Protocol::Undecided(0),
                 last_seen_ns: ev.header.exit_ns,
                 tls: false,
+                positions: [StreamPosition::default(); 2],
+                kernel_ctx: [None; 2],
             },
         );
     }
@@ -216,18 +303,32 @@ impl ConnTracker {
         let (_, cutoff, _) = ages.select_nth_unstable(n - 1);
         let cutoff = *cutoff;
         let before = self.conns.len();
-        self.conns.retain(|_, c| c.last_seen_ns > cutoff);
+        let tuples = &mut self.tuples;
+        self.conns.retain(|_, c| {
+            let keep = c.last_seen_ns > cutoff;
+            if !keep {
+                untrack_tuple(tuples, c);
+            }
+            keep
+        });
         self.stats.evicted += (before - self.conns.len()) as u64;
     }
 
     /// Forgets every connection of a process that exited.
     pub fn forget_pid(&mut self, pid: u32) {
-        self.conns.retain(|k, _| k.pid != pid);
+        let tuples = &mut self.tuples;
+        self.conns.retain(|k, c| {
+            let keep = k.pid != pid;
+            if !keep {
+                untrack_tuple(tuples, c);
+            }
+            keep
+        });
     }
 
     /// Drops connections idle since before `cutoff_ns` (monotonic), flushing what their parsers
     /// still hold as if they had closed.
-    pub fn expire_idle(&mut self, cutoff_ns: u64, emit: &mut impl FnMut(ConnExchange)) {
+    pub fn expire_idle(&mut self, cutoff_ns: u64, emit: &mut impl FnMut(Observed)) {
         let idle: Vec<Key> = self
             .conns
             .iter()
@@ -235,9 +336,10 @@ impl ConnTracker {
             .map(|(k, _)| *k)
             .collect();
         for key in idle {
-            if let Some(mut conn) = self.conns.remove(&key) {
-                if let Protocol::Http1(parser) = &mut conn.protocol {
+            if let Some(mut conn) = self.remove(&key) {
+                if let Protocol::Parsed(parser) = &mut conn.protocol {
                     parser.on_close(conn.last_seen_ns, &mut self.scratch);
+                    self.stats.errors.add(parser.take_errors());
                 }
                 self.flush(key, &conn, emit);
             }
@@ -245,57 +347,160 @@ impl ConnTracker {
     }
 }
 
-/// Decides a connection's protocol from a data record's head.
-fn sniff(head: &[u8], seen: u8, limits: Http1Limits) -> Protocol {
-    if head.is_empty() {
-        return Protocol::Undecided(seen);
+/// Forgets one connection of the tuple index.
+fn untrack_tuple(tuples: &mut HashMap<(SocketAddr, SocketAddr), u32>, conn: &Connection) {
+    let pair = (conn.local, conn.remote);
+    if let Some(n) = tuples.get_mut(&pair) {
+        *n -= 1;
+        if *n == 0 {
+            tuples.remove(&pair);
+        }
     }
-    if http1::looks_like_request(head) || http1::looks_like_response(head) {
-        return Protocol::Http1(Box::new(Http1Connection::new(limits)));
-    }
-    if is_tls_record(head) {
-        // Encrypted bytes never make spans; TLS is read at the library (uprobes) instead.
-        return Protocol::Opaque;
-    }
-    if seen + 1 >= SNIFF_SEGMENTS {
-        Protocol::Opaque
-    } else {
-        Protocol::Undecided(seen + 1)
-    }
-}
-
-/// True for the start of a TLS record: content type 20..=23, then version 3.x.
-fn is_tls_record(head: &[u8]) -> bool {
-    matches!(head, [20..=23, 3, 0..=4, ..])
 }
 
 #[cfg(test)]
-mod tests {
+mod stream_tests {
+    use mop_common::{
+        DataEventHeader, EVENT_HEADER_LEN,
+        event::{DIR_EGRESS, DIR_INGRESS, FLAG_STREAM_SEQ},
+    };
+
     use super::*;
 
+    /// A data record of `bytes` in `dir`, ending at stream position `end`.
+    fn record(dir: u32, bytes: &[u8], end: u32, t: u64) -> Vec<u8> {
+        // SAFETY: all-zero is a valid header.
+        let mut h: DataEventHeader = unsafe { std::mem::zeroed() };
+        h.kind = EventKind::Data as u32;
+        h.direction = dir;
+        h.pid = 7;
+        h.conn_id = 1;
+        h.enter_ns = t;
+        h.exit_ns = t + 1;
+        h.captured_len = bytes.len() as u32;
+        h.total_len = bytes.len() as u64;
+        h.flags = FLAG_STREAM_SEQ;
+        h.seq_end = end;
+        let mut out = vec![0u8; EVENT_HEADER_LEN];
+        // SAFETY: the buffer holds a header.
+        unsafe { std::ptr::write_unaligned(out.as_mut_ptr().cast::<DataEventHeader>(), h) };
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    fn feed(t: &mut ConnTracker, rec: &[u8], out: &mut Vec<ConnExchange>) {
+        let ev = RawEvent::decode(rec).unwrap();
+        t.on_event(&ev, &mut |x| {
+            if let Observed::Done(x) = x {
+                out.push(x);
+            }
+        });
+    }
+
     #[test]
-    fn sniffs_http_tls_and_gives_up_on_noise() {
-        let limits = Http1Limits::default();
-        assert!(matches!(
-            sniff(b"GET / HTTP/1.1\r\n", 0, limits),
-            Protocol::Http1(_)
-        ));
-        assert!(matches!(
-            sniff(b"HTTP/1.1 200 OK\r\n", 0, limits),
-            Protocol::Http1(_)
-        ));
-        assert!(matches!(
-            sniff(&[22, 3, 1, 0, 5], 0, limits),
-            Protocol::Opaque
-        ));
-        assert!(matches!(sniff(b"", 5, limits), Protocol::Undecided(5)));
-        assert!(matches!(
-            sniff(b"\x00\x01", 0, limits),
-            Protocol::Undecided(1)
-        ));
-        assert!(matches!(
-            sniff(b"\x00\x01", SNIFF_SEGMENTS - 1, limits),
-            Protocol::Opaque
-        ));
+    fn a_lost_request_does_not_shift_the_responses() {
+        let mut t = ConnTracker::new(16, ParserLimits::default());
+        let mut out = Vec::new();
+        let (r1, r2, r3) = (
+            b"GET /1 HTTP/1.1\r\n\r\n",
+            b"GET /2 HTTP/1.1\r\n\r\n",
+            b"GET /3 HTTP/1.1\r\n\r\n",
+        );
+        let resp = |code: &str| format!("HTTP/1.1 {code} OK\r\nContent-Length: 0\r\n\r\n");
+        let mut rin = 0u32;
+        let mut rout = 0u32;
+        rin += r1.len() as u32;
+        feed(&mut t, &record(DIR_INGRESS, r1, rin, 10), &mut out);
+        rout += resp("201").len() as u32;
+        feed(
+            &mut t,
+            &record(DIR_EGRESS, resp("201").as_bytes(), rout, 20),
+            &mut out,
+        );
+        // Request 2 and its response are never reported (the kernel skipped the program).
+        rin += r2.len() as u32;
+        rout += resp("202").len() as u32;
+        rin += r3.len() as u32;
+        feed(&mut t, &record(DIR_INGRESS, r3, rin, 50), &mut out);
+        rout += resp("203").len() as u32;
+        feed(
+            &mut t,
+            &record(DIR_EGRESS, resp("203").as_bytes(), rout, 60),
+            &mut out,
+        );
+        let seen: Vec<(String, Option<u16>)> = out
+            .iter()
+            .map(|x| (x.exchange.target.clone(), x.exchange.status))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![("/1".to_owned(), Some(201)), ("/3".to_owned(), Some(203))]
+        );
+        assert_eq!(t.take_stats().stream_gaps, 2);
+    }
+
+    #[test]
+    fn bytes_reported_twice_are_parsed_once() {
+        let mut t = ConnTracker::new(16, ParserLimits::default());
+        let mut out = Vec::new();
+        let req = b"GET /peek HTTP/1.1\r\n\r\n";
+        let end = req.len() as u32;
+        // A MSG_PEEK read does not move the stream; the real read returns the same bytes.
+        feed(&mut t, &record(DIR_INGRESS, req, end, 10), &mut out);
+        feed(&mut t, &record(DIR_INGRESS, req, end, 11), &mut out);
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        feed(
+            &mut t,
+            &record(DIR_EGRESS, resp, resp.len() as u32, 20),
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].exchange.target, "/peek");
+        assert_eq!(t.take_stats().stream_gaps, 0);
+    }
+
+    /// A trace-context record the kernel writes before the data of a request it gave ids.
+    fn ctx_record(dir: u32, ctx: TraceCtx) -> Vec<u8> {
+        let mut rec = record(dir, &[0; 32], 0, 5);
+        // SAFETY: `record` wrote a header at the start of the buffer.
+        let mut h: DataEventHeader =
+            unsafe { std::ptr::read_unaligned(rec.as_ptr().cast::<DataEventHeader>()) };
+        h.kind = EventKind::TraceCtx as u32;
+        h.flags = 0;
+        // SAFETY: as above.
+        unsafe { std::ptr::write_unaligned(rec.as_mut_ptr().cast::<DataEventHeader>(), h) };
+        // SAFETY: the payload area holds 32 bytes.
+        unsafe {
+            std::ptr::write_unaligned(rec[EVENT_HEADER_LEN..].as_mut_ptr().cast::<TraceCtx>(), ctx);
+        };
+        rec
+    }
+
+    #[test]
+    fn the_kernel_context_goes_to_the_request_that_starts_next_and_only_to_it() {
+        let mut t = ConnTracker::new(16, ParserLimits::default());
+        let ctx = TraceCtx {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: [3; 8],
+        };
+        let mut starts = Vec::new();
+        let mut on = |rec: &[u8], t: &mut ConnTracker| {
+            let ev = RawEvent::decode(rec).unwrap();
+            t.on_event(&ev, &mut |o| {
+                if let Observed::Start(s) = o {
+                    starts.push(s.kernel_ctx);
+                }
+            });
+        };
+        let req = b"GET /a HTTP/1.1\r\n\r\n";
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        on(&ctx_record(DIR_INGRESS, ctx), &mut t);
+        let n = req.len() as u32;
+        on(&record(DIR_INGRESS, req, n, 10), &mut t);
+        on(&record(DIR_EGRESS, resp, resp.len() as u32, 20), &mut t);
+        // The next request came without a context (say, pipelined): it gets none.
+        on(&record(DIR_INGRESS, req, 2 * n, 30), &mut t);
+        assert_eq!(starts, vec![Some(ctx), None]);
     }
 }

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use mop_common::{
     AF_INET, AF_INET6, ConnAddrs, DataEventHeader, EVENT_HEADER_LEN, EventKind, TAIL_BYTES,
-    event::{DIR_INGRESS, FLAG_SENDFILE, FLAG_TLS, ROLE_CLIENT, ROLE_SERVER},
+    event::{DIR_INGRESS, FLAG_SENDFILE, FLAG_STREAM_SEQ, FLAG_TLS, ROLE_CLIENT, ROLE_SERVER},
 };
 use mop_protocol::{Direction, Segment};
 use thiserror::Error;
@@ -84,9 +84,23 @@ impl<'a> RawEvent<'a> {
         self.header.flags & FLAG_SENDFILE != 0
     }
 
+    /// The socket's stream position right after this record's bytes, when the kernel read it.
+    pub fn stream_seq(&self) -> Option<u32> {
+        (self.header.flags & FLAG_STREAM_SEQ != 0).then_some(self.header.seq_end)
+    }
+
     /// True when the payload is TLS plaintext read at the library, not socket bytes.
     pub fn is_tls(&self) -> bool {
         self.header.flags & FLAG_TLS != 0
+    }
+
+    /// The context of a trace-context record (`None` for other records or a short payload).
+    pub fn trace_ctx(&self) -> Option<mop_common::TraceCtx> {
+        if self.kind != EventKind::TraceCtx || self.head.len() < size_of::<mop_common::TraceCtx>() {
+            return None;
+        }
+        // SAFETY: the length is checked above; `TraceCtx` is plain bytes, read unaligned.
+        Some(unsafe { std::ptr::read_unaligned(self.head.as_ptr().cast::<mop_common::TraceCtx>()) })
     }
 
     /// The role the kernel saw the connection open with, when it saw it open.

@@ -32,7 +32,9 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         sk_v6_rcv_saddr: sk("skc_v6_rcv_saddr")?,
         msghdr_iov: btf.member_offset("user_msghdr", "msg_iov")?,
         msghdr_iovlen: btf.member_offset("user_msghdr", "msg_iovlen")?,
-        pad: 0,
+        tcp_copied_seq: btf.member_offset("tcp_sock", "copied_seq")?,
+        tcp_write_seq: btf.member_offset("tcp_sock", "write_seq")?,
+        binprm_filename: btf.member_offset("linux_binprm", "filename")?,
     })
 }
 

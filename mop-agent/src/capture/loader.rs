@@ -3,13 +3,14 @@
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::RawTracePoint,
+    programs::{CgroupAttachMode, RawTracePoint, SockOps},
 };
 use mop_common::{
     Counter, KernelConfig, MAX_CAPTURE_BYTES, SyscallOp,
     maps::{
-        COUNTER_SLOTS, FLAG_WATCH_EXEC, GLOBAL_CONFIG, MAP_CONNS, MAP_COUNTERS, MAP_EVENTS,
-        MAP_PIDS, MAP_SYSCALL_OPS, PID_SELECTED, PROG_SCHED_EXEC, PROG_SYS_ENTER, PROG_SYS_EXIT,
+        COUNTER_SLOTS, FLAG_TCP_CONTEXT, FLAG_WATCH_EXEC, GLOBAL_CONFIG, MAP_CONNS, MAP_COUNTERS,
+        MAP_EVENTS, MAP_PIDS, MAP_SYSCALL_OPS, PID_SELECTED, PROG_SCHED_EXEC, PROG_SOCKOPS,
+        PROG_SYS_ENTER, PROG_SYS_EXIT,
     },
 };
 
@@ -64,6 +65,10 @@ pub struct LoadSettings {
     /// Capture every newly exec'd program until discovery decides about it, so that a
     /// short-lived client matching `exe_path` is seen from its first request.
     pub watch_exec: bool,
+    /// Carry trace context in a TCP option (`ebpf.context_propagation: tcp`): the kernel
+    /// gives requests their ids and a `sock_ops` program on the cgroup v2 root writes and
+    /// reads the option.
+    pub tcp_context: bool,
 }
 
 /// The loaded programs; dropping it detaches every program and frees the maps it owns.
@@ -131,11 +136,16 @@ pub struct Loaded {
     pub counters: KernelCounters,
 }
 
-/// Checks the host, loads the programs with this kernel's offsets, and attaches the best
-/// capture path (or the forced one).
-pub fn load(settings: &LoadSettings) -> Result<Loaded, CaptureError> {
+/// Checks the host before anything else starts: the capabilities the agent needs and the
+/// kernel's BTF. Fails with one line naming what is missing.
+pub fn preflight() -> Result<(), CaptureError> {
     sys::check_privileges()?;
-    sys::check_btf(std::path::Path::new(VMLINUX_BTF))?;
+    sys::check_btf(std::path::Path::new(VMLINUX_BTF))
+}
+
+/// Loads the programs with this kernel's offsets and attaches the best capture path (or the
+/// forced one). Call [`preflight`] first.
+pub fn load(settings: &LoadSettings) -> Result<Loaded, CaptureError> {
     sys::raise_memlock_limit();
     let btf_data = std::fs::read(VMLINUX_BTF)
         .map_err(|e| CaptureError::Host(format!("cannot read {VMLINUX_BTF}: {e}")))?;
@@ -145,6 +155,10 @@ pub fn load(settings: &LoadSettings) -> Result<Loaded, CaptureError> {
         wakeup_bytes: settings.wakeup_bytes,
         flags: if settings.watch_exec {
             FLAG_WATCH_EXEC
+        } else {
+            0
+        } | if settings.tcp_context {
+            FLAG_TCP_CONTEXT
         } else {
             0
         },
@@ -164,6 +178,9 @@ pub fn load(settings: &LoadSettings) -> Result<Loaded, CaptureError> {
     if settings.watch_exec {
         attach_raw_tracepoint(&mut ebpf, PROG_SCHED_EXEC, "sched_process_exec")?;
         attached += 1;
+    }
+    if settings.tcp_context {
+        attached += attach_sock_ops(&mut ebpf);
     }
     let ring = RingBuf::try_from(take_map(&mut ebpf, MAP_EVENTS)?).map_err(|source| {
         CaptureError::Map {
@@ -254,6 +271,43 @@ fn attach_raw_tracepoint(
     Ok(())
 }
 
+/// Attaches the trace-context `sock_ops` program to the cgroup v2 root; returns how many
+/// programs were attached. Without it the kernel still gives requests their ids (so every
+/// span of this node stays consistent), but no option crosses the wire: that is logged, not
+/// fatal.
+fn attach_sock_ops(ebpf: &mut Ebpf) -> usize {
+    let attach = |ebpf: &mut Ebpf| -> Result<std::path::PathBuf, String> {
+        let root = sys::cgroup2_root().ok_or("no cgroup v2 hierarchy is mounted")?;
+        let dir = std::fs::File::open(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+        let program: &mut SockOps = ebpf
+            .program_mut(PROG_SOCKOPS)
+            .ok_or("the object has no sock_ops program")?
+            .try_into()
+            .map_err(|e| format!("{e}"))?;
+        program.load().map_err(|e| format!("loading: {e}"))?;
+        // On 5.7+ aya attaches with a BPF link, which coexists with other programs on the
+        // cgroup and refuses the ALLOW_MULTI flag; `Single` passes no flag. (The option
+        // helpers need 5.10, so the older attach never runs.)
+        program
+            .attach(&dir, CgroupAttachMode::Single)
+            .map_err(|e| format!("attaching to {}: {e}", root.display()))?;
+        Ok(root)
+    };
+    match attach(ebpf) {
+        Ok(root) => {
+            tracing::info!(cgroup = %root.display(), "trace context travels in TCP options");
+            1
+        }
+        Err(why) => {
+            tracing::warn!(
+                "ebpf.context_propagation: the TCP option carrier is unavailable ({why}); \
+                 traces will not continue across nodes"
+            );
+            0
+        }
+    }
+}
+
 /// Attaches the programs of `path`; returns how many were attached.
 fn attach(ebpf: &mut Ebpf, path: CapturePathKind) -> Result<usize, CaptureError> {
     match path {
@@ -286,7 +340,7 @@ mod tests {
         ] {
             assert!(obj.maps.contains_key(map), "map {map} missing");
         }
-        for prog in [PROG_SYS_ENTER, PROG_SYS_EXIT, PROG_SCHED_EXEC] {
+        for prog in [PROG_SYS_ENTER, PROG_SYS_EXIT, PROG_SCHED_EXEC, PROG_SOCKOPS] {
             assert!(obj.programs.contains_key(prog), "program {prog} missing");
         }
     }

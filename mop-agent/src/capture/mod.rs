@@ -6,8 +6,10 @@ pub mod conntrack;
 pub mod event;
 pub mod kernel;
 pub mod loader;
+pub mod parser;
 pub mod privileges;
 pub mod stage;
+pub mod stream;
 pub mod sys;
 pub mod tls;
 

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     CaptureError, KernelCounters,
-    conntrack::{ConnExchange, ConnTracker},
+    conntrack::{ConnTracker, Observed},
     event::RawEvent,
 };
 use crate::telemetry::{DropReason, Protocol, SelfMetrics};
@@ -26,6 +26,16 @@ const DRAIN_BUDGET: usize = 16_384;
 pub enum CaptureControl {
     /// The process exited: free its connections.
     ProcessExited(u32),
+}
+
+/// A process called `execve` (the kernel already captures it while discovery decides).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecReport {
+    /// The process.
+    pub pid: u32,
+    /// The path it exec'd, as the kernel saw it (relative paths stay relative); used when the
+    /// process is gone before discovery reads `/proc`.
+    pub path: String,
 }
 
 /// Settings of the capture task.
@@ -42,8 +52,8 @@ pub struct CaptureStage {
     ring: RingBuf<MapData>,
     counters: KernelCounters,
     tracker: ConnTracker,
-    exchanges: mpsc::Sender<ConnExchange>,
-    execs: mpsc::Sender<u32>,
+    exchanges: mpsc::Sender<Observed>,
+    execs: mpsc::Sender<ExecReport>,
     control: mpsc::Receiver<CaptureControl>,
     metrics: Arc<SelfMetrics>,
     settings: StageSettings,
@@ -52,13 +62,13 @@ pub struct CaptureStage {
 /// What the drain loop needs besides the ring.
 struct Sink<'a> {
     tracker: &'a mut ConnTracker,
-    exchanges: &'a mpsc::Sender<ConnExchange>,
-    execs: &'a mpsc::Sender<u32>,
+    exchanges: &'a mpsc::Sender<Observed>,
+    execs: &'a mpsc::Sender<ExecReport>,
     metrics: &'a SelfMetrics,
 }
 
 impl Sink<'_> {
-    fn emit(exchanges: &mpsc::Sender<ConnExchange>, metrics: &SelfMetrics, ex: ConnExchange) {
+    fn emit(exchanges: &mpsc::Sender<Observed>, metrics: &SelfMetrics, ex: Observed) {
         if exchanges.try_send(ex).is_err() {
             metrics.add_spans_dropped(DropReason::AssemblyQueueFull, 1);
         }
@@ -73,7 +83,11 @@ impl Sink<'_> {
             n += 1;
             match RawEvent::decode(&item) {
                 Ok(ev) if ev.kind == EventKind::ProcExec => {
-                    if self.execs.try_send(ev.header.pid).is_err() {
+                    let report = ExecReport {
+                        pid: ev.header.pid,
+                        path: String::from_utf8_lossy(ev.head).into_owned(),
+                    };
+                    if self.execs.try_send(report).is_err() {
                         tracing::warn!(
                             pid = ev.header.pid,
                             "Exec report dropped: discovery is behind."
@@ -104,7 +118,7 @@ impl CaptureStage {
     pub fn new(
         loaded: (RingBuf<MapData>, KernelCounters),
         tracker: ConnTracker,
-        outputs: (mpsc::Sender<ConnExchange>, mpsc::Sender<u32>),
+        outputs: (mpsc::Sender<Observed>, mpsc::Sender<ExecReport>),
         control: mpsc::Receiver<CaptureControl>,
         metrics: Arc<SelfMetrics>,
         settings: StageSettings,
@@ -173,16 +187,22 @@ impl CaptureStage {
                     let cutoff = crate::span::clock::monotonic_ns()
                         .saturating_sub(settings.idle_timeout.as_nanos() as u64);
                     tracker.expire_idle(cutoff, &mut |ex| Sink::emit(&exchanges, &metrics, ex));
-                    let stats = tracker.take_stats();
-                    metrics.add_parse_errors(Protocol::Http1, stats.http1_errors);
-                    metrics.set_events_lost(counters.read(Counter::RingbufFull));
-                    metrics.set_connections_tracked(tracker.len());
+                    publish(&mut tracker, &counters, &metrics);
                 }
             }
         }
-        let stats = tracker.take_stats();
-        metrics.add_parse_errors(Protocol::Http1, stats.http1_errors);
-        metrics.set_events_lost(counters.read(Counter::RingbufFull));
+        publish(&mut tracker, &counters, &metrics);
         Ok(())
     }
+}
+
+/// Moves the tracker's and the kernel's counters into the self-metrics.
+fn publish(tracker: &mut ConnTracker, counters: &KernelCounters, metrics: &SelfMetrics) {
+    let stats = tracker.take_stats();
+    metrics.add_parse_errors(Protocol::Http1, stats.errors.http1);
+    metrics.add_parse_errors(Protocol::Http2, stats.errors.http2);
+    metrics.add_stream_gaps(stats.stream_gaps);
+    let recursion = super::sys::program_recursion_misses();
+    metrics.set_events_lost(counters.read(Counter::RingbufFull) + recursion);
+    metrics.set_connections_tracked(tracker.len());
 }

@@ -104,8 +104,40 @@ pub fn raise_memlock_limit() {
     }
 }
 
+/// Runs of this process's eBPF programs the kernel skipped because the program was already
+/// running on that CPU (`recursion_misses` in each program fd's fdinfo, kernels 5.12+).
+///
+/// On kernels whose syscall tracepoints run preemptible (7.x) a preempted program makes the
+/// next task on that CPU skip it: those syscalls are never reported, so they count as lost.
+pub fn program_recursion_misses() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fdinfo") else {
+        return 0;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter(|info| info.contains("prog_type:"))
+        .map(|info| parse_recursion_misses(&info))
+        .sum()
+}
+
+fn parse_recursion_misses(fdinfo: &str) -> u64 {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("recursion_misses:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parses_recursion_misses() {
+        let info =
+            "pos:\t0\nflags:\t02000002\nprog_type:\t17\nprog_id:\t42\nrecursion_misses:\t31\n";
+        assert_eq!(super::parse_recursion_misses(info), 31);
+        assert_eq!(super::parse_recursion_misses("prog_type:\t17\n"), 0);
+    }
+
     use super::*;
 
     #[test]
@@ -124,5 +156,51 @@ mod tests {
         assert_eq!(first_missing(admin).map(|n| n.name), Some("CAP_SYS_PTRACE"));
         let all = (1 << 39) | (1 << 38) | (1 << 19) | (1 << 2);
         assert!(first_missing(all).is_none());
+    }
+}
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` on unified hosts,
+/// `/sys/fs/cgroup/unified` on hybrid ones); `None` without one.
+pub fn cgroup2_root() -> Option<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    cgroup2_root_in(&mounts)
+}
+
+/// [`cgroup2_root`] over the text of a mounts file.
+fn cgroup2_root_in(mounts: &str) -> Option<std::path::PathBuf> {
+    let points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_, point, fstype) = (fields.next()?, fields.next()?, fields.next()?);
+            (fstype == "cgroup2").then_some(point)
+        })
+        .collect();
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .find(|p| points.contains(p))
+        .or_else(|| points.first().copied())
+        .map(std::path::PathBuf::from)
+}
+
+#[cfg(test)]
+mod cgroup_tests {
+    use super::cgroup2_root_in;
+
+    #[test]
+    fn finds_the_unified_and_the_hybrid_cgroup2_mount() {
+        let unified = "cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid 0 0\n";
+        assert_eq!(
+            cgroup2_root_in(unified).unwrap().to_str(),
+            Some("/sys/fs/cgroup")
+        );
+        let hybrid = "tmpfs /sys/fs/cgroup tmpfs ro 0 0\n\
+                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n\
+                      cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n";
+        assert_eq!(
+            cgroup2_root_in(hybrid).unwrap().to_str(),
+            Some("/sys/fs/cgroup/unified")
+        );
+        assert!(cgroup2_root_in("cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n").is_none());
     }
 }

@@ -26,7 +26,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    capture::{PidFilter, Probes, stage::CaptureControl, tls::TlsProbes},
+    capture::{
+        PidFilter, Probes,
+        stage::{CaptureControl, ExecReport},
+        tls::TlsProbes,
+    },
     config::discovery::DiscoveryConfig,
     span::{ServiceResource, stage::SpanControl},
     telemetry::SelfMetrics,
@@ -184,12 +188,36 @@ impl Scanner {
 
     /// Decides about a process that just called `execve` (the kernel captures it meanwhile):
     /// `Started` when it is to be instrumented, else `Rejected` so that everything drops it.
-    pub fn exec(&mut self, pid: u32) -> Vec<Change> {
+    ///
+    /// `path_hint` is the path the kernel saw exec'd: when the process is already gone (a
+    /// short-lived client), the decision is made from it alone, so its captured requests are
+    /// still reported.
+    pub fn exec(&mut self, pid: u32, path_hint: Option<&str>) -> Vec<Change> {
         let mut changes = Vec::new();
         // A new program in an old pid: forget the old decision.
         self.tracked.remove(&pid);
         if pid != self.self_pid || !self.config.skip_self {
             self.visit(pid, matcher::needs_ports(&self.config), &mut changes);
+        }
+        let gone = !self.tracked.contains_key(&pid);
+        if gone
+            && let Some(path) = path_hint.filter(|p| p.starts_with('/'))
+            && let Some(resource) = self.resource_for(pid, path, &[], None)
+        {
+            // Announced now; the next pass finds it gone and reports the exit.
+            self.tracked.insert(
+                pid,
+                Tracked {
+                    start_time: 0,
+                    net_ns: 0,
+                    first_pass: self.pass,
+                    state: TrackState::Selected,
+                    cgroup: CgroupIds::default(),
+                    resource: Some(Arc::clone(&resource)),
+                },
+            );
+            changes.push(Change::Started { pid, resource });
+            return changes;
         }
         if let Some(t) = self.tracked.get_mut(&pid)
             && let TrackState::Pending { exec, .. } = &mut t.state
@@ -461,7 +489,7 @@ const TLS_RECHECK_PASSES: u64 = 2;
 pub async fn run(
     mut scanner: Scanner,
     mut out: DiscoveryOutputs,
-    mut execs: mpsc::Receiver<u32>,
+    mut execs: mpsc::Receiver<ExecReport>,
     first_pass: oneshot::Sender<()>,
     cancel: CancellationToken,
 ) -> Probes {
@@ -470,12 +498,13 @@ pub async fn run(
     let mut tick = tokio::time::interval(scanner.config.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        let changes = tokio::select! {
+        // `full_pass`: this turn read all of `/proc` (readiness waits for one).
+        let (changes, full_pass) = tokio::select! {
             biased;
             () = cancel.cancelled() => break,
-            Some(pid) = execs.recv() => scanner.exec(pid),
-            Some(event) = next_kube_event(&mut kube_events) => scanner.kube_update(event),
-            _ = tick.tick() => tokio::task::block_in_place(|| scanner.scan()),
+            Some(report) = execs.recv() => (scanner.exec(report.pid, Some(&report.path)), false),
+            Some(event) = next_kube_event(&mut kube_events) => (scanner.kube_update(event), false),
+            _ = tick.tick() => (tokio::task::block_in_place(|| scanner.scan()), true),
         };
         for change in changes {
             apply(&mut out, change).await;
@@ -485,7 +514,7 @@ pub async fn run(
         }
         out.metrics
             .set_instrumented_processes(scanner.instrumented());
-        if let Some(tx) = first_pass.take() {
+        if full_pass && let Some(tx) = first_pass.take() {
             let _ = tx.send(());
         }
     }

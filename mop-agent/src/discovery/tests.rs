@@ -175,9 +175,9 @@ fn exec_decides_at_once() {
     };
     let mut s = scanner(&fake, vec![sel]);
     fake.add(60, "/usr/bin/curl", 1, &[]);
-    assert_eq!(started(&s.exec(60)), vec![(60, "curl".to_owned())]);
+    assert_eq!(started(&s.exec(60, None)), vec![(60, "curl".to_owned())]);
     fake.add(61, "/usr/bin/ls", 1, &[]);
-    assert_eq!(s.exec(61), vec![Change::Rejected(61)]);
+    assert_eq!(s.exec(61, None), vec![Change::Rejected(61)]);
     // The scan that follows does not announce the exec'd process a second time.
     assert!(started(&s.scan()).is_empty());
 }
@@ -207,4 +207,23 @@ fn old_processes_are_rechecked_less_often() {
     };
     assert_eq!(found, vec![(70, "python3.11".to_owned())]);
     assert!(passes > 1, "an old process is not re-checked every pass");
+}
+
+#[test]
+fn a_gone_exec_is_decided_from_the_kernel_path() {
+    let fake = FakeProc::new("gone");
+    let sel = Selector {
+        exe_path: Some(Glob::new("*/curl").unwrap()),
+        ..Selector::default()
+    };
+    let mut s = scanner(&fake, vec![sel]);
+    // Pid 80 exec'd curl and exited before discovery looked.
+    assert_eq!(
+        started(&s.exec(80, Some("/usr/bin/curl"))),
+        vec![(80, "curl".to_owned())]
+    );
+    assert_eq!(s.scan(), vec![Change::Exited(80)]);
+    // Not selected from its path, or a relative path: rejected.
+    assert_eq!(s.exec(81, Some("/usr/bin/ls")), vec![Change::Rejected(81)]);
+    assert_eq!(s.exec(82, Some("curl")), vec![Change::Rejected(82)]);
 }

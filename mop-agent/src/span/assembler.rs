@@ -7,9 +7,8 @@ use mop_protocol::{HttpExchange, Role};
 
 use super::{
     clock::WallClock,
-    context::parse_traceparent,
-    ids::IdGenerator,
-    model::{ServiceResource, Signals, Span, SpanAttributes, SpanKind, SpanStatus},
+    linker::Resolved,
+    model::{RpcAttributes, ServiceResource, Signals, Span, SpanAttributes, SpanKind, SpanStatus},
 };
 use crate::{
     capture::conntrack::ConnExchange,
@@ -21,7 +20,6 @@ const SAMPLED: u8 = 1;
 
 /// Builds spans; owns the process table that names their resources.
 pub struct Assembler {
-    ids: IdGenerator,
     clock: WallClock,
     routes: RoutesConfig,
     processes: HashMap<u32, Arc<ServiceResource>>,
@@ -30,9 +28,8 @@ pub struct Assembler {
 
 impl Assembler {
     /// An assembler with no known process yet; `routes` names server spans' `http.route`.
-    pub fn new(ids: IdGenerator, clock: WallClock, routes: RoutesConfig) -> Self {
+    pub fn new(clock: WallClock, routes: RoutesConfig) -> Self {
         Self {
-            ids,
             clock,
             routes,
             processes: HashMap::new(),
@@ -65,45 +62,39 @@ impl Assembler {
         self.clock = WallClock::measure();
     }
 
-    /// Builds the span of one exchange; `None` when its path is ignored for every signal.
-    pub fn build(&mut self, cx: &ConnExchange) -> Option<Span> {
+    /// Builds the span of one exchange with its settled ids; `None` when its path is ignored
+    /// for every signal. An unsampled trace still feeds the metrics.
+    pub fn build(&self, cx: &ConnExchange, ids: Resolved) -> Option<Span> {
         let ex = &cx.exchange;
         let kind = match ex.role {
             Role::Server => SpanKind::Server,
             Role::Client => SpanKind::Client,
         };
-        let signals = self.signals(kind, ex);
+        let mut signals = self.signals(kind, ex);
+        signals.traces &= ids.flags & SAMPLED != 0;
         if !signals.traces && !signals.metrics {
             return None;
         }
-        let parent = match kind {
-            SpanKind::Server => ex
-                .trace_headers
-                .traceparent
-                .as_deref()
-                .and_then(parse_traceparent),
-            SpanKind::Client => None,
-        };
-        let (trace_id, parent_span_id, trace_flags) = match parent {
-            Some(p) => (p.trace_id, Some(p.span_id), p.flags),
-            None => (self.ids.trace_id(), None, SAMPLED),
-        };
-        let trace_state = parent.and(ex.trace_headers.tracestate.clone());
         let mut attributes = attributes(kind, cx);
-        if kind == SpanKind::Server {
+        let rpc = grpc_attributes(ex);
+        let status = match &rpc {
+            Some(rpc) => grpc_status(kind, rpc.grpc_status_code),
+            None => status(kind, ex.status),
+        };
+        attributes.rpc = rpc;
+        if kind == SpanKind::Server && attributes.rpc.is_none() {
             attributes.http_route = attributes
                 .url_path
                 .as_deref()
                 .and_then(|path| self.routes.route_for(path));
         }
-        let status = status(kind, ex.status);
         let (start, end) = span_times(kind, ex);
         Some(Span {
-            trace_id,
-            span_id: self.ids.span_id(),
-            parent_span_id,
-            trace_flags,
-            trace_state,
+            trace_id: ids.trace_id,
+            span_id: ids.span_id,
+            parent_span_id: ids.parent,
+            trace_flags: ids.flags,
+            trace_state: ids.trace_state,
             kind,
             name: span_name(&attributes),
             start_unix_nano: self.clock.to_unix_ns(start),
@@ -161,11 +152,46 @@ fn span_times(kind: SpanKind, ex: &HttpExchange) -> (u64, u64) {
     (start, end)
 }
 
-/// `{method} {route}` when a route is known, else `{method}`.
+/// `{package.Service}/{Method}` for gRPC; `{method} {route}` when a route is known, else
+/// `{method}` (`HTTP` when even the method is unknown).
 fn span_name(a: &SpanAttributes) -> String {
+    if let Some(rpc) = &a.rpc {
+        return format!("{}/{}", rpc.service, rpc.method);
+    }
+    let method = if a.http_request_method.is_empty() {
+        "HTTP"
+    } else {
+        &a.http_request_method
+    };
     match &a.http_route {
-        Some(route) => format!("{} {route}", a.http_request_method),
-        None => a.http_request_method.clone(),
+        Some(route) => format!("{method} {route}"),
+        None => method.to_owned(),
+    }
+}
+
+/// The `rpc.*` attributes of a gRPC call (`content-type: application/grpc*` on HTTP/2 with a
+/// well-formed `/package.Service/Method` path).
+fn grpc_attributes(ex: &HttpExchange) -> Option<RpcAttributes> {
+    if !ex.is_grpc() {
+        return None;
+    }
+    let (service, method) = mop_protocol::http2::grpc::split_path(&ex.target)?;
+    Some(RpcAttributes {
+        service: service.to_owned(),
+        method: method.to_owned(),
+        grpc_status_code: ex.grpc_status.map(i64::from),
+    })
+}
+
+/// gRPC span status per the RPC semantic conventions: a client's call failed for any status
+/// but `OK`; a server's only for the statuses that mean the server failed (`UNKNOWN`,
+/// `DEADLINE_EXCEEDED`, `UNIMPLEMENTED`, `INTERNAL`, `UNAVAILABLE`, `DATA_LOSS`).
+fn grpc_status(kind: SpanKind, code: Option<i64>) -> SpanStatus {
+    match (kind, code) {
+        (SpanKind::Client, Some(1..)) | (SpanKind::Server, Some(2 | 4 | 12 | 13 | 14 | 15)) => {
+            SpanStatus::Error
+        }
+        _ => SpanStatus::Unset,
     }
 }
 
@@ -218,6 +244,8 @@ fn attributes(kind: SpanKind, cx: &ConnExchange) -> SpanAttributes {
         .map_or_else(|| server.ip().to_string(), str::to_owned);
     let (path, query) = split_target(&ex.target);
     let (url_path, url_query, url_full) = match kind {
+        // An HTTP/2 request whose `:path` could not be decoded: left out, never guessed.
+        _ if ex.target.is_empty() => (None, None, None),
         SpanKind::Server => (Some(path.to_owned()), query.map(str::to_owned), None),
         SpanKind::Client => {
             let authority = ex.host.clone().unwrap_or_else(|| server.to_string());
@@ -246,6 +274,18 @@ fn attributes(kind: SpanKind, cx: &ConnExchange) -> SpanAttributes {
         http_response_body_size: (!ex.response_body_size_unknown)
             .then(|| i64::try_from(ex.response_body_size).unwrap_or(i64::MAX)),
         rpc: None,
+    }
+}
+
+/// Settled ids for tests: a sampled root.
+#[cfg(test)]
+pub(crate) fn test_ids() -> Resolved {
+    Resolved {
+        trace_id: super::model::TraceId([7; 16]),
+        span_id: super::model::SpanId([8; 8]),
+        parent: None,
+        flags: SAMPLED,
+        trace_state: None,
     }
 }
 
@@ -283,6 +323,11 @@ mod tests {
                 response_head_truncated: false,
                 request_body_size_unknown: false,
                 response_body_size_unknown: false,
+                stream_id: 0,
+                seq: 0,
+                grpc_status: None,
+                grpc_message: None,
+                reset_code: None,
             },
             tls: false,
         }
@@ -293,18 +338,14 @@ mod tests {
             unmatched: crate::config::routes::UnmatchedRoutes::Unset,
             ..RoutesConfig::default()
         };
-        Assembler::new(
-            IdGenerator::from_seed([1; 32]),
-            WallClock::measure(),
-            routes,
-        )
+        Assembler::new(WallClock::measure(), routes)
     }
 
     #[test]
     fn server_span_has_path_query_and_times() {
-        let mut a = assembler();
+        let a = assembler();
         let span = a
-            .build(&exchange(Role::Server, "/a/b?x=1", Some(404)))
+            .build(&exchange(Role::Server, "/a/b?x=1", Some(404)), test_ids())
             .unwrap();
         assert_eq!(span.kind, SpanKind::Server);
         assert_eq!(span.name, "GET");
@@ -327,8 +368,10 @@ mod tests {
 
     #[test]
     fn client_span_has_full_url_and_error_on_4xx() {
-        let mut a = assembler();
-        let span = a.build(&exchange(Role::Client, "/x", Some(404))).unwrap();
+        let a = assembler();
+        let span = a
+            .build(&exchange(Role::Client, "/x", Some(404)), test_ids())
+            .unwrap();
         assert_eq!(span.kind, SpanKind::Client);
         assert_eq!(span.status, SpanStatus::Error);
         assert_eq!(
@@ -337,20 +380,6 @@ mod tests {
         );
         assert_eq!(span.attributes.server_port, Some(50000));
         assert_eq!(span.end_unix_nano - span.start_unix_nano, 1_100);
-    }
-
-    #[test]
-    fn server_joins_incoming_traceparent() {
-        let mut a = assembler();
-        let mut ex = exchange(Role::Server, "/", Some(500));
-        ex.exchange.trace_headers.traceparent =
-            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
-        ex.exchange.trace_headers.tracestate = Some("a=b".into());
-        let span = a.build(&ex).unwrap();
-        assert_eq!(span.trace_id.to_hex(), "0af7651916cd43dd8448eb211c80319c");
-        assert_eq!(span.parent_span_id.unwrap().to_hex(), "b7ad6b7169203331");
-        assert_eq!(span.trace_state.as_deref(), Some("a=b"));
-        assert_eq!(span.status, SpanStatus::Error);
     }
 
     #[test]
@@ -374,14 +403,14 @@ mod tests {
         });
         a.process_started(42, Arc::clone(&resource));
         assert_eq!(
-            a.build(&exchange(Role::Server, "/", Some(200)))
+            a.build(&exchange(Role::Server, "/", Some(200)), test_ids())
                 .unwrap()
                 .resource,
             resource
         );
         a.process_exited(42);
         assert_eq!(
-            a.build(&exchange(Role::Server, "/", Some(200)))
+            a.build(&exchange(Role::Server, "/", Some(200)), test_ids())
                 .unwrap()
                 .resource
                 .service_name,
@@ -425,17 +454,18 @@ mod route_tests {
                 response_head_truncated: false,
                 request_body_size_unknown: false,
                 response_body_size_unknown: false,
+                stream_id: 0,
+                seq: 0,
+                grpc_status: None,
+                grpc_message: None,
+                reset_code: None,
             },
             tls: false,
         }
     }
 
     fn with(routes: RoutesConfig) -> Assembler {
-        Assembler::new(
-            IdGenerator::from_seed([2; 32]),
-            WallClock::measure(),
-            routes,
-        )
+        Assembler::new(WallClock::measure(), routes)
     }
 
     #[test]
@@ -444,12 +474,12 @@ mod route_tests {
             patterns: vec![RoutePattern::parse("/users/{id}").unwrap()],
             ..RoutesConfig::default()
         };
-        let mut a = with(routes);
-        let span = a.build(&server("/users/42?x=1")).unwrap();
+        let a = with(routes);
+        let span = a.build(&server("/users/42?x=1"), test_ids()).unwrap();
         assert_eq!(span.name, "GET /users/{id}");
         assert_eq!(span.attributes.http_route.as_deref(), Some("/users/{id}"));
         // Unmatched paths fall back to the heuristic by default, as in OBI.
-        let span = a.build(&server("/orders/123")).unwrap();
+        let span = a.build(&server("/orders/123"), test_ids()).unwrap();
         assert_eq!(span.attributes.http_route.as_deref(), Some("/orders/*"));
     }
 
@@ -462,20 +492,20 @@ mod route_tests {
         };
         assert!(
             with(routes(IgnoreMode::All))
-                .build(&server("/health"))
+                .build(&server("/health"), test_ids())
                 .is_none()
         );
         let span = with(routes(IgnoreMode::Traces))
-            .build(&server("/health"))
+            .build(&server("/health"), test_ids())
             .unwrap();
         assert_eq!((span.signals.traces, span.signals.metrics), (false, true));
         let span = with(routes(IgnoreMode::Metrics))
-            .build(&server("/health"))
+            .build(&server("/health"), test_ids())
             .unwrap();
         assert_eq!((span.signals.traces, span.signals.metrics), (true, false));
         assert!(
             with(routes(IgnoreMode::All))
-                .build(&server("/other"))
+                .build(&server("/other"), test_ids())
                 .is_some()
         );
     }
@@ -487,16 +517,12 @@ mod tls_tests {
 
     #[test]
     fn tls_exchanges_are_https() {
-        let mut a = Assembler::new(
-            IdGenerator::from_seed([3; 32]),
-            WallClock::measure(),
-            RoutesConfig::default(),
-        );
+        let a = Assembler::new(WallClock::measure(), RoutesConfig::default());
         let mut cx = route_tests::server("/x");
         cx.exchange.role = Role::Client;
         cx.exchange.host = Some("example.test".into());
         cx.tls = true;
-        let span = a.build(&cx).unwrap();
+        let span = a.build(&cx, test_ids()).unwrap();
         assert_eq!(
             span.attributes.url_full.as_deref(),
             Some("https://example.test/x")
@@ -511,15 +537,11 @@ mod body_size_tests {
 
     #[test]
     fn unknown_body_sizes_are_left_out() {
-        let mut a = Assembler::new(
-            IdGenerator::from_seed([4; 32]),
-            WallClock::measure(),
-            RoutesConfig::default(),
-        );
+        let a = Assembler::new(WallClock::measure(), RoutesConfig::default());
         let mut cx = route_tests::server("/x");
         cx.exchange.response_body_size_unknown = true;
         cx.exchange.request_body_size = 12;
-        let span = a.build(&cx).unwrap();
+        let span = a.build(&cx, test_ids()).unwrap();
         assert_eq!(span.attributes.http_response_body_size, None);
         assert_eq!(span.attributes.http_request_body_size, Some(12));
         let keys: Vec<&str> = span
@@ -530,5 +552,88 @@ mod body_size_tests {
             .collect();
         assert!(!keys.contains(&"http.response.body.size"));
         assert!(keys.contains(&"http.request.body.size"));
+    }
+}
+
+#[cfg(test)]
+mod grpc_tests {
+    use mop_protocol::HttpVersion;
+
+    use super::*;
+    use crate::span::AttrValue;
+
+    fn grpc(role: Role, path: &str, status: Option<u32>) -> ConnExchange {
+        let mut cx = route_tests::server(path);
+        cx.exchange.role = role;
+        cx.exchange.version = HttpVersion::Http2;
+        cx.exchange.method = "POST".into();
+        cx.exchange.content_type = Some("application/grpc".into());
+        cx.exchange.grpc_status = status;
+        cx
+    }
+
+    fn assembler() -> Assembler {
+        Assembler::new(WallClock::measure(), RoutesConfig::default())
+    }
+
+    #[test]
+    fn grpc_calls_are_named_and_attributed_as_rpcs() {
+        let span = assembler()
+            .build(
+                &grpc(Role::Server, "/helloworld.Greeter/SayHello", Some(0)),
+                test_ids(),
+            )
+            .unwrap();
+        assert_eq!(span.name, "helloworld.Greeter/SayHello");
+        assert_eq!(span.status, SpanStatus::Unset);
+        let kv = span.attributes.key_values();
+        let get = |k: &str| kv.iter().find(|(key, _)| *key == k).map(|(_, v)| v.clone());
+        assert_eq!(get("rpc.system"), Some(AttrValue::Str("grpc".into())));
+        assert_eq!(
+            get("rpc.service"),
+            Some(AttrValue::Str("helloworld.Greeter".into()))
+        );
+        assert_eq!(get("rpc.method"), Some(AttrValue::Str("SayHello".into())));
+        assert_eq!(get("rpc.grpc.status_code"), Some(AttrValue::Int(0)));
+        assert_eq!(
+            get("network.protocol.version"),
+            Some(AttrValue::Str("2".into()))
+        );
+        assert_eq!(get("http.request.method"), None);
+        assert_eq!(span.attributes.http_route, None);
+    }
+
+    #[test]
+    fn grpc_status_follows_the_semantic_conventions() {
+        let a = assembler();
+        let path = "/pkg.Svc/M";
+        // NOT_FOUND: an error for the client, not for the server.
+        assert_eq!(
+            a.build(&grpc(Role::Client, path, Some(5)), test_ids())
+                .unwrap()
+                .status,
+            SpanStatus::Error
+        );
+        assert_eq!(
+            a.build(&grpc(Role::Server, path, Some(5)), test_ids())
+                .unwrap()
+                .status,
+            SpanStatus::Unset
+        );
+        // INTERNAL and DEADLINE_EXCEEDED: errors for both.
+        for code in [4, 13] {
+            assert_eq!(
+                a.build(&grpc(Role::Server, path, Some(code)), test_ids())
+                    .unwrap()
+                    .status,
+                SpanStatus::Error
+            );
+        }
+        // No status seen (client reset): not called an error, status left out.
+        let span = a
+            .build(&grpc(Role::Client, path, None), test_ids())
+            .unwrap();
+        assert_eq!(span.status, SpanStatus::Unset);
+        assert_eq!(span.attributes.rpc.unwrap().grpc_status_code, None);
     }
 }

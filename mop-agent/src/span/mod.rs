@@ -4,7 +4,9 @@ pub mod assembler;
 pub mod clock;
 pub mod context;
 pub mod ids;
+pub mod linker;
 pub mod model;
+pub mod sampler;
 pub mod stage;
 
 pub use model::{

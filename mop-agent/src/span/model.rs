@@ -139,6 +139,8 @@ pub struct SpanAttributes {
 
 impl SpanAttributes {
     /// The attributes as OpenTelemetry key/values, in a stable order, leaving out unknowns.
+    ///
+    /// gRPC spans carry the RPC attributes and the connection's, not the HTTP ones.
     pub fn key_values(&self) -> Vec<(&'static str, AttrValue)> {
         let mut kv = Vec::with_capacity(16);
         if let Some(rpc) = &self.rpc {
@@ -148,11 +150,41 @@ impl SpanAttributes {
             if let Some(code) = rpc.grpc_status_code {
                 kv.push(("rpc.grpc.status_code", AttrValue::Int(code)));
             }
+        } else {
+            self.http_key_values(&mut kv);
+        }
+        if let Some(addr) = &self.server_address {
+            kv.push(("server.address", AttrValue::Str(addr.clone())));
+        }
+        if let Some(port) = self.server_port {
+            kv.push(("server.port", AttrValue::Int(port)));
+        }
+        if let Some(addr) = self.client_address {
+            kv.push(("client.address", AttrValue::Str(addr.to_string())));
         }
         kv.push((
-            "http.request.method",
-            AttrValue::Str(self.http_request_method.clone()),
+            "network.protocol.version",
+            AttrValue::Str(self.network_protocol_version.to_owned()),
         ));
+        if self.rpc.is_none() {
+            if let Some(size) = self.http_request_body_size {
+                kv.push(("http.request.body.size", AttrValue::Int(size)));
+            }
+            if let Some(size) = self.http_response_body_size {
+                kv.push(("http.response.body.size", AttrValue::Int(size)));
+            }
+        }
+        kv
+    }
+
+    /// The HTTP request and response attributes.
+    fn http_key_values(&self, kv: &mut Vec<(&'static str, AttrValue)>) {
+        if !self.http_request_method.is_empty() {
+            kv.push((
+                "http.request.method",
+                AttrValue::Str(self.http_request_method.clone()),
+            ));
+        }
         kv.push(("url.scheme", AttrValue::Str(self.url_scheme.to_owned())));
         let strings = [
             ("url.path", &self.url_path),
@@ -168,26 +200,6 @@ impl SpanAttributes {
         if let Some(code) = self.http_response_status_code {
             kv.push(("http.response.status_code", AttrValue::Int(code)));
         }
-        if let Some(addr) = &self.server_address {
-            kv.push(("server.address", AttrValue::Str(addr.clone())));
-        }
-        if let Some(port) = self.server_port {
-            kv.push(("server.port", AttrValue::Int(port)));
-        }
-        if let Some(addr) = self.client_address {
-            kv.push(("client.address", AttrValue::Str(addr.to_string())));
-        }
-        kv.push((
-            "network.protocol.version",
-            AttrValue::Str(self.network_protocol_version.to_owned()),
-        ));
-        if let Some(size) = self.http_request_body_size {
-            kv.push(("http.request.body.size", AttrValue::Int(size)));
-        }
-        if let Some(size) = self.http_response_body_size {
-            kv.push(("http.response.body.size", AttrValue::Int(size)));
-        }
-        kv
     }
 }
 

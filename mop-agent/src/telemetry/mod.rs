@@ -19,7 +19,8 @@ pub use export::{
 pub mod names {
     /// Ring-buffer records read by the capture stage.
     pub const EVENTS_READ: &str = "mop_events_read_total";
-    /// Records the kernel could not write because the ring buffer was full.
+    /// Records the kernel could not write (ring buffer full) or programs it skipped
+    /// (recursion misses).
     pub const EVENTS_LOST: &str = "mop_events_lost_total";
     /// Protocol parse errors, label `protocol`.
     pub const PARSE_ERRORS: &str = "mop_parse_errors_total";
@@ -59,6 +60,8 @@ pub mod names {
     pub const METRIC_SERIES: &str = "mop_metric_series";
     /// TLS library files with probes attached.
     pub const TLS_LIBRARIES: &str = "mop_tls_libraries_attached";
+    /// Syscalls of a connection the kernel never reported, found from TCP stream positions.
+    pub const STREAM_GAPS: &str = "mop_stream_gaps_total";
 }
 
 /// Why a span (or the exchange that would have become one) was dropped.
@@ -136,6 +139,7 @@ pub struct SelfMetrics {
     probes_attached: AtomicI64,
     connections_tracked: AtomicI64,
     tls_libraries: AtomicI64,
+    stream_gaps: AtomicU64,
     tls_programs: AtomicI64,
     capture_path: OnceLock<&'static str>,
     metric_series_overflow: AtomicU64,
@@ -213,6 +217,16 @@ impl SelfMetrics {
     pub fn set_connections_tracked(&self, n: usize) {
         self.connections_tracked
             .store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
+    }
+
+    /// Counts records the kernel never reported (stream gaps).
+    pub fn add_stream_gaps(&self, n: u64) {
+        self.stream_gaps.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Stream gaps so far.
+    pub fn stream_gaps(&self) -> u64 {
+        self.stream_gaps.load(Ordering::Relaxed)
     }
 
     /// Sets the TLS library files probed and the programs attached to them.

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 
 use super::error::{Http1Stats, ParseError};
 use super::stream::{Ctx, Stream};
-use crate::exchange::HttpExchange;
+use crate::exchange::{HttpExchange, RequestStart};
 use crate::segment::{Direction, Segment};
 
 /// Bounds on what one connection's parser keeps.
@@ -55,6 +55,8 @@ pub(crate) struct Shared {
     pub(crate) stats: Http1Stats,
     pending: VecDeque<Pending>,
     next_seq: u64,
+    /// Requests started since the caller last drained them.
+    pub(crate) starts: Vec<RequestStart>,
 }
 
 impl Shared {
@@ -64,7 +66,7 @@ impl Shared {
         req_dir: Direction,
         head_request: bool,
         connect_request: bool,
-        exchange: HttpExchange,
+        mut exchange: HttpExchange,
         now_ns: u64,
         out: &mut Vec<HttpExchange>,
     ) -> u64 {
@@ -85,6 +87,8 @@ impl Shared {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
+        exchange.seq = seq;
+        self.starts.push(RequestStart::of(&exchange));
         self.pending.push_back(Pending {
             seq,
             req_dir,
@@ -160,6 +164,7 @@ impl Http1Connection {
                 stats: Http1Stats::default(),
                 pending: VecDeque::new(),
                 next_seq: 0,
+                starts: Vec::new(),
             },
             tunnel: false,
         }
@@ -216,6 +221,12 @@ impl Http1Connection {
     /// The counters so far; resets them.
     pub fn take_stats(&mut self) -> Http1Stats {
         std::mem::take(&mut self.shared.stats)
+    }
+
+    /// Moves the requests started since the last call into `out` (bounded: one per request
+    /// head parsed, so callers drain after every `feed`).
+    pub fn drain_starts(&mut self, out: &mut Vec<RequestStart>) {
+        out.append(&mut self.shared.starts);
     }
 
     /// Requests waiting for a response.

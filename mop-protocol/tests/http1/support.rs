@@ -76,6 +76,7 @@ pub(crate) fn run_pieces<'a>(
 ) -> (Vec<HttpExchange>, Http1Connection) {
     let mut conn = Http1Connection::new(limits);
     let mut out = Vec::new();
+    let mut starts = Vec::new();
     for p in pieces {
         let (enter_ns, exit_ns, tid) = times(p.index);
         let seg = Segment {
@@ -87,8 +88,10 @@ pub(crate) fn run_pieces<'a>(
             tid,
         };
         conn.feed(side.dir(p.c2s), &seg, &mut out);
+        conn.drain_starts(&mut starts);
     }
     conn.on_close(CLOSE_NS, &mut out);
+    check_starts(&starts, &mut out);
     (out, conn)
 }
 
@@ -168,6 +171,11 @@ pub(crate) fn exchange(role: Role, method: &str, target: &str, host: Option<&str
         response_head_truncated: false,
         request_body_size_unknown: false,
         response_body_size_unknown: false,
+        stream_id: 0,
+        seq: 0,
+        grpc_status: None,
+        grpc_message: None,
+        reset_code: None,
     }
 }
 
@@ -198,5 +206,26 @@ pub(crate) fn seg(i: usize, b: &[u8]) -> Segment<'_> {
         enter_ns,
         exit_ns,
         tid,
+    }
+}
+
+/// Every exchange was announced by a start marker with its sequence number, role, thread,
+/// times and trace headers, and sequence numbers count requests in order; then `seq` is
+/// cleared so that expectations need not spell it.
+pub(crate) fn check_starts(starts: &[mop_protocol::RequestStart], out: &mut [HttpExchange]) {
+    for (i, s) in starts.iter().enumerate() {
+        assert_eq!(s.seq, i as u64, "start markers count requests in order");
+    }
+    for x in out.iter_mut() {
+        let start = starts
+            .iter()
+            .find(|s| s.seq == x.seq)
+            .unwrap_or_else(|| panic!("no start marker for {x:?}"));
+        assert_eq!(
+            *start,
+            mop_protocol::RequestStart::of(x),
+            "start marker of {x:?}"
+        );
+        x.seq = 0;
     }
 }

@@ -275,7 +275,7 @@ fn self_metrics(w: &mut Writer, m: &SelfMetrics) {
     counter(
         w,
         names::EVENTS_LOST,
-        "Records the kernel dropped because the ring buffer was full.",
+        "Records the kernel dropped (ring buffer full) or never made (probe recursion misses).",
         &[(vec![], m.events_lost())],
     );
     let parse: Vec<_> = Protocol::ALL
@@ -440,6 +440,12 @@ fn self_metrics(w: &mut Writer, m: &SelfMetrics) {
         names::TLS_LIBRARIES,
         "TLS library files with probes attached.",
         &[(vec![], m.tls_libraries())],
+    );
+    counter(
+        w,
+        names::STREAM_GAPS,
+        "Syscalls of a connection the kernel never reported, found from TCP stream positions.",
+        &[(vec![], m.stream_gaps())],
     );
     counter(
         w,

@@ -159,6 +159,11 @@ impl Stream {
             response_head_truncated: false,
             request_body_size_unknown: false,
             response_body_size_unknown: false,
+            stream_id: 0,
+            seq: 0,
+            grpc_status: None,
+            grpc_message: None,
+            reset_code: None,
         }
     }
 

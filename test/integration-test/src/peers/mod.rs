@@ -3,6 +3,7 @@
 
 pub mod curl;
 pub mod flood;
+pub mod netns;
 pub mod nginx;
 pub mod otlp;
 pub mod python;

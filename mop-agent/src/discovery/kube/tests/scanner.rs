@@ -242,8 +242,8 @@ fn an_execd_program_waiting_for_metadata_is_rejected_or_started_later() {
     );
     add(&fake, 51, "/app/server", 'a', Some(WEB_UID));
     // Undecided: no rejection yet (the capture stage keeps what it captured meanwhile).
-    assert!(s.exec(50).is_empty());
-    assert!(s.exec(51).is_empty());
+    assert!(s.exec(50, None).is_empty());
+    assert!(s.exec(51, None).is_empty());
     let mut dns = pod(
         "coredns-668d6bf9bc-4hzrv",
         "kube-system",
@@ -266,7 +266,7 @@ fn an_execd_program_waiting_for_metadata_is_rejected_or_started_later() {
         'd',
         Some("7b6a5948-3726-4150-8f9e-8d7c6b5a4938"),
     );
-    assert!(s.exec(52).is_empty());
+    assert!(s.exec(52, None).is_empty());
     fake.remove(52);
     assert_eq!(s.scan(), [Change::Rejected(52)]);
 }
