@@ -11,8 +11,12 @@
 //! - reads `/proc` of other processes, their executables and libraries through
 //!   `/proc/PID/root` (`CAP_SYS_PTRACE`, `CAP_DAC_READ_SEARCH`).
 //!
-//! [`drop_after_attach`] keeps exactly those four ([`KEPT`]; `CAP_SYS_ADMIN` too when it stands
-//! in for `CAP_BPF` or `CAP_PERFMON`) in the permitted and effective sets, clears the
+//! [`drop_after_attach`] keeps exactly those four ([`KEPT`]) in the permitted and effective
+//! sets, and `CAP_SYS_ADMIN` when the agent was given it: it stands in for `CAP_BPF` and
+//! `CAP_PERFMON` on kernels before 5.8, and kernels with the 2024 stable fix to
+//! `perf_uprobe_event_init` (which checks `capable(CAP_SYS_ADMIN)` again, not
+//! `perfmon_capable()`) refuse the uprobe PMU without it, so TLS probes of processes discovered
+//! later need it (6.18 here). It clears the
 //! inheritable and ambient sets, removes everything else from the bounding set (when allowed)
 //! and sets `no_new_privs`, so that no later `execve` can regain what was dropped.
 //!
@@ -115,14 +119,13 @@ impl CapSets {
     }
 }
 
-/// The permitted set to keep out of `permitted`: [`KEPT`], and `CAP_SYS_ADMIN` when it stands
-/// in for a missing `CAP_BPF` or `CAP_PERFMON`.
+/// The permitted set to keep out of `permitted`: [`KEPT`], and `CAP_SYS_ADMIN` when permitted
+/// (see the module documentation: old kernels and the uprobe PMU of current ones need it).
 pub fn kept_set(permitted: u64) -> u64 {
     let bit = |cap: u32| 1u64 << cap;
-    let mut keep = KEPT.iter().fold(0, |set, &(cap, _)| set | bit(cap));
-    if permitted & bit(CAP_BPF) == 0 || permitted & bit(CAP_PERFMON) == 0 {
-        keep |= bit(CAP_SYS_ADMIN);
-    }
+    let keep = KEPT
+        .iter()
+        .fold(bit(CAP_SYS_ADMIN), |set, &(cap, _)| set | bit(cap));
     permitted & keep
 }
 
@@ -351,13 +354,13 @@ mod tests {
     }
 
     #[test]
-    fn keeps_the_four_and_admin_only_in_their_place() {
+    fn keeps_the_four_and_admin_only_when_given() {
         let four = (1 << CAP_DAC_READ_SEARCH)
             | (1 << CAP_SYS_PTRACE)
             | (1 << CAP_PERFMON)
             | (1 << CAP_BPF);
-        // Root: everything permitted, the four kept.
-        assert_eq!(kept_set(0x1ff_ffff_ffff), four);
+        // Root: everything permitted, the four and SYS_ADMIN kept.
+        assert_eq!(kept_set(0x1ff_ffff_ffff), four | (1 << CAP_SYS_ADMIN));
         // The DaemonSet's grant (with NET_ADMIN = 12): NET_ADMIN goes.
         assert_eq!(kept_set(four | (1 << 12)), four);
         // SYS_ADMIN in place of BPF and PERFMON stays.

@@ -318,3 +318,65 @@ impl Drop for RingPeek {
         let _ = &self.fd;
     }
 }
+
+/// The program types of the programs with these ids (`bpftool prog show`: `sock_ops`,
+/// `raw_tracepoint`, ...), by id.
+pub fn program_types(ids: &BTreeSet<u64>) -> Vec<(u64, String)> {
+    bpftool(&["prog", "show"])
+        .as_array()
+        .expect("bpftool prints an array")
+        .iter()
+        .filter_map(|p| {
+            let id = p["id"].as_u64()?;
+            ids.contains(&id)
+                .then(|| (id, p["type"].as_str().unwrap_or_default().to_owned()))
+        })
+        .collect()
+}
+
+/// The mount point of the cgroup v2 hierarchy (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified`
+/// on a hybrid layout), where the agent attaches its `sock_ops` program.
+pub fn cgroup2_root() -> std::path::PathBuf {
+    let mounts = fs::read_to_string("/proc/self/mounts").expect("/proc/self/mounts");
+    let points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, point, fstype) = (f.next()?, f.next()?, f.next()?);
+            (fstype == "cgroup2").then_some(point)
+        })
+        .collect();
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .find(|p| points.contains(p))
+        .or_else(|| points.first().copied())
+        .map(std::path::PathBuf::from)
+        .expect("a cgroup v2 hierarchy is mounted")
+}
+
+/// The ids of the programs attached to the cgroup at `path` itself (`bpftool cgroup show`, which
+/// lists programs attached with `BPF_PROG_ATTACH` and through links alike).
+pub fn cgroup_programs(path: &std::path::Path) -> BTreeSet<u64> {
+    let bpftool = util::which("bpftool");
+    let out = Command::new(&bpftool)
+        .args(["--json", "cgroup", "show"])
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", bpftool.display()));
+    assert!(
+        out.status.success(),
+        "bpftool cgroup show {} failed: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Nothing attached: bpftool prints nothing at all, not an empty array.
+    if out.stdout.iter().all(u8::is_ascii_whitespace) {
+        return BTreeSet::new();
+    }
+    let listed: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("bpftool cgroup show {}: {e}", path.display()));
+    listed
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["id"].as_u64()).collect())
+        .unwrap_or_default()
+}

@@ -1,16 +1,18 @@
-//! Start-up and shut-down: privileges, signals, and what stays in the kernel afterwards.
+//! Least privilege: the agent refuses to start without the capabilities it needs (one line
+//! naming the first one missing), works with exactly those the `DaemonSet` grants, drops all
+//! but the four it still needs (and `CAP_SYS_ADMIN` when given) once its programs are
+//! attached, and never logs secrets or bodies.
 
-use std::{collections::BTreeSet, fs, time::Duration};
+use std::{fs, time::Duration};
 
-use super::{Peer, Req, assert_count, check_server_span, collect, ports_config};
 use crate::{
     agent::{self, Agent},
-    bpf,
     peers::{
         curl::{Transfer, curl},
         nginx::{self, Nginx, OK_PATH},
         python::PythonServer,
     },
+    tests::{Peer, Req, assert_count, check_server_span, collect, ports_config},
     util,
 };
 
@@ -24,9 +26,14 @@ const DAEMONSET_CAPS: &[&str] = &[
     "dac_read_search",
 ];
 
-/// The capabilities the agent keeps after attach (`capture::privileges::KEPT`): bits of
-/// `CAP_DAC_READ_SEARCH`, `CAP_SYS_PTRACE`, `CAP_PERFMON`, `CAP_BPF`.
+/// The capabilities the agent keeps after attach (`capture::privileges::KEPT`) when it was not
+/// given `CAP_SYS_ADMIN`: bits of `CAP_DAC_READ_SEARCH`, `CAP_SYS_PTRACE`, `CAP_PERFMON`,
+/// `CAP_BPF`.
 const KEPT_AFTER_ATTACH: u64 = (1 << 2) | (1 << 19) | (1 << 38) | (1 << 39);
+
+/// `CAP_SYS_ADMIN`, which the agent also keeps when run as root: the uprobe PMU of this kernel
+/// (6.18) requires it for the TLS probes of processes discovered later.
+const SYS_ADMIN: u64 = 1 << 21;
 
 /// The bits of [`DAEMONSET_CAPS`] (`CAP_NET_ADMIN` is 12).
 fn daemonset_bits() -> u64 {
@@ -56,16 +63,15 @@ fn thread_capabilities(pid: u32) -> Vec<(u32, [u64; 5], bool)> {
         .collect()
 }
 
-/// Asserts that every thread of the agent runs with exactly [`KEPT_AFTER_ATTACH`] effective
-/// and permitted, nothing inheritable or ambient, `bounding` as its bounding set and
-/// `no_new_privs` set.
-fn assert_only_kept_capabilities(pid: u32, bounding: u64) {
+/// Asserts that every thread of the agent runs with exactly `kept` effective and permitted,
+/// nothing inheritable or ambient, `bounding` as its bounding set and `no_new_privs` set.
+fn assert_only_kept_capabilities(pid: u32, kept: u64, bounding: u64) {
     let threads = thread_capabilities(pid);
     assert!(threads.len() > 1, "one thread only: {threads:?}");
     for (tid, [eff, prm, inh, bnd, amb], nnp) in threads {
         assert_eq!(
             (eff, prm, inh, amb),
-            (KEPT_AFTER_ATTACH, KEPT_AFTER_ATTACH, 0, 0),
+            (kept, kept, 0, 0),
             "thread {tid}: effective, permitted, inheritable, ambient (hex {eff:x} {prm:x})"
         );
         assert_eq!(bnd, bounding, "thread {tid}: bounding set {bnd:x}");
@@ -73,141 +79,19 @@ fn assert_only_kept_capabilities(pid: u32, bounding: u64) {
     }
 }
 
-/// Runs the agent on nginx with `signal` as the stop signal: exit 0, the one span flushed, and
-/// every program, link and map it held gone from the kernel afterwards.
-fn stop_detaches_everything(signal: libc::c_int) {
-    let nginx = Nginx::start(1);
-    let agent = Agent::start(&ports_config(&nginx.port.to_string()), &[]);
-    let held = held_mop_objects(&agent);
-    curl(&[Transfer::get(nginx.url(OK_PATH))]);
-    let workers = nginx.worker_pids().to_vec();
-    let spans = collect_with(agent, &workers, signal);
-    let service = nginx.service();
-    let peer = Peer {
-        service: &service,
-        pids: &workers,
-        port: nginx.port,
-        version: "1.1",
-    };
-    assert_count(&spans, 1, "one GET /ok");
-    check_server_span(&spans[0], &Req::get(OK_PATH, 200, nginx::OK_LEN), &peer);
-    assert_released(&held);
-}
-
-/// What the running agent holds in the kernel: programs (all of them `mop_`), links and maps,
-/// none of the three empty.
-fn held_mop_objects(agent: &Agent) -> bpf::Held {
-    let held = bpf::held_by(agent.pid());
-    let loaded_by_us: Vec<bpf::Program> = bpf::mop_programs()
-        .into_iter()
-        .filter(|p| held.programs.contains(&p.id))
-        .collect();
-    assert!(
-        !loaded_by_us.is_empty() && !held.links.is_empty() && !held.maps.is_empty(),
-        "the running agent holds no `{}` program, link or map (held {held:?}, loaded {:?})",
-        bpf::PROGRAM_PREFIX,
-        bpf::mop_programs()
-    );
-    assert_eq!(
-        loaded_by_us.len(),
-        held.programs.len(),
-        "the agent holds programs that are not its own: {held:?}"
-    );
-    held
-}
-
-/// Asserts that every program, link and map in `held` is gone from the kernel (which frees
-/// them asynchronously once their last reference is closed), that no `mop_` program is left
-/// without a holder (pinned, or attached to a cgroup with `BPF_PROG_ATTACH`), and that nothing
-/// is pinned under the BPF filesystem.
-fn assert_released(held: &bpf::Held) {
-    let mut left = bpf::Held::default();
-    let gone = util::wait_until(Duration::from_secs(5), || {
-        let keep = |ids: &BTreeSet<u64>, loaded: &BTreeSet<u64>| -> BTreeSet<u64> {
-            ids.intersection(loaded).copied().collect()
-        };
-        left = bpf::Held {
-            programs: keep(&held.programs, &bpf::loaded_ids("prog")),
-            maps: keep(&held.maps, &bpf::loaded_ids("map")),
-            links: keep(&held.links, &bpf::loaded_ids("link")),
-        };
-        left.is_empty()
-    });
-    assert!(
-        gone,
-        "objects still loaded after the agent exited: {left:?}"
-    );
-    // `mop_` programs that another running agent holds are not ours.
-    let mut orphans = Vec::new();
-    let none = util::wait_until(Duration::from_secs(5), || {
-        let held = bpf::programs_held_by_anyone();
-        orphans = bpf::mop_programs()
-            .into_iter()
-            .filter(|p| !held.contains(&p.id))
-            .collect();
-        orphans.is_empty()
-    });
-    assert!(
-        none,
-        "`{}` programs loaded that no process holds (pinned or left attached): {orphans:?}",
-        bpf::PROGRAM_PREFIX
-    );
-    let pinned = bpf::pinned();
-    assert!(
-        pinned
-            .iter()
-            .all(|p| !p.to_string_lossy().to_lowercase().contains("mop")),
-        "pinned under /sys/fs/bpf: {pinned:?}"
-    );
-}
-
-/// SIGKILL, as a crash or the OOM killer ends it: the agent runs no clean-up at all, yet every
-/// program, link and map it held is gone, because none is pinned or attached without a file
-/// descriptor (raw tracepoints and uprobes are links owned by the process).
-#[test]
-fn sigkill_leaves_no_program_link_or_map() {
-    let _serial = util::serial();
-    let nginx = Nginx::start(1);
-    let agent = Agent::start(&ports_config(&nginx.port.to_string()), &[]);
-    let held = held_mop_objects(&agent);
-    curl(&[Transfer::get(nginx.url(OK_PATH))]);
-    agent.wait_for_spans(super::SPAN_WAIT, |s| !s.is_empty());
-    let log = agent.kill();
-    assert!(
-        !log.contains("Stopped."),
-        "SIGKILL ran the clean shutdown:\n{log}"
-    );
-    assert_released(&held);
-}
-
-fn collect_with(agent: Agent, pids: &[u32], signal: libc::c_int) -> Vec<crate::span::Span> {
-    agent.wait_for_spans(super::SPAN_WAIT, |s| {
-        s.iter().any(|s| pids.contains(&s.pid))
-    });
-    let spans = agent.stop_with(signal);
-    super::assert_only_from(&spans, pids);
-    spans
-}
-
-/// SIGTERM: exit 0, spans flushed, no program left in the kernel.
-#[test]
-fn sigterm_exits_zero_and_detaches() {
-    let _serial = util::serial();
-    stop_detaches_everything(libc::SIGTERM);
-}
-
-/// SIGINT: the same as SIGTERM.
-#[test]
-fn sigint_exits_zero_and_detaches() {
-    let _serial = util::serial();
-    stop_detaches_everything(libc::SIGINT);
-}
-
 /// Runs a valid config through `wrapper` and asserts the agent refuses at once: non-zero exit,
 /// exactly one line on stderr, naming `capability`.
 fn refuses_without(wrapper: &[&str], capability: &str) {
-    let config = ports_config(&util::free_port().to_string());
-    let exit = agent::run_config_to_exit(wrapper, &config, &[], &[]);
+    refuses_with_config(
+        wrapper,
+        &ports_config(&util::free_port().to_string()),
+        capability,
+    );
+}
+
+/// [`refuses_without`] with this config.
+fn refuses_with_config(wrapper: &[&str], config: &str, capability: &str) {
+    let exit = agent::run_config_to_exit(wrapper, config, &[], &[]);
     let lines = exit.stderr_lines();
     assert!(
         !exit.status.success(),
@@ -291,8 +175,24 @@ fn refuses_without_cap_perfmon() {
     );
 }
 
-/// With exactly the `DaemonSet` capabilities (uid 0, no `CAP_SYS_ADMIN`): the agent starts,
-/// makes the same spans and exits 0.
+/// As root without `CAP_NET_ADMIN` (nor `CAP_SYS_ADMIN`) but with the TCP-option carrier on
+/// (`ebpf.context_propagation: tcp`): its `sock_ops` program cannot attach to the cgroup; one
+/// line naming `CAP_NET_ADMIN`.
+#[test]
+fn refuses_without_cap_net_admin_for_the_tcp_carrier() {
+    let _serial = util::serial();
+    let mut config = ports_config(&util::free_port().to_string());
+    config.push_str(super::TCP_CONTEXT);
+    refuses_with_config(
+        &["setpriv", "--bounding-set=-net_admin,-sys_admin", "--"],
+        &config,
+        "CAP_NET_ADMIN",
+    );
+}
+
+/// With exactly the `DaemonSet` capabilities (uid 0, no `CAP_SYS_ADMIN`) and the TCP-option
+/// carrier on (what `CAP_NET_ADMIN` is granted for): the agent starts, attaches its `sock_ops`
+/// program, makes the same spans and exits 0.
 #[test]
 fn runs_with_daemonset_capabilities_only() {
     let _serial = util::serial();
@@ -307,12 +207,17 @@ fn runs_with_daemonset_capabilities_only() {
     let nginx = Nginx::start(1);
     let agent = Agent::start_wrapped(
         &["setpriv", &bounding, "--"],
-        &ports_config(&nginx.port.to_string()),
+        &super::config_for(nginx.port, true),
         &[],
+    );
+    assert!(
+        agent.log().contains("trace context travels in TCP options"),
+        "the sock_ops carrier did not attach:\n{}",
+        agent.log()
     );
     // The DaemonSet does not grant CAP_SETPCAP: the bounding set cannot shrink, but the
     // permitted and effective sets do (CAP_NET_ADMIN goes), and no_new_privs holds it there.
-    assert_only_kept_capabilities(agent.pid(), daemonset_bits());
+    assert_only_kept_capabilities(agent.pid(), KEPT_AFTER_ATTACH, daemonset_bits());
     curl(&[Transfer::get(nginx.url(OK_PATH))]);
     let workers = nginx.worker_pids().to_vec();
     let spans = collect(agent, &workers, 1);
@@ -328,7 +233,8 @@ fn runs_with_daemonset_capabilities_only() {
 }
 
 /// As root: once attached, every thread of the agent keeps only CAP_BPF, CAP_PERFMON,
-/// CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (bounding set too, no_new_privs set), and what it
+/// CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH and CAP_SYS_ADMIN (bounding set too, no_new_privs set;
+/// CAP_NET_ADMIN, CAP_DAC_OVERRIDE, CAP_SETUID and the rest are gone), and what it
 /// still has to do works: a plain and a TLS server started after the drop are discovered, the
 /// TLS one gets uprobes on its libssl, and both make their spans.
 #[test]
@@ -339,17 +245,18 @@ fn drops_capabilities_after_attach() {
     // The servers pick their own ports: select them by what they run instead.
     config.push_str("    - exe_path: \"*/python3*\"\n");
     let agent = Agent::start(&config, &[]);
-    assert_only_kept_capabilities(agent.pid(), KEPT_AFTER_ATTACH);
+    let kept = KEPT_AFTER_ATTACH | SYS_ADMIN;
+    assert_only_kept_capabilities(agent.pid(), kept, kept);
     assert!(
-        agent
-            .log()
-            .contains("kept=\"CAP_DAC_READ_SEARCH,CAP_SYS_PTRACE,CAP_PERFMON,CAP_BPF\""),
+        agent.log().contains(
+            "kept=\"CAP_DAC_READ_SEARCH,CAP_SYS_PTRACE,CAP_PERFMON,CAP_BPF,CAP_SYS_ADMIN\""
+        ),
         "no log line naming the kept capabilities:\n{}",
         agent.log()
     );
     let plain = PythonServer::http11(&[]);
     let tls = PythonServer::https11();
-    super::wait_for_discovery();
+    crate::tests::wait_for_discovery();
     curl(&[Transfer::get(plain.url("/ok"))]);
     curl(&[Transfer::get(tls.url("/ok").replacen("http:", "https:", 1)).insecure()]);
     let pids = [plain.pid(), tls.pid()];
@@ -383,9 +290,9 @@ fn no_secret_or_body_in_debug_logs() {
             .header("Cookie: session=COOKIESECRET-5d1a"),
         Transfer::get(server.url("/ok")).header("X-Api-Key: KEYSECRET-0b7d"),
     ]);
-    agent.wait_for_spans(super::SPAN_WAIT, |s| s.len() >= 2);
+    agent.wait_for_spans(crate::tests::SPAN_WAIT, |s| s.len() >= 2);
     let (spans, log) = agent.stop_and_log(libc::SIGTERM);
-    super::assert_only_from(&spans, &[server.pid()]);
+    crate::tests::assert_only_from(&spans, &[server.pid()]);
     assert_count(&spans, 2, "the POST and the GET");
     let printed: String = spans.iter().map(|s| format!("{s:?}\n")).collect();
     let secrets = [
