@@ -7,10 +7,11 @@ use std::{
     time::Duration,
 };
 
-/// One scrape of `/metrics`: every sample line as `series` (`name` or `name{labels}`) and value.
+/// One scrape of `/metrics`: every sample line as `series` (`name` or `name{labels}`) and value
+/// as printed.
 #[derive(Clone, Debug, Default)]
 pub struct Scrape {
-    samples: Vec<(String, f64)>,
+    samples: Vec<(String, String)>,
 }
 
 impl Scrape {
@@ -21,7 +22,7 @@ impl Scrape {
             .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
             .filter_map(|l| {
                 let (series, value) = l.rsplit_once(' ')?;
-                Some((series.to_owned(), value.trim().parse().ok()?))
+                Some((series.to_owned(), value.trim().to_owned()))
             })
             .collect();
         Self { samples }
@@ -33,7 +34,17 @@ impl Scrape {
         self.samples
             .iter()
             .find(|(s, _)| s == series)
-            .map(|(_, v)| *v)
+            .and_then(|(_, v)| v.parse().ok())
+    }
+
+    /// The value of a counter that must be there, as the whole number it is.
+    pub fn counter(&self, series: &str) -> u64 {
+        let Some((_, printed)) = self.samples.iter().find(|(s, _)| s == series) else {
+            panic!("no series {series} in the scrape:\n{self:?}");
+        };
+        printed
+            .parse()
+            .unwrap_or_else(|e| panic!("{series} {printed}: not a whole number: {e}"))
     }
 
     /// The value of a series that must be there.
@@ -47,7 +58,7 @@ impl Scrape {
         self.samples
             .iter()
             .filter(|(s, _)| s == name || s.strip_prefix(name).is_some_and(|r| r.starts_with('{')))
-            .map(|(_, v)| v)
+            .filter_map(|(_, v)| v.parse::<f64>().ok())
             .sum()
     }
 }
@@ -102,12 +113,12 @@ mod tests {
              mop_parse_errors_total{protocol=\"http2\"} 4\n\
              mop_parse_errors_total_other 100\n",
         );
-        assert_eq!(scrape.value("mop_events_lost_total"), Some(12.0));
+        assert_eq!(scrape.counter("mop_events_lost_total"), 12);
         assert_eq!(
-            scrape.get("mop_parse_errors_total{protocol=\"http1\"}"),
-            3.0
+            scrape.counter("mop_parse_errors_total{protocol=\"http1\"}"),
+            3
         );
-        assert_eq!(scrape.sum("mop_parse_errors_total"), 7.0);
-        assert_eq!(scrape.value("missing"), None);
+        assert!((scrape.sum("mop_parse_errors_total") - 7.0).abs() < 1e-9);
+        assert!(scrape.value("missing").is_none());
     }
 }

@@ -58,56 +58,25 @@ fn flood_drops_in_kernel_keeps_memory_bounded_and_recovers() {
     let pid = agent.pid();
     let baseline = metrics::scrape(metrics_port);
     assert_eq!(
-        baseline.get(EVENTS_LOST),
-        0.0,
+        baseline.counter(EVENTS_LOST),
+        0,
         "events lost before any load"
     );
-
-    let port = nginx.port;
-    let load = thread::spawn(move || {
-        flood::tiny_writes(port, FLOOD_PATH, FLOOD_CONNECTIONS, 1, FLOOD_TIME)
-    });
-    let started = Instant::now();
-    let mut rss = Vec::new();
-    let mut stalled = false;
-    while !load.is_finished() && started.elapsed() < FLOOD_TIME + Duration::from_secs(20) {
-        let at = started.elapsed();
-        if !stalled && at >= STALL_AT {
-            util::signal(pid, libc::SIGSTOP);
-            thread::sleep(STALL_FOR);
-            util::signal(pid, libc::SIGCONT);
-            stalled = true;
-        }
-        if let Some(kib) = metrics::rss_kib(pid) {
-            rss.push((at, kib));
-        }
-        thread::sleep(RSS_EVERY);
-    }
-    util::signal(pid, libc::SIGCONT);
-    let stats = load.join().expect("the flood thread panicked");
+    let (stats, rss) = flood_sampling_rss(pid, nginx.port);
     assert!(
         stats.requests > 0,
         "the flood got no response at all: {stats:?}"
     );
-
-    // The agent drains what the kernel kept, then reads nothing more.
-    let mut settled = Scrape::default();
-    let quiet = util::wait_until(Duration::from_secs(20), || {
-        let now = metrics::scrape(metrics_port);
-        let same = settled.value(EVENTS_READ) == now.value(EVENTS_READ);
-        settled = now;
-        same
-    });
-    assert!(quiet, "the agent still reads events 20 s after the flood");
-    let lost = settled.get(EVENTS_LOST);
+    let settled = settle(metrics_port);
+    let lost = settled.counter(EVENTS_LOST);
     assert!(
-        lost > 0.0,
+        lost > 0,
         "no kernel drop counted after a {FLOOD_TIME:?} flood of {} requests in 1-byte writes \
          into a 64 KiB ring buffer with the agent stalled {STALL_FOR:?}",
         stats.requests
     );
     let peak = metrics::rss_kib(pid).map_or(0, |(_, hwm)| hwm);
-    let sampled = rss.iter().map(|(_, (now, _))| *now).max().unwrap_or(0);
+    let sampled = rss.iter().map(|&(_, (now, _))| now).max().unwrap_or(0);
     assert!(
         peak < RSS_CAP_KIB && sampled < RSS_CAP_KIB,
         "agent RSS over its cap of {RSS_CAP_KIB} KiB: peak {peak} KiB, samples {rss:?}"
@@ -137,7 +106,7 @@ fn flood_drops_in_kernel_keeps_memory_bounded_and_recovers() {
         span::show(&spans[printed.min(spans.len())..])
     );
     assert_eq!(
-        end.get(EVENTS_LOST),
+        end.counter(EVENTS_LOST),
         lost,
         "events lost after the flood was over"
     );
@@ -162,4 +131,50 @@ fn flood_drops_in_kernel_keeps_memory_bounded_and_recovers() {
         stats.rate(),
         stats.errors
     );
+}
+
+/// When into the flood, and the agent's `(VmRSS, VmHWM)` in KiB then.
+type RssSample = (Duration, (u64, u64));
+
+/// Runs the flood against 127.0.0.1:`port`, stopping the agent `pid` for [`STALL_FOR`] at
+/// [`STALL_AT`]; returns what the flood managed and the agent's `(VmRSS, VmHWM)` every
+/// [`RSS_EVERY`] meanwhile.
+fn flood_sampling_rss(pid: u32, port: u16) -> (flood::FloodStats, Vec<RssSample>) {
+    let load = thread::spawn(move || {
+        flood::tiny_writes(port, FLOOD_PATH, FLOOD_CONNECTIONS, 1, FLOOD_TIME)
+    });
+    let started = Instant::now();
+    let mut rss = Vec::new();
+    let mut stalled = false;
+    while !load.is_finished() && started.elapsed() < FLOOD_TIME + Duration::from_secs(20) {
+        let at = started.elapsed();
+        if !stalled && at >= STALL_AT {
+            util::signal(pid, libc::SIGSTOP);
+            thread::sleep(STALL_FOR);
+            util::signal(pid, libc::SIGCONT);
+            stalled = true;
+        }
+        if let Some(kib) = metrics::rss_kib(pid) {
+            rss.push((at, kib));
+        }
+        thread::sleep(RSS_EVERY);
+    }
+    util::signal(pid, libc::SIGCONT);
+    (load.join().expect("the flood thread panicked"), rss)
+}
+
+/// Waits (up to 20 s) until the agent has drained what the kernel kept: two scrapes in a row
+/// with the same count of events read; returns the last scrape.
+fn settle(metrics_port: u16) -> Scrape {
+    let mut settled = Scrape::default();
+    let mut read = None;
+    let quiet = util::wait_until(Duration::from_secs(20), || {
+        settled = metrics::scrape(metrics_port);
+        let now = Some(settled.counter(EVENTS_READ));
+        let same = read == now;
+        read = now;
+        same
+    });
+    assert!(quiet, "the agent still reads events 20 s after the flood");
+    settled
 }

@@ -232,9 +232,9 @@ fn runs_with_daemonset_capabilities_only() {
     check_server_span(&spans[0], &Req::get(OK_PATH, 200, nginx::OK_LEN), &peer);
 }
 
-/// As root: once attached, every thread of the agent keeps only CAP_BPF, CAP_PERFMON,
-/// CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH and CAP_SYS_ADMIN (bounding set too, no_new_privs set;
-/// CAP_NET_ADMIN, CAP_DAC_OVERRIDE, CAP_SETUID and the rest are gone), and what it
+/// As root: once attached, every thread of the agent keeps only `CAP_BPF`, `CAP_PERFMON`,
+/// `CAP_SYS_PTRACE`, `CAP_DAC_READ_SEARCH` and `CAP_SYS_ADMIN` (bounding set too, `no_new_privs`
+/// set; `CAP_NET_ADMIN`, `CAP_DAC_OVERRIDE`, `CAP_SETUID` and the rest are gone), and what it
 /// still has to do works: a plain and a TLS server started after the drop are discovered, the
 /// TLS one gets uprobes on its libssl, and both make their spans.
 #[test]
@@ -294,7 +294,11 @@ fn no_secret_or_body_in_debug_logs() {
     let (spans, log) = agent.stop_and_log(libc::SIGTERM);
     crate::tests::assert_only_from(&spans, &[server.pid()]);
     assert_count(&spans, 2, "the POST and the GET");
-    let printed: String = spans.iter().map(|s| format!("{s:?}\n")).collect();
+    let printed = spans
+        .iter()
+        .map(|s| format!("{s:?}"))
+        .collect::<Vec<_>>()
+        .join("\n");
     let secrets = [
         "BODYSECRET",
         "4111111111111111",
