@@ -8,6 +8,7 @@ mod image;
 mod manifests;
 mod run;
 mod setup;
+mod soak;
 mod test;
 mod vm;
 
@@ -41,6 +42,9 @@ enum Command {
     /// Run a validation experiment (overhead, accuracy, completeness, coverage, propagation,
     /// all) and write its report to experiments/results/<name>/.
     Experiment(experiment::Options),
+    /// Run the agent through flood, connection churn and collector outage phases for
+    /// `--duration` seconds and write a Markdown report with its RSS over time.
+    Soak(soak::Options),
     /// Boot Debian kernels (5.10, 6.1, 6.12, 7.x) under qemu and run the agent's end-to-end
     /// HTTP/1 test in each, for each capture path; prints a kernel x path matrix.
     VmTest(vm::Options),
@@ -56,6 +60,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(opts) => bench::run(&opts),
         Command::Fuzz(opts) => fuzz::run(&opts),
         Command::Experiment(opts) => experiment::run(&opts),
+        Command::Soak(opts) => soak::run(&opts),
         Command::VmTest(opts) => vm::run(&opts),
     }
 }

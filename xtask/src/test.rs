@@ -254,6 +254,28 @@ fn build_agent(root: &Path) -> anyhow::Result<PathBuf> {
 /// each binary as root (sudo when not root) with `--test-threads=1`: the tests share kernel
 /// state (attached programs, ports, the agent's view of every process).
 fn integration(ctx: &Context) -> anyhow::Result<()> {
+    integration_with(ctx, &[], TESTS_TIMEOUT)
+}
+
+/// Runs the integration test binaries as [`integration`] does, with `test_args`, `env` added
+/// to their environment and each bounded by `timeout` (for `cargo xtask soak`).
+pub(crate) fn run_integration(
+    test_args: Vec<OsString>,
+    env: &[(&str, &std::ffi::OsStr)],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let ctx = Context {
+        root: cmd::workspace_root(),
+        test_args,
+    };
+    integration_with(&ctx, env, timeout)
+}
+
+fn integration_with(
+    ctx: &Context,
+    env: &[(&str, &std::ffi::OsStr)],
+    timeout: Duration,
+) -> anyhow::Result<()> {
     if !cmd::is_root() && !cmd::have("sudo") {
         bail!("the integration tests need root: run as root or install sudo");
     }
@@ -275,12 +297,19 @@ fn integration(ctx: &Context) -> anyhow::Result<()> {
             bail!("cargo built no test binary for {select:?}");
         }
         for binary in binaries {
-            let mut test = cmd::as_root_with_env(&binary, &[("MOP_AGENT_BIN", agent.as_os_str())]);
+            let mut vars = vec![("MOP_AGENT_BIN", agent.as_os_str())];
+            vars.extend_from_slice(env);
+            let mut test = cmd::as_root_with_env(&binary, &vars);
             test.current_dir(ctx.root.join(dir))
                 .arg("--test-threads=1")
-                .args(extra)
+                // libtest refuses a flag given twice (`--ignored` from `cargo xtask soak`).
+                .args(
+                    extra
+                        .iter()
+                        .filter(|a| !ctx.test_args.iter().any(|t| t == **a)),
+                )
                 .args(&ctx.test_args);
-            cmd::run_bounded(&mut test, TESTS_TIMEOUT)?;
+            cmd::run_bounded(&mut test, timeout)?;
         }
     }
     Ok(())

@@ -4,6 +4,7 @@
 
 mod overload;
 mod privileges;
+mod soak;
 
 use std::{collections::BTreeSet, time::Duration};
 
