@@ -2,8 +2,7 @@
 // the agents' self-metrics and RED metrics. Completeness: spans made against the requests the
 // RED metrics counted and what was lost on the way (kernel ring buffer, userspace queues,
 // export). Cost: the work per span (kernel events per span, export duration). RED per service.
-// The agent's own CPU and memory are not exported as metrics yet (the overhead experiment
-// measures them from /proc), so they are not shown here.
+// The agent's own CPU and memory come from its standard process_* families.
 local builder = import 'builder.libsonnet';
 
 function(ds)
@@ -67,6 +66,12 @@ function(ds)
         '%s / %s' % [rby('mop_events_read_total', 'node'), rby('mop_spans_produced_total', 'node')],
         '{{node}}',
       )], 'short', description='Ring-buffer records the agent reads per span it makes: the kernel-side work per request (the overhead experiment reports it with CPU per request).'),
+      b.timeseries('Agent CPU per 1k spans', [b.query(
+        '1000 * %s / %s' % [rby('process_cpu_seconds_total', 'node'), rby('mop_spans_produced_total', 'node')],
+        '{{node}}',
+      )], 's', description='CPU seconds the agent spends per thousand spans it makes (the overhead experiment measured 3.3 ms per 1k nginx requests).'),
+      b.timeseries('Agent CPU (cores)', [b.query(rby('process_cpu_seconds_total', 'node'), '{{node}}')], 'short'),
+      b.timeseries('Agent resident memory', [b.query('sum by (node) (%s)' % m('process_resident_memory_bytes'), '{{node}}')], 'bytes'),
       b.timeseries('Connections tracked', [b.query('sum by (node) (%s)' % m('mop_connections_tracked'), '{{node}}')]),
       b.timeseries('Export duration p95', [b.query(
         'histogram_quantile(0.95, sum by (le, exporter) (rate(%s[$__rate_interval])))' % m('mop_export_duration_seconds_bucket'),

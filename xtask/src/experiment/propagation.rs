@@ -577,7 +577,12 @@ fn write_report(
         "- Cost: closed loop through the Python chain (4 keep-alive connections to the \
          proxy) for {seconds} s per variant, {rounds} rounds, order rotated each round: no \
          agent (baseline), then the agent instrumenting proxy and nginx with each value of \
-         `ebpf.context_propagation`. Ratios are against the baseline of the same round."
+         `ebpf.context_propagation`. Ratios are against the baseline of the same round. \
+         With `tcp` and `all`, a `sock_ops` program writes a 28-byte TCP option into the first \
+         segment of every request the proxy and curl send and parses it where it arrives; on \
+         loopback both ends run on this machine, so the ratio counts both sides' cost. The \
+         cross-node behaviour is tested between two network namespaces \
+         (`tests::tcp_context`)."
     );
     report.finish(&method)?;
     Ok(())
