@@ -191,7 +191,10 @@ struct Running {
 pub async fn run(config: Config) -> Result<(), AgentError> {
     // Privileges and BTF first: without them nothing else is worth starting (and the one
     // line that says so is all the user sees).
-    loader::preflight()?;
+    loader::preflight(matches!(
+        config.ebpf.context_propagation,
+        ContextPropagation::Tcp | ContextPropagation::All
+    ))?;
     let metrics = Arc::new(SelfMetrics::default());
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     // Exporters first: a setting they refuse (or a port they cannot bind) fails the start
@@ -229,6 +232,7 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
         buffer_size = config.ebpf.buffer_size,
         "Capture attached."
     );
+    crate::capture::privileges::drop_and_log();
     let (first_pass_tx, first_pass_rx) = oneshot::channel();
     let running = start(
         &config,

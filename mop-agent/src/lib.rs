@@ -11,6 +11,8 @@ pub mod capture;
 pub mod config;
 pub mod discovery;
 pub mod export;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod span;
 pub mod telemetry;

@@ -3,10 +3,12 @@
 mod bench;
 mod cmd;
 mod experiment;
+mod fuzz;
 mod image;
 mod manifests;
 mod run;
 mod setup;
+mod soak;
 mod test;
 mod vm;
 
@@ -35,9 +37,14 @@ enum Command {
     Image(image::Options),
     /// Measure the agent (`overhead`: nginx under load with and without it).
     Bench(bench::Options),
+    /// Run the cargo-fuzz targets for a bounded time each (`--seconds`, default 60).
+    Fuzz(fuzz::Options),
     /// Run a validation experiment (overhead, accuracy, completeness, coverage, propagation,
     /// all) and write its report to experiments/results/<name>/.
     Experiment(experiment::Options),
+    /// Run the agent through flood, connection churn and collector outage phases for
+    /// `--duration` seconds and write a Markdown report with its RSS over time.
+    Soak(soak::Options),
     /// Boot Debian kernels (5.10, 6.1, 6.12, 7.x) under qemu and run the agent's end-to-end
     /// HTTP/1 test in each, for each capture path; prints a kernel x path matrix.
     VmTest(vm::Options),
@@ -51,7 +58,9 @@ fn main() -> anyhow::Result<()> {
         Command::Manifests(opts) => manifests::run(&opts),
         Command::Image(opts) => image::run(&opts),
         Command::Bench(opts) => bench::run(&opts),
+        Command::Fuzz(opts) => fuzz::run(&opts),
         Command::Experiment(opts) => experiment::run(&opts),
+        Command::Soak(opts) => soak::run(&opts),
         Command::VmTest(opts) => vm::run(&opts),
     }
 }

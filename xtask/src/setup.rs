@@ -12,6 +12,9 @@ use crate::cmd;
 /// The bpf-linker release that matches the pinned nightly (see shared/environment.md).
 const BPF_LINKER_VERSION: &str = "0.10.3";
 
+/// The cargo-fuzz release the `fuzz` suite drives.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
 /// Debian packages the tests and benchmarks drive: real servers, clients and tools.
 const APT_PACKAGES: &[&str] = &[
     "nginx",
@@ -85,6 +88,7 @@ pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
     tracefs()?;
     if !opts.build_only {
         lint_components()?;
+        cargo_fuzz()?;
         apt_packages()?;
         pip_packages()?;
         node_packages()?;
@@ -142,6 +146,22 @@ fn bpf_linker() -> anyhow::Result<()> {
         "--locked",
         "--force",
         &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+    ]))
+}
+
+/// cargo-fuzz, for the `fuzz` suite (`cargo +nightly fuzz`).
+fn cargo_fuzz() -> anyhow::Result<()> {
+    let current =
+        cmd::output(Command::new("cargo").args(["fuzz", "--version"])).unwrap_or_default();
+    if current.contains(CARGO_FUZZ_VERSION) {
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
+    cmd::run(Command::new("cargo").args([
+        "install",
+        "--locked",
+        "--force",
+        &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"),
     ]))
 }
 

@@ -3,7 +3,8 @@
 //! Runs `setup` first, then the suites: `fmt`, `clippy` (the lints), `unit` (every crate's
 //! unit tests but the integration tests), `build` (the release agent), `integration` (the
 //! end-to-end tests in `test/integration-test`, as root, one at a time), then every suite in
-//! [`EXTRA_SUITES`]. A failing suite does not stop the next; the command fails if any failed.
+//! [`EXTRA_SUITES`]. Suites in [`OPT_IN_SUITES`] run only when named with `--suite`. A failing
+//! suite does not stop the next; the command fails if any failed.
 
 use std::{
     ffi::OsString,
@@ -27,6 +28,11 @@ const EXTRA_SUITES: &[(&str, ExtraSuite)] = &[
     ("experiments", crate::experiment::smoke),
 ];
 
+/// Suites that run only when selected with `--suite NAME`, never in a plain `cargo xtask test`
+/// (what CI runs): `fuzz` builds the agent a second time with sanitizers, about 3 minutes on
+/// two cores with a warm cache and far more from a cold one, for 3 s of fuzzing per target.
+const OPT_IN_SUITES: &[(&str, ExtraSuite)] = &[("fuzz", crate::fuzz::smoke)];
+
 /// The function of an extra suite.
 type ExtraSuite = fn() -> anyhow::Result<()>;
 
@@ -37,7 +43,7 @@ type Runner = Box<dyn Fn(&Context) -> anyhow::Result<()>>;
 #[derive(clap::Args, Default)]
 pub(crate) struct Options {
     /// Run only this suite (repeatable): fmt, clippy, unit, build, integration, or an extra
-    /// suite's name.
+    /// suite's name (manifests, experiments, and fuzz, which runs only when named).
     #[arg(long = "suite", value_name = "NAME")]
     suites: Vec<String>,
     /// Skip the lint suites (fmt and clippy).
@@ -55,10 +61,11 @@ struct Context {
     test_args: Vec<OsString>,
 }
 
-/// A suite: a name, whether it is a lint, and what it runs.
+/// A suite: a name, whether it is a lint, whether it runs only when named, and what it runs.
 struct Suite {
     name: &'static str,
     lint: bool,
+    opt_in: bool,
     run: Runner,
 }
 
@@ -67,32 +74,40 @@ fn suites() -> Vec<Suite> {
         Suite {
             name: "fmt",
             lint: true,
+            opt_in: false,
             run: Box::new(fmt),
         },
         Suite {
             name: "clippy",
             lint: true,
+            opt_in: false,
             run: Box::new(clippy),
         },
         Suite {
             name: "unit",
             lint: false,
+            opt_in: false,
             run: Box::new(unit),
         },
         Suite {
             name: "build",
             lint: false,
+            opt_in: false,
             run: Box::new(|ctx| build_agent(&ctx.root).map(drop)),
         },
         Suite {
             name: "integration",
             lint: false,
+            opt_in: false,
             run: Box::new(integration),
         },
     ];
-    suites.extend(EXTRA_SUITES.iter().map(|&(name, run)| Suite {
+    let extra = EXTRA_SUITES.iter().map(|s| (s, false));
+    let opt_in = OPT_IN_SUITES.iter().map(|s| (s, true));
+    suites.extend(extra.chain(opt_in).map(|(&(name, run), opt_in)| Suite {
         name,
         lint: false,
+        opt_in,
         run: Box::new(move |_: &Context| run()),
     }));
     suites
@@ -121,7 +136,11 @@ pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
     };
     let mut results: Vec<(&str, Outcome, Duration)> = Vec::new();
     for suite in &all {
-        let selected = opts.suites.is_empty() || opts.suites.iter().any(|n| n == suite.name);
+        let selected = if opts.suites.is_empty() {
+            !suite.opt_in
+        } else {
+            opts.suites.iter().any(|n| n == suite.name)
+        };
         if !selected {
             continue;
         }
@@ -235,6 +254,28 @@ fn build_agent(root: &Path) -> anyhow::Result<PathBuf> {
 /// each binary as root (sudo when not root) with `--test-threads=1`: the tests share kernel
 /// state (attached programs, ports, the agent's view of every process).
 fn integration(ctx: &Context) -> anyhow::Result<()> {
+    integration_with(ctx, &[], TESTS_TIMEOUT)
+}
+
+/// Runs the integration test binaries as [`integration`] does, with `test_args`, `env` added
+/// to their environment and each bounded by `timeout` (for `cargo xtask soak`).
+pub(crate) fn run_integration(
+    test_args: Vec<OsString>,
+    env: &[(&str, &std::ffi::OsStr)],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let ctx = Context {
+        root: cmd::workspace_root(),
+        test_args,
+    };
+    integration_with(&ctx, env, timeout)
+}
+
+fn integration_with(
+    ctx: &Context,
+    env: &[(&str, &std::ffi::OsStr)],
+    timeout: Duration,
+) -> anyhow::Result<()> {
     if !cmd::is_root() && !cmd::have("sudo") {
         bail!("the integration tests need root: run as root or install sudo");
     }
@@ -256,12 +297,19 @@ fn integration(ctx: &Context) -> anyhow::Result<()> {
             bail!("cargo built no test binary for {select:?}");
         }
         for binary in binaries {
-            let mut test = cmd::as_root_with_env(&binary, &[("MOP_AGENT_BIN", agent.as_os_str())]);
+            let mut vars = vec![("MOP_AGENT_BIN", agent.as_os_str())];
+            vars.extend_from_slice(env);
+            let mut test = cmd::as_root_with_env(&binary, &vars);
             test.current_dir(ctx.root.join(dir))
                 .arg("--test-threads=1")
-                .args(extra)
+                // libtest refuses a flag given twice (`--ignored` from `cargo xtask soak`).
+                .args(
+                    extra
+                        .iter()
+                        .filter(|a| !ctx.test_args.iter().any(|t| t == **a)),
+                )
                 .args(&ctx.test_args);
-            cmd::run_bounded(&mut test, TESTS_TIMEOUT)?;
+            cmd::run_bounded(&mut test, timeout)?;
         }
     }
     Ok(())

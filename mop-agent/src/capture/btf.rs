@@ -72,6 +72,11 @@ enum Type {
     Other,
 }
 
+/// Members looked at by one [`Btf::member_offset`] lookup, at most. The kernel's deepest lookup
+/// (`task_struct`) visits a few hundred; the bound keeps nested anonymous members that refer to
+/// each other from taking exponential time.
+const MEMBER_VISITS: u32 = 1 << 16;
+
 /// Parsed BTF: types by id and struct ids by name.
 pub struct Btf {
     strings: Vec<u8>,
@@ -201,7 +206,8 @@ impl Btf {
             .structs_by_name
             .get(strukt)
             .ok_or_else(|| BtfError::StructNotFound(strukt.to_owned()))?;
-        match self.find_member(id, member, 0) {
+        let mut budget = MEMBER_VISITS;
+        match self.find_member(id, member, 0, &mut budget) {
             Some((bits, 0)) if bits % 8 == 0 => Ok(bits / 8),
             Some(_) => Err(BtfError::Bitfield {
                 strukt: strukt.to_owned(),
@@ -214,9 +220,16 @@ impl Btf {
         }
     }
 
-    /// Bit offset and bitfield size of `member` within type `id`; depth-bounded recursion
-    /// into anonymous members.
-    fn find_member(&self, id: u32, member: &str, depth: u32) -> Option<(u32, u32)> {
+    /// Bit offset and bitfield size of `member` within type `id`; recursion into anonymous
+    /// members bounded in depth and in members visited (`budget`). An offset that does not fit
+    /// in 32 bits is not found.
+    fn find_member(
+        &self,
+        id: u32,
+        member: &str,
+        depth: u32,
+        budget: &mut u32,
+    ) -> Option<(u32, u32)> {
         if depth > 8 {
             return None;
         }
@@ -224,9 +237,10 @@ impl Btf {
             return None;
         };
         for m in members {
+            *budget = budget.checked_sub(1)?;
             if m.name_off == 0 {
-                if let Some((bits, size)) = self.find_member(m.type_id, member, depth + 1) {
-                    return Some((m.bit_offset + bits, size));
+                if let Some((bits, size)) = self.find_member(m.type_id, member, depth + 1, budget) {
+                    return m.bit_offset.checked_add(bits).map(|bits| (bits, size));
                 }
             } else if self.string(m.name_off).ok()? == member {
                 return Some((m.bit_offset, m.bitfield_size));
@@ -240,35 +254,14 @@ impl Btf {
 mod tests {
     use super::*;
 
-    /// Builds BTF with `struct outer { int a; union { struct { int b; int c; }; long d; }; }`.
-    fn sample() -> Vec<u8> {
-        let strings = b"\0int\0outer\0a\0b\0c\0d\0long\0";
-        let s = |name: &str| -> u32 {
-            let needle = format!("\0{name}\0");
-            strings
-                .windows(needle.len())
-                .position(|w| w == needle.as_bytes())
-                .unwrap() as u32
-                + 1
-        };
-        let mut t = Vec::new();
-        let mut push = |words: &[u32]| words.iter().for_each(|w| t.extend(w.to_le_bytes()));
-        // 1: int (4 bytes)
-        push(&[s("int"), KIND_INT << 24, 4, 32]);
-        // 2: long (8 bytes)
-        push(&[s("long"), KIND_INT << 24, 8, 64]);
-        // 3: anonymous struct { int b; int c; }
-        push(&[0, (KIND_STRUCT << 24) | 2, 8]);
-        push(&[s("b"), 1, 0]);
-        push(&[s("c"), 1, 32]);
-        // 4: anonymous union { struct 3; long d; }
-        push(&[0, (KIND_UNION << 24) | 2, 8]);
-        push(&[0, 3, 0]);
-        push(&[s("d"), 2, 0]);
-        // 5: struct outer { int a; union 4 at byte 8; }
-        push(&[s("outer"), (KIND_STRUCT << 24) | 2, 16]);
-        push(&[s("a"), 1, 0]);
-        push(&[0, 4, 64]);
+    /// Raw BTF of `types` (each a list of words: the type header, then its members) over the
+    /// NUL-separated `strings`; `s(name)` in the callers gives a name's offset.
+    fn build(strings: &[u8], types: &[&[u32]]) -> Vec<u8> {
+        let t: Vec<u8> = types
+            .iter()
+            .flat_map(|words| words.iter())
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
         let mut data = Vec::new();
         for w in [0x0001_eb9f_u32, 24, 0, t.len() as u32, t.len() as u32] {
             data.extend(w.to_le_bytes());
@@ -277,6 +270,47 @@ mod tests {
         data.extend(&t);
         data.extend(strings);
         data
+    }
+
+    /// The offset of `name` in `strings` (`\0name\0` must occur).
+    fn name_in(strings: &[u8], name: &str) -> u32 {
+        let needle = format!("\0{name}\0");
+        strings
+            .windows(needle.len())
+            .position(|w| w == needle.as_bytes())
+            .unwrap() as u32
+            + 1
+    }
+
+    /// Builds BTF with `struct outer { int a; union { struct { int b; int c; }; long d; }; }`.
+    fn sample() -> Vec<u8> {
+        let strings = b"\0int\0outer\0a\0b\0c\0d\0long\0";
+        let s = |name: &str| name_in(strings, name);
+        build(
+            strings,
+            &[
+                // 1: int (4 bytes)
+                &[s("int"), KIND_INT << 24, 4, 32],
+                // 2: long (8 bytes)
+                &[s("long"), KIND_INT << 24, 8, 64],
+                // 3: anonymous struct { int b; int c; }
+                &[0, (KIND_STRUCT << 24) | 2, 8, s("b"), 1, 0, s("c"), 1, 32],
+                // 4: anonymous union { struct 3; long d; }
+                &[0, (KIND_UNION << 24) | 2, 8, 0, 3, 0, s("d"), 2, 0],
+                // 5: struct outer { int a; union 4 at byte 8; }
+                &[
+                    s("outer"),
+                    (KIND_STRUCT << 24) | 2,
+                    16,
+                    s("a"),
+                    1,
+                    0,
+                    0,
+                    4,
+                    64,
+                ],
+            ],
+        )
     }
 
     #[test]
@@ -311,6 +345,54 @@ mod tests {
         let mut cut = sample();
         cut.truncate(40);
         assert!(Btf::parse(&cut).is_err());
+    }
+
+    /// Found while writing the `btf` fuzz target: offsets of nested anonymous members that add up past
+    /// `u32::MAX` overflowed (a panic in debug builds, a wrong offset in release).
+    #[test]
+    fn an_offset_past_u32_is_not_found() {
+        let strings = b"\0int\0outer\0inner\0x\0";
+        let s = |name: &str| name_in(strings, name);
+        let data = build(
+            strings,
+            &[
+                &[s("int"), KIND_INT << 24, 4, 32],
+                // 2: struct inner { int x at bit 64; }
+                &[s("inner"), (KIND_STRUCT << 24) | 1, 16, s("x"), 1, 64],
+                // 3: struct outer { struct inner at bit u32::MAX - 7; }
+                &[s("outer"), (KIND_STRUCT << 24) | 1, 16, 0, 2, u32::MAX - 7],
+            ],
+        );
+        let btf = Btf::parse(&data).unwrap();
+        assert_eq!(btf.member_offset("inner", "x"), Ok(8));
+        assert!(matches!(
+            btf.member_offset("outer", "x"),
+            Err(BtfError::MemberNotFound { .. })
+        ));
+    }
+
+    /// Found while writing the `btf` fuzz target: a struct whose anonymous members are the struct itself made
+    /// a lookup visit members^depth of them (a hang); the visit budget ends it at once.
+    #[test]
+    fn anonymous_members_referring_to_their_struct_end_quickly() {
+        let strings = b"\0int\0loop\0";
+        let s = |name: &str| name_in(strings, name);
+        let mut looping = vec![s("loop"), (KIND_STRUCT << 24) | 64, 8];
+        for _ in 0..64 {
+            looping.extend([0, 2, 0]);
+        }
+        let data = build(strings, &[&[s("int"), KIND_INT << 24, 4, 32], &looping]);
+        let btf = Btf::parse(&data).unwrap();
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            btf.member_offset("loop", "missing"),
+            Err(BtfError::MemberNotFound { .. })
+        ));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

@@ -138,8 +138,8 @@ pub struct Loaded {
 
 /// Checks the host before anything else starts: the capabilities the agent needs and the
 /// kernel's BTF. Fails with one line naming what is missing.
-pub fn preflight() -> Result<(), CaptureError> {
-    sys::check_privileges()?;
+pub fn preflight(tcp_context: bool) -> Result<(), CaptureError> {
+    sys::check_privileges(tcp_context)?;
     sys::check_btf(std::path::Path::new(VMLINUX_BTF))
 }
 

@@ -7,6 +7,7 @@ pub mod event;
 pub mod kernel;
 pub mod loader;
 pub mod parser;
+pub mod privileges;
 pub mod stage;
 pub mod stream;
 pub mod sys;

@@ -41,6 +41,14 @@ const NEEDED: &[Needed] = &[
     },
 ];
 
+/// Needed too when trace context travels in TCP options: `sock_ops` programs are "net admin"
+/// program types, and attaching one to the cgroup v2 root is a network administration act.
+const NET_ADMIN: Needed = Needed {
+    bit: 12,
+    name: "CAP_NET_ADMIN",
+    why: "to attach the sock_ops program of ebpf.context_propagation: tcp to the cgroup v2 root",
+};
+
 /// Parses the effective capability set from the text of `/proc/self/status`.
 fn effective_caps(status: &str) -> Option<u64> {
     status
@@ -49,22 +57,28 @@ fn effective_caps(status: &str) -> Option<u64> {
         .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
 }
 
-/// The first needed capability missing from `caps`, if any.
-fn first_missing(caps: u64) -> Option<&'static Needed> {
+/// The first needed capability missing from `caps`, if any; `CAP_NET_ADMIN` counts only with
+/// `tcp_context`.
+fn first_missing(caps: u64, tcp_context: bool) -> Option<&'static Needed> {
     let has = |bit: u32| caps & (1 << bit) != 0;
-    NEEDED.iter().find(|n| {
+    let extra: &'static [Needed] = if tcp_context {
+        std::slice::from_ref(&NET_ADMIN)
+    } else {
+        &[]
+    };
+    NEEDED.iter().chain(extra).find(|n| {
         let bpf_like = n.bit == 39 || n.bit == 38;
         !(has(n.bit) || (bpf_like && has(CAP_SYS_ADMIN)))
     })
 }
 
 /// Fails naming the first capability the process lacks.
-pub fn check_privileges() -> Result<(), CaptureError> {
+pub fn check_privileges(tcp_context: bool) -> Result<(), CaptureError> {
     let status = std::fs::read_to_string("/proc/self/status")
         .map_err(|e| CaptureError::Host(format!("cannot read /proc/self/status: {e}")))?;
     let caps = effective_caps(&status)
         .ok_or_else(|| CaptureError::Host("no CapEff line in /proc/self/status".into()))?;
-    match first_missing(caps) {
+    match first_missing(caps, tcp_context) {
         None => Ok(()),
         Some(n) => Err(CaptureError::MissingCapability {
             name: n.name,
@@ -149,13 +163,22 @@ mod tests {
 
     #[test]
     fn names_the_first_missing_capability() {
-        assert!(first_missing(u64::MAX).is_none());
-        assert_eq!(first_missing(0).map(|n| n.name), Some("CAP_BPF"));
+        assert!(first_missing(u64::MAX, true).is_none());
+        assert_eq!(first_missing(0, false).map(|n| n.name), Some("CAP_BPF"));
         // CAP_SYS_ADMIN covers BPF and PERFMON but not ptrace.
         let admin = 1 << CAP_SYS_ADMIN;
-        assert_eq!(first_missing(admin).map(|n| n.name), Some("CAP_SYS_PTRACE"));
+        assert_eq!(
+            first_missing(admin, false).map(|n| n.name),
+            Some("CAP_SYS_PTRACE")
+        );
         let all = (1 << 39) | (1 << 38) | (1 << 19) | (1 << 2);
-        assert!(first_missing(all).is_none());
+        assert!(first_missing(all, false).is_none());
+        // The TCP-option carrier needs CAP_NET_ADMIN on top.
+        assert_eq!(
+            first_missing(all, true).map(|n| n.name),
+            Some("CAP_NET_ADMIN")
+        );
+        assert!(first_missing(all | (1 << 12), true).is_none());
     }
 }
 

@@ -228,7 +228,12 @@ impl Agent {
     }
 
     /// [`Agent::stop`] with another signal (SIGINT).
-    pub fn stop_with(mut self, signal: libc::c_int) -> Vec<Span> {
+    pub fn stop_with(self, signal: libc::c_int) -> Vec<Span> {
+        self.stop_and_log(signal).0
+    }
+
+    /// [`Agent::stop_with`], also returning everything the agent logged.
+    pub fn stop_and_log(mut self, signal: libc::c_int) -> (Vec<Span>, String) {
         let mut child = self.child.take().expect("running");
         util::signal(child.id(), signal);
         let Some(status) = util::wait_child(&mut child, STOP_TIMEOUT) else {
@@ -246,7 +251,21 @@ impl Agent {
             "agent exited with {status} after signal {signal}, expected 0\nstderr:\n{}",
             self.stderr.text()
         );
-        span::parse_all(&self.stdout.snapshot())
+        (span::parse_all(&self.stdout.snapshot()), self.stderr.text())
+    }
+
+    /// SIGKILL (what a crash or the OOM killer does), then waits (up to [`STOP_TIMEOUT`]) for
+    /// the exit; returns what it logged.
+    pub fn kill(mut self) -> String {
+        let mut child = self.child.take().expect("running");
+        util::signal(child.id(), libc::SIGKILL);
+        let status = util::wait_child(&mut child, STOP_TIMEOUT);
+        assert!(
+            status.is_some(),
+            "agent still running {STOP_TIMEOUT:?} after SIGKILL"
+        );
+        self.join_readers();
+        self.stderr.text()
     }
 
     /// Waits (bounded) for both pipes to close after the agent exited.

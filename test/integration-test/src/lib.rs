@@ -9,9 +9,10 @@
 //!   collect the spans it printed (`trace_printer: json`), or run it to a failing exit;
 //! - [`span`]: the printed spans, their fields checked against the contract;
 //! - [`peers`]: nginx, Python servers (HTTP/1, HTTPS, HTTP/2), gRPC servers and clients
-//!   (grpcio, Node), curl, a raw client and throwaway TLS certificates;
-//! - [`metrics`]: the agent's Prometheus endpoint, scraped;
-//! - [`bpf`]: which BPF programs are loaded and who holds them;
+//!   (grpcio, Node), curl, a raw client, load generators and throwaway TLS certificates;
+//! - [`bpf`]: which BPF programs, maps and links are loaded, who holds them, and what a ring
+//!   buffer holds;
+//! - [`metrics`]: the agent's self-metrics (Prometheus scrape) and a process's memory;
 //! - [`util`]: temporary directories, ports, bounded waits, clocks.
 //!
 //! Tests live in `src/tests/<feature>.rs` and panic rather than return errors.

@@ -103,6 +103,13 @@ impl Transfer {
         self
     }
 
+    /// Accepts any server certificate (`-k`), for the tests' self-signed ones.
+    #[must_use]
+    pub fn insecure(mut self) -> Self {
+        self.args.push("-k".to_owned());
+        self
+    }
+
     /// Sends HTTP/1.0 (`--http1.0`).
     #[must_use]
     pub fn http10(mut self) -> Self {

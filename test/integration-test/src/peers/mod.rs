@@ -1,7 +1,8 @@
 //! Real peers on loopback ports: servers the agent instruments (nginx, Python) and clients
-//! that drive them (curl, a raw socket client). Every peer is stopped when dropped.
+//! that drive them (curl, a raw socket client, load generators). Every peer is stopped when dropped.
 
 pub mod curl;
+pub mod flood;
 pub mod grpc;
 pub mod netns;
 pub mod nginx;

@@ -85,6 +85,16 @@ pub(crate) fn ports_config(ports: &str) -> String {
     )
 }
 
+/// `config` with the Prometheus endpoint on a free port (the agent's self-metrics); returns
+/// the config and the port.
+pub(crate) fn with_metrics(config: &str) -> (String, u16) {
+    let port = util::free_port();
+    (
+        format!("{config}prometheus_export:\n  port: {port}\n"),
+        port,
+    )
+}
+
 /// [`ports_config`] with `routes` as given (YAML lines under `routes:`, indented two spaces).
 pub(crate) fn ports_config_with_routes(ports: &str, routes: &str) -> String {
     format!(
