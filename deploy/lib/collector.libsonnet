@@ -86,12 +86,13 @@ local k = import 'k.libsonnet';
       forward_to      = [prometheus.relabel.mop_only.receiver]
     }
 
-    // Only the agent's own series (mop_*) and up: its RED metrics already reach Mimir over
-    // OTLP, and scraping them as well would count every request twice.
+    // Only the agent's own series (mop_*, its process_* CPU and memory) and up: its RED
+    // metrics already reach Mimir over OTLP, and scraping them as well would count every
+    // request twice.
     prometheus.relabel "mop_only" {
       rule {
         source_labels = ["__name__"]
-        regex         = "mop_.+|up"
+        regex         = "mop_.+|process_.+|up"
         action        = "keep"
       }
       forward_to = [prometheus.remote_write.mimir.receiver]

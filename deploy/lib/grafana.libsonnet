@@ -119,6 +119,7 @@ local stateful = import 'stateful.libsonnet';
       'mop-red': (import 'dashboards/red.libsonnet')(dsInfo),
       'mop-grpc': (import 'dashboards/grpc.libsonnet')(dsInfo),
       'mop-agent': (import 'dashboards/agent.libsonnet')(dsInfo),
+      'mop-validation': (import 'dashboards/validation.libsonnet')(dsInfo),
     },
     local yaml(o) = std.manifestYamlDoc(o, indent_array_in_object=true, quote_keys=false) + '\n',
 

@@ -41,7 +41,7 @@ AGENT_CONFIG_SCHEMA = {
     "routes": {"unmatched": None},
 }
 AGENT_SELF_METRICS = ["mop_events_lost_total", "mop_export_errors_total", "mop_probes_attached"]
-REQUIRED_DASHBOARDS = {"mop-red", "mop-grpc", "mop-agent"}
+REQUIRED_DASHBOARDS = {"mop-red", "mop-grpc", "mop-agent", "mop-validation"}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use mop_common::{
     ConnInfo, Counter, EVENT_HEADER_LEN, EventKind, KernelConfig, MAX_CAPTURE_BYTES, SyscallOp,
-    TAIL_BYTES,
+    TAIL_BYTES, TraceCtx,
     event::{
         DIR_EGRESS, DIR_INGRESS, DataEventHeader, FLAG_IOV_TRUNCATED, FLAG_SENDFILE,
         FLAG_STREAM_SEQ, FLAG_TLS,
@@ -92,6 +92,48 @@ fn fill_header(
     h.tail_len = 0;
     h.seq_end = 0;
     h.tail = [0; TAIL_BYTES];
+}
+
+/// A trace-context record: the header, then the context the kernel gave a request.
+#[repr(C)]
+struct TraceCtxRecord {
+    header: DataEventHeader,
+    ctx: TraceCtx,
+}
+
+/// Reports the context the kernel gave a request that starts in this syscall (TCP-option
+/// propagation); the syscall's data record follows it.
+#[inline(always)]
+pub(crate) fn emit_trace_ctx(
+    conn: &ConnInfo,
+    pid_tgid: u64,
+    fd: i32,
+    direction: u32,
+    ctx: &TraceCtx,
+    now: u64,
+    cfg: &KernelConfig,
+) {
+    let Some(mut entry) = MOP_EVENTS.reserve::<TraceCtxRecord>(0) else {
+        bump(Counter::RingbufFull);
+        return;
+    };
+    // SAFETY: every field is written before submit.
+    let rec = unsafe { &mut *entry.as_mut_ptr() };
+    fill_header(
+        &mut rec.header,
+        EventKind::TraceCtx,
+        conn,
+        pid_tgid,
+        fd,
+        now,
+        now,
+    );
+    rec.header.direction = direction;
+    rec.header.captured_len = core::mem::size_of::<TraceCtx>() as u32;
+    rec.header.total_len = core::mem::size_of::<TraceCtx>() as u64;
+    rec.ctx = *ctx;
+    entry.submit(wakeup_flag(cfg));
+    bump(Counter::EventsSubmitted);
 }
 
 /// Writes a payload-less record (connection opened or closed).

@@ -5,7 +5,8 @@
 //! tracepoints once each and dispatches on the syscall number, which costs less than one
 //! tracepoint per syscall (see the README's performance section). Files by concern: `maps.rs`
 //! (every map and the load-time config), `sock.rs` (fd to TCP socket and its addresses),
-//! `emit.rs` (payload copy and ring-buffer output), `tls.rs` (plaintext at the TLS library).
+//! `emit.rs` (payload copy and ring-buffer output), `tls.rs` (plaintext at the TLS library),
+//! `tcpctx.rs` (trace context in a TCP option).
 //!
 //! The kernel-function capture paths write the same records from hooks on the kernel's TCP
 //! functions: `fentry.rs` (fentry/fexit) and `kprobe.rs` (kprobes) fetch arguments and call
@@ -29,6 +30,8 @@ mod maps;
 mod sock;
 #[cfg(target_arch = "bpf")]
 mod syscalls;
+#[cfg(target_arch = "bpf")]
+mod tcpctx;
 #[cfg(target_arch = "bpf")]
 mod tls;
 

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use mop_common::{
-    ConnInfo, ConnKey, Counter, InflightSyscall, KernelConfig, KernelOffsets, MAX_CAPTURE_BYTES,
-    SslCall, SslKey,
+    ConnAddrs, ConnInfo, ConnKey, Counter, InflightSyscall, KernelConfig, KernelOffsets,
+    MAX_CAPTURE_BYTES, SslCall, SslKey, TraceCtx,
     event::DataEventHeader,
     kfunc::{ITER_TYPE_NONE, KfuncConfig, KfuncInflight, SockKey},
     maps::{COUNTER_SLOTS, MAX_CONNS, MAX_INFLIGHT, MAX_PIDS},
@@ -72,6 +72,18 @@ pub(crate) static MOP_KFUNC_CONFIG: Global<KfuncConfig> = Global::new(KfuncConfi
 
 #[map(name = "MOP_COUNTERS")]
 pub(crate) static MOP_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+#[map(name = "MOP_THREAD_CTX")]
+pub(crate) static MOP_THREAD_CTX: LruHashMap<u64, TraceCtx> =
+    LruHashMap::with_max_entries(MAX_INFLIGHT, 0);
+
+#[map(name = "MOP_FLOW_OUT")]
+pub(crate) static MOP_FLOW_OUT: LruHashMap<ConnAddrs, TraceCtx> =
+    LruHashMap::with_max_entries(MAX_CONNS, 0);
+
+#[map(name = "MOP_FLOW_IN")]
+pub(crate) static MOP_FLOW_IN: LruHashMap<ConnAddrs, TraceCtx> =
+    LruHashMap::with_max_entries(MAX_CONNS, 0);
 
 /// A record assembled before it is copied to the ring buffer.
 ///

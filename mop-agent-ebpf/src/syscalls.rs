@@ -10,8 +10,8 @@ use mop_common::{
     ConnInfo, ConnKey, Counter, EventKind, InflightSyscall, KernelConfig, SyscallOp,
     event::{ROLE_CLIENT, ROLE_SERVER, ROLE_UNKNOWN},
     maps::{
-        CONN_FLAG_TLS, CONN_OTHER, CONN_TCP, FLAG_WATCH_EXEC, INFLIGHT_IN_TLS, PID_PENDING,
-        PROTO_HTTP2, PROTO_OTHER, PROTO_UNKNOWN,
+        CONN_FLAG_TLS, CONN_OTHER, CONN_TCP, FLAG_TCP_CONTEXT, FLAG_WATCH_EXEC, INFLIGHT_IN_TLS,
+        PID_PENDING, PROTO_HTTP2, PROTO_OTHER, PROTO_UNKNOWN,
     },
     ops::SYSCALL_TABLE_LEN,
 };
@@ -75,6 +75,10 @@ pub(crate) fn mop_sys_enter(ctx: RawTracePointContext) -> i32 {
     // A socket syscall inside a TLS library call: its bytes are ciphertext, and it tells which
     // socket the `SSL*` uses.
     let in_tls = (op.is_ingress() || op.is_egress()) && crate::tls::note_socket(pid_tgid, fd);
+    // The context of a request must wait for the socket before its first packet leaves.
+    if cfg.flags & FLAG_TCP_CONTEXT != 0 && op.is_egress() {
+        crate::tcpctx::on_egress_enter(pid_tgid, fd, now);
+    }
     let inflight = InflightSyscall {
         enter_ns: now,
         buf,
@@ -127,6 +131,10 @@ pub(crate) fn mop_sys_exit(ctx: RawTracePointContext) -> i32 {
             );
         }
         _ if ret > 0 && (op.is_ingress() || op.is_egress()) => {
+            // Before the data record, which the request's context must precede.
+            if cfg.flags & FLAG_TCP_CONTEXT != 0 && op.is_ingress() {
+                crate::tcpctx::on_ingress_exit(pid_tgid, inflight.fd, now);
+            }
             let sc = DataSyscall {
                 op,
                 fd: inflight.fd,

@@ -19,7 +19,10 @@ use crate::{
         stage::{CaptureStage, StageSettings},
         tls::TlsProbes,
     },
-    config::{Config, ebpf::CapturePath},
+    config::{
+        Config,
+        ebpf::{CapturePath, ContextPropagation},
+    },
     discovery::{
         self, DiscoveryOutputs, Scanner,
         identity::IdentityContext,
@@ -93,6 +96,30 @@ fn load_settings(config: &Config) -> LoadSettings {
             .instrument
             .iter()
             .any(|s| s.exe_path.is_some() && s.open_ports.is_none()),
+        tcp_context: tcp_context(config.ebpf.context_propagation),
+    }
+}
+
+/// Whether trace context travels in TCP options; says so when part of the setting cannot
+/// be honoured (mop does not rewrite HTTP headers in flight).
+fn tcp_context(setting: ContextPropagation) -> bool {
+    match setting {
+        ContextPropagation::Tcp => true,
+        ContextPropagation::All => {
+            tracing::warn!(
+                "ebpf.context_propagation: all: mop carries trace context in TCP options only; \
+                 it does not inject HTTP headers"
+            );
+            true
+        }
+        ContextPropagation::Headers => {
+            tracing::warn!(
+                "ebpf.context_propagation: headers: mop does not inject HTTP headers; use tcp \
+                 to carry trace context between nodes"
+            );
+            false
+        }
+        ContextPropagation::Disabled => false,
     }
 }
 

@@ -27,6 +27,10 @@ pub enum EventKind {
     /// A process called `execve` while exec watching is on: the kernel already captures it
     /// (its pid is in the filter as pending) until discovery decides about it.
     ProcExec = 4,
+    /// The kernel gave a request that starts in this syscall its trace context (TCP-option
+    /// propagation): the payload is a [`crate::TraceCtx`]; the data record of the same
+    /// syscall follows.
+    TraceCtx = 5,
 }
 
 impl EventKind {
@@ -37,6 +41,7 @@ impl EventKind {
             2 => Some(Self::Data),
             3 => Some(Self::ConnClose),
             4 => Some(Self::ProcExec),
+            5 => Some(Self::TraceCtx),
             _ => None,
         }
     }

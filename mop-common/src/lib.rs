@@ -15,6 +15,7 @@ pub use event::{
 };
 pub use maps::{
     ConnInfo, ConnKey, Counter, InflightSyscall, KernelConfig, KernelOffsets, SslCall, SslKey,
+    TraceCtx,
 };
 pub use ops::SyscallOp;
 

@@ -52,6 +52,26 @@ pub const PID_PENDING: u32 = 2;
 /// `KernelConfig::flags` bit: report every `execve` and capture the new program until
 /// discovery decides (so a short-lived client is seen from its first request).
 pub const FLAG_WATCH_EXEC: u32 = 1;
+/// `KernelConfig::flags` bit: propagate trace context in a TCP option (`ebpf.context_propagation:
+/// tcp`): the kernel gives requests their ids as they start and writes the client's into the
+/// first packet of each request.
+pub const FLAG_TCP_CONTEXT: u32 = 2;
+
+/// `LruHashMap<u64 pid_tgid, TraceCtx>`: the request each thread is serving (TCP propagation).
+pub const MAP_THREAD_CTX: &str = "MOP_THREAD_CTX";
+/// `LruHashMap<ConnAddrs, TraceCtx>`: context to write into a socket's next outgoing packet.
+pub const MAP_FLOW_OUT: &str = "MOP_FLOW_OUT";
+/// `LruHashMap<ConnAddrs, TraceCtx>`: context read from a socket's last incoming option.
+pub const MAP_FLOW_IN: &str = "MOP_FLOW_IN";
+/// `sock_ops` program on the cgroup v2 root: writes and parses the trace-context TCP option.
+pub const PROG_SOCKOPS: &str = "mop_sockops";
+
+/// TCP option kind of the trace-context option (RFC 6994 experimental, with an `ExID`).
+pub const TCP_OPT_KIND: u8 = 254;
+/// RFC 6994 experiment id of mop's option (`mo`).
+pub const TCP_OPT_EXID: u16 = 0x6d6f;
+/// Length of the option: kind, length, `ExID`, trace id, span id.
+pub const TCP_OPT_LEN: u8 = 28;
 
 /// Capacity of [`MAP_PIDS`]: the most processes one agent instruments.
 pub const MAX_PIDS: u32 = 16_384;
@@ -123,6 +143,13 @@ pub struct ConnInfo {
 /// `ConnInfo::flags`: the connection carries TLS; its syscall bytes are ciphertext and are
 /// never reported (its plaintext comes from the TLS library probes instead).
 pub const CONN_FLAG_TLS: u32 = 1;
+/// `ConnInfo::flags`: data has been seen on the connection (request starts are direction
+/// flips after the first data).
+pub const CONN_FLAG_SEEN_DATA: u32 = 2;
+/// `ConnInfo::flags`: the last data moved out of the process.
+pub const CONN_FLAG_LAST_EGRESS: u32 = 4;
+/// `ConnInfo::flags`: the process is the server end (accepted, or its first data was read).
+pub const CONN_FLAG_SERVER_END: u32 = 8;
 
 /// `ConnInfo::proto`: no payload seen yet; the next data event peeks at its first bytes.
 pub const PROTO_UNKNOWN: u32 = 0;
@@ -131,6 +158,19 @@ pub const PROTO_OTHER: u32 = 1;
 /// `ConnInfo::proto`: HTTP/2 (client preface seen, or userspace recognised frames): the
 /// larger HTTP/2 capture window, so HPACK header blocks arrive whole.
 pub const PROTO_HTTP2: u32 = 2;
+
+/// Trace context the kernel assigns to a request as it starts (TCP-option propagation).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceCtx {
+    /// Trace id.
+    pub trace_id: [u8; 16],
+    /// This request's span id.
+    pub span_id: [u8; 8],
+    /// The parent span (zero for none): the remote client's span (from the option), or the
+    /// request this thread serves.
+    pub parent_span_id: [u8; 8],
+}
 
 /// `SslCall::op`: `SSL_read` or `SSL_read_ex`.
 pub const SSL_OP_READ: u32 = 1;
@@ -261,6 +301,7 @@ const _: () = assert!(core::mem::size_of::<ConnInfo>() == 64);
 const _: () = assert!(core::mem::size_of::<InflightSyscall>() == 32);
 const _: () = assert!(core::mem::size_of::<SslCall>() == 40);
 const _: () = assert!(core::mem::size_of::<SslKey>() == 16);
+const _: () = assert!(core::mem::size_of::<TraceCtx>() == 32);
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
 const _: () = assert!(core::mem::size_of::<KernelConfig>() == 120);
 
@@ -273,6 +314,7 @@ mod pod {
     unsafe impl aya::Pod for super::InflightSyscall {}
     unsafe impl aya::Pod for super::SslCall {}
     unsafe impl aya::Pod for super::SslKey {}
+    unsafe impl aya::Pod for super::TraceCtx {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::KernelConfig {}
 }

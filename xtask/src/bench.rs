@@ -53,10 +53,11 @@ enum Which {
 
 /// One wrk run.
 #[derive(Clone, Copy, Debug, Default)]
-struct Load {
-    requests: u64,
-    rps: f64,
-    p99_ms: f64,
+pub(crate) struct Load {
+    pub(crate) requests: u64,
+    pub(crate) rps: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
 }
 
 /// What the agent reported and cost during one run.
@@ -81,7 +82,11 @@ pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
 /// Runs the exporter outage example: 2k spans/s, the collector down for 60 s (`--duration`
 /// overrides the outage length), over gRPC then HTTP; writes `target/bench/export.json`.
 fn export(opts: &Options) -> anyhow::Result<()> {
-    let outage = if opts.duration == 8 { 60 } else { opts.duration };
+    let outage = if opts.duration == 8 {
+        60
+    } else {
+        opts.duration
+    };
     let mut results = Vec::new();
     for protocol in ["grpc", "http"] {
         let out = cmd::output(Command::new("cargo").args([
@@ -111,7 +116,10 @@ fn export(opts: &Options) -> anyhow::Result<()> {
     }
     let dir = Path::new("target/bench");
     std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join("export.json"), format!("{{{}}}\n", results.join(",")))?;
+    std::fs::write(
+        dir.join("export.json"),
+        format!("{{{}}}\n", results.join(",")),
+    )?;
     Ok(())
 }
 
@@ -237,12 +245,28 @@ fn report(opts: &Options, rows: &[Round]) -> anyhow::Result<()> {
 
 /// Runs wrk and parses its summary.
 fn wrk(opts: &Options) -> anyhow::Result<Load> {
-    let out = cmd::output(Command::new("wrk").args([
-        "-t1",
-        &format!("-c{}", opts.connections),
-        &format!("-d{}s", opts.duration),
-        "--latency",
+    wrk_url(
         &format!("http://127.0.0.1:{NGINX_PORT}/1k"),
+        1,
+        opts.connections,
+        f64::from(opts.duration),
+    )
+}
+
+/// Runs wrk (`threads`, `connections`, `seconds` of load, `--latency`) against `url` and parses
+/// its summary.
+pub(crate) fn wrk_url(
+    url: &str,
+    threads: u32,
+    connections: u32,
+    seconds: f64,
+) -> anyhow::Result<Load> {
+    let out = cmd::output(Command::new("wrk").args([
+        &format!("-t{threads}"),
+        &format!("-c{connections}"),
+        &format!("-d{}s", seconds.round().max(1.0)),
+        "--latency",
+        url,
     ]))?;
     parse_wrk(&out).with_context(|| format!("cannot parse wrk output:\n{out}"))
 }
@@ -252,6 +276,8 @@ fn parse_wrk(out: &str) -> Option<Load> {
     for line in out.lines().map(str::trim) {
         if let Some(rest) = line.strip_prefix("Requests/sec:") {
             load.rps = rest.trim().parse().ok()?;
+        } else if let Some(rest) = line.strip_prefix("50%") {
+            load.p50_ms = parse_latency_ms(rest.trim())?;
         } else if let Some(rest) = line.strip_prefix("99%") {
             load.p99_ms = parse_latency_ms(rest.trim())?;
         } else if line.contains(" requests in ") {

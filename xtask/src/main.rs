@@ -2,6 +2,7 @@
 
 mod bench;
 mod cmd;
+mod experiment;
 mod image;
 mod manifests;
 mod run;
@@ -34,6 +35,9 @@ enum Command {
     Image(image::Options),
     /// Measure the agent (`overhead`: nginx under load with and without it).
     Bench(bench::Options),
+    /// Run a validation experiment (overhead, accuracy, completeness, coverage, propagation,
+    /// all) and write its report to experiments/results/<name>/.
+    Experiment(experiment::Options),
     /// Boot Debian kernels (5.10, 6.1, 6.12, 7.x) under qemu and run the agent's end-to-end
     /// HTTP/1 test in each, for each capture path; prints a kernel x path matrix.
     VmTest(vm::Options),
@@ -47,6 +51,7 @@ fn main() -> anyhow::Result<()> {
         Command::Manifests(opts) => manifests::run(&opts),
         Command::Image(opts) => image::run(&opts),
         Command::Bench(opts) => bench::run(&opts),
+        Command::Experiment(opts) => experiment::run(&opts),
         Command::VmTest(opts) => vm::run(&opts),
     }
 }

@@ -59,6 +59,15 @@ const PIP_PACKAGES: &[(&str, &str)] = &[
     ("kubernetes-validate", "kubernetes_validate"),
     ("pyyaml", "yaml"),
     ("matplotlib", "matplotlib"),
+    ("opentelemetry-sdk", "opentelemetry.sdk"),
+    (
+        "opentelemetry-instrumentation-wsgi",
+        "opentelemetry.instrumentation.wsgi",
+    ),
+    (
+        "opentelemetry-instrumentation-grpc",
+        "opentelemetry.instrumentation.grpc",
+    ),
 ];
 
 /// Options of `cargo xtask setup`.

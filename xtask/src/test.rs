@@ -22,7 +22,10 @@ use crate::{cmd, setup};
 ///
 /// For example the Kubernetes manifests check and the fuzz smoke runs:
 /// `("manifests", crate::manifests::verify)`.
-const EXTRA_SUITES: &[(&str, ExtraSuite)] = &[("manifests", crate::manifests::verify)];
+const EXTRA_SUITES: &[(&str, ExtraSuite)] = &[
+    ("manifests", crate::manifests::verify),
+    ("experiments", crate::experiment::smoke),
+];
 
 /// The function of an extra suite.
 type ExtraSuite = fn() -> anyhow::Result<()>;

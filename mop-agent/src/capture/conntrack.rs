@@ -6,7 +6,7 @@
 
 use std::{collections::HashMap, net::SocketAddr};
 
-use mop_common::EventKind;
+use mop_common::{EventKind, TraceCtx};
 use mop_protocol::{Direction, HttpExchange, RequestStart};
 
 use super::{
@@ -42,6 +42,9 @@ struct Connection {
     tls: bool,
     /// Stream positions of the ingress and egress directions.
     positions: [StreamPosition; 2],
+    /// The context the kernel gave the next request starting in each direction (ingress,
+    /// egress) when trace context travels in TCP options.
+    kernel_ctx: [Option<TraceCtx>; 2],
 }
 
 /// A request that just started on a connection (for trace context, before it completes).
@@ -60,6 +63,9 @@ pub struct ConnStart {
     /// The peer's end of this connection belongs to an instrumented process too (both ends
     /// are seen, so the other side's start will arrive).
     pub peer_tracked: bool,
+    /// The ids the kernel gave this request (TCP-option propagation): its span id travels to
+    /// the server in the request's first packet, so the span must use it.
+    pub kernel_ctx: Option<TraceCtx>,
 }
 
 /// What the tracker reports, in the order it learns it.
@@ -144,6 +150,7 @@ impl ConnTracker {
                 self.insert(key, ev);
             }
             EventKind::Data => self.on_data(key, ev, emit),
+            EventKind::TraceCtx => self.on_trace_ctx(key, ev),
             // Not about a connection: the capture stage routes exec reports to discovery.
             EventKind::ProcExec => {}
             EventKind::ConnClose => {
@@ -155,6 +162,19 @@ impl ConnTracker {
                     self.flush(key, &conn, emit);
                 }
             }
+        }
+    }
+
+    /// Keeps the kernel's context for the request that starts in the record that follows.
+    fn on_trace_ctx(&mut self, key: Key, ev: &RawEvent<'_>) {
+        let Some(ctx) = ev.trace_ctx() else {
+            return;
+        };
+        if !self.conns.contains_key(&key) {
+            self.insert(key, ev);
+        }
+        if let Some(conn) = self.conns.get_mut(&key) {
+            conn.kernel_ctx[usize::from(ev.direction() == Direction::Egress)] = Some(ctx);
         }
     }
 
@@ -207,6 +227,9 @@ impl ConnTracker {
         if !self.starts.is_empty() {
             let peer_tracked = self.tuples.contains_key(&(remote, local));
             for start in self.starts.drain(..) {
+                // A request is read by servers and written by clients.
+                let request_dir = usize::from(start.role == mop_protocol::Role::Client);
+                let kernel_ctx = conn.kernel_ctx[request_dir].take();
                 emit(Observed::Start(ConnStart {
                     pid: key.pid,
                     conn_id: key.conn_id,
@@ -214,6 +237,7 @@ impl ConnTracker {
                     remote,
                     start,
                     peer_tracked,
+                    kernel_ctx,
                 }));
             }
         }
@@ -267,6 +291,7 @@ impl ConnTracker {
                 last_seen_ns: ev.header.exit_ns,
                 tls: false,
                 positions: [StreamPosition::default(); 2],
+                kernel_ctx: [None; 2],
             },
         );
     }
@@ -432,5 +457,50 @@ mod stream_tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].exchange.target, "/peek");
         assert_eq!(t.take_stats().stream_gaps, 0);
+    }
+
+    /// A trace-context record the kernel writes before the data of a request it gave ids.
+    fn ctx_record(dir: u32, ctx: TraceCtx) -> Vec<u8> {
+        let mut rec = record(dir, &[0; 32], 0, 5);
+        // SAFETY: `record` wrote a header at the start of the buffer.
+        let mut h: DataEventHeader =
+            unsafe { std::ptr::read_unaligned(rec.as_ptr().cast::<DataEventHeader>()) };
+        h.kind = EventKind::TraceCtx as u32;
+        h.flags = 0;
+        // SAFETY: as above.
+        unsafe { std::ptr::write_unaligned(rec.as_mut_ptr().cast::<DataEventHeader>(), h) };
+        // SAFETY: the payload area holds 32 bytes.
+        unsafe {
+            std::ptr::write_unaligned(rec[EVENT_HEADER_LEN..].as_mut_ptr().cast::<TraceCtx>(), ctx);
+        };
+        rec
+    }
+
+    #[test]
+    fn the_kernel_context_goes_to_the_request_that_starts_next_and_only_to_it() {
+        let mut t = ConnTracker::new(16, ParserLimits::default());
+        let ctx = TraceCtx {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: [3; 8],
+        };
+        let mut starts = Vec::new();
+        let mut on = |rec: &[u8], t: &mut ConnTracker| {
+            let ev = RawEvent::decode(rec).unwrap();
+            t.on_event(&ev, &mut |o| {
+                if let Observed::Start(s) = o {
+                    starts.push(s.kernel_ctx);
+                }
+            });
+        };
+        let req = b"GET /a HTTP/1.1\r\n\r\n";
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        on(&ctx_record(DIR_INGRESS, ctx), &mut t);
+        let n = req.len() as u32;
+        on(&record(DIR_INGRESS, req, n, 10), &mut t);
+        on(&record(DIR_EGRESS, resp, resp.len() as u32, 20), &mut t);
+        // The next request came without a context (say, pipelined): it gets none.
+        on(&record(DIR_INGRESS, req, 2 * n, 30), &mut t);
+        assert_eq!(starts, vec![Some(ctx), None]);
     }
 }

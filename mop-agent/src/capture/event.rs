@@ -94,6 +94,15 @@ impl<'a> RawEvent<'a> {
         self.header.flags & FLAG_TLS != 0
     }
 
+    /// The context of a trace-context record (`None` for other records or a short payload).
+    pub fn trace_ctx(&self) -> Option<mop_common::TraceCtx> {
+        if self.kind != EventKind::TraceCtx || self.head.len() < size_of::<mop_common::TraceCtx>() {
+            return None;
+        }
+        // SAFETY: the length is checked above; `TraceCtx` is plain bytes, read unaligned.
+        Some(unsafe { std::ptr::read_unaligned(self.head.as_ptr().cast::<mop_common::TraceCtx>()) })
+    }
+
     /// The role the kernel saw the connection open with, when it saw it open.
     pub fn role_hint(&self) -> Option<mop_protocol::Role> {
         match self.header.role {

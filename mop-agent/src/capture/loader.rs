@@ -5,15 +5,15 @@ use std::path::Path;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::RawTracePoint,
+    programs::{CgroupAttachMode, RawTracePoint, SockOps},
 };
 use mop_common::{
     Counter, KernelConfig, MAX_CAPTURE_BYTES, SyscallOp,
     kfunc::{GLOBAL_KFUNC_CONFIG, KfuncConfig, MAP_KFUNC_INFLIGHT, MAP_SOCK_CONNS, MAP_SSL_SOCKS},
     maps::{
-        COUNTER_SLOTS, FLAG_WATCH_EXEC, GLOBAL_CONFIG, MAP_CONNS, MAP_COUNTERS, MAP_EVENTS,
-        MAP_INFLIGHT, MAP_PIDS, MAP_SYSCALL_OPS, PID_SELECTED, PROG_SCHED_EXEC, PROG_SYS_ENTER,
-        PROG_SYS_EXIT,
+        COUNTER_SLOTS, FLAG_TCP_CONTEXT, FLAG_WATCH_EXEC, GLOBAL_CONFIG, MAP_CONNS, MAP_COUNTERS,
+        MAP_EVENTS, MAP_INFLIGHT, MAP_PIDS, MAP_SYSCALL_OPS, PID_SELECTED, PROG_SCHED_EXEC,
+        PROG_SOCKOPS, PROG_SYS_ENTER, PROG_SYS_EXIT,
     },
 };
 
@@ -69,6 +69,10 @@ pub struct LoadSettings {
     /// Capture every newly exec'd program until discovery decides about it, so that a
     /// short-lived client matching `exe_path` is seen from its first request.
     pub watch_exec: bool,
+    /// Carry trace context in a TCP option (`ebpf.context_propagation: tcp`): the kernel
+    /// gives requests their ids and a `sock_ops` program on the cgroup v2 root writes and
+    /// reads the option.
+    pub tcp_context: bool,
 }
 
 /// The loaded programs; dropping it detaches every program and frees the maps it owns.
@@ -176,6 +180,10 @@ pub fn load(settings: &LoadSettings) -> Result<Loaded, CaptureError> {
             FLAG_WATCH_EXEC
         } else {
             0
+        } | if settings.tcp_context {
+            FLAG_TCP_CONTEXT
+        } else {
+            0
         },
         http2_capture_bytes: settings.http2_capture_bytes.min(MAX_CAPTURE_BYTES as u32),
         regs_arg_offsets: kernel::syscall_arg_offsets(&btf)?,
@@ -198,10 +206,29 @@ pub fn load(settings: &LoadSettings) -> Result<Loaded, CaptureError> {
     let kfunc = kfunc.unwrap_or_default();
     let open = |sizing| open(settings, &config, &kfunc, sizing);
 
-    let (path, refused) = if let Some(path) = settings.forced_path {
-        (path, Vec::new())
-    } else {
-        choose_path(&facts, open)?
+    let (path, refused) = match settings.forced_path {
+        // The TCP-option carrier's hooks live in the syscall path (they key connections by
+        // fd); the kernel-function paths would attach the carrier with nothing to carry.
+        Some(path) if settings.tcp_context && path != CapturePathKind::Syscalls => {
+            return Err(CaptureError::PathUnavailable {
+                path: path.as_str(),
+                reason: "ebpf.context_propagation tcp/all needs the tracepoint path".into(),
+            });
+        }
+        Some(path) => (path, Vec::new()),
+        None if settings.tcp_context => {
+            let skipped = AUTO_ORDER
+                .iter()
+                .filter(|p| **p != CapturePathKind::Syscalls)
+                .map(|&path| Refusal {
+                    path,
+                    reason: RefusalReason::ContextPropagation,
+                    detail: "ebpf.context_propagation tcp/all needs the tracepoint path".into(),
+                })
+                .collect();
+            (CapturePathKind::Syscalls, skipped)
+        }
+        None => choose_path(&facts, open)?,
     };
     let mut ebpf = open(Sizing::For(path))?;
     let mut attached = attach(&mut ebpf, path, &facts).map_err(|r| {
@@ -220,6 +247,9 @@ pub fn load(settings: &LoadSettings) -> Result<Loaded, CaptureError> {
     if settings.watch_exec {
         attach_raw_tracepoint(&mut ebpf, PROG_SCHED_EXEC, "sched_process_exec")?;
         attached += 1;
+    }
+    if settings.tcp_context {
+        attached += attach_sock_ops(&mut ebpf);
     }
     let ring = RingBuf::try_from(take_map(&mut ebpf, MAP_EVENTS)?).map_err(|source| {
         CaptureError::Map {
@@ -386,6 +416,43 @@ fn attach_raw_tracepoint(
     Ok(())
 }
 
+/// Attaches the trace-context `sock_ops` program to the cgroup v2 root; returns how many
+/// programs were attached. Without it the kernel still gives requests their ids (so every
+/// span of this node stays consistent), but no option crosses the wire: that is logged, not
+/// fatal.
+fn attach_sock_ops(ebpf: &mut Ebpf) -> usize {
+    let attach = |ebpf: &mut Ebpf| -> Result<std::path::PathBuf, String> {
+        let root = sys::cgroup2_root().ok_or("no cgroup v2 hierarchy is mounted")?;
+        let dir = std::fs::File::open(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+        let program: &mut SockOps = ebpf
+            .program_mut(PROG_SOCKOPS)
+            .ok_or("the object has no sock_ops program")?
+            .try_into()
+            .map_err(|e| format!("{e}"))?;
+        program.load().map_err(|e| format!("loading: {e}"))?;
+        // On 5.7+ aya attaches with a BPF link, which coexists with other programs on the
+        // cgroup and refuses the ALLOW_MULTI flag; `Single` passes no flag. (The option
+        // helpers need 5.10, so the older attach never runs.)
+        program
+            .attach(&dir, CgroupAttachMode::Single)
+            .map_err(|e| format!("attaching to {}: {e}", root.display()))?;
+        Ok(root)
+    };
+    match attach(ebpf) {
+        Ok(root) => {
+            tracing::info!(cgroup = %root.display(), "trace context travels in TCP options");
+            1
+        }
+        Err(why) => {
+            tracing::warn!(
+                "ebpf.context_propagation: the TCP option carrier is unavailable ({why}); \
+                 traces will not continue across nodes"
+            );
+            0
+        }
+    }
+}
+
 /// Loads and attaches the programs of `path`; returns how many were attached.
 fn attach(
     ebpf: &mut Ebpf,
@@ -429,7 +496,7 @@ mod tests {
         ] {
             assert!(obj.maps.contains_key(map), "map {map} missing");
         }
-        for prog in [PROG_SYS_ENTER, PROG_SYS_EXIT, PROG_SCHED_EXEC] {
+        for prog in [PROG_SYS_ENTER, PROG_SYS_EXIT, PROG_SCHED_EXEC, PROG_SOCKOPS] {
             assert!(obj.programs.contains_key(prog), "program {prog} missing");
         }
         let kfuncs = mop_common::kfunc::FENTRY_PROGRAMS

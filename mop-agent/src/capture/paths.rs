@@ -39,6 +39,8 @@ pub enum RefusalReason {
     /// The kernel rejected a program at load (the verifier): a defect of this build on this
     /// kernel, not a missing feature.
     LoadFailed,
+    /// Not tried: `ebpf.context_propagation` `tcp`/`all` needs the syscall path's hooks.
+    ContextPropagation,
 }
 
 impl RefusalReason {
@@ -51,6 +53,7 @@ impl RefusalReason {
             Self::FunctionMissing => "function_missing",
             Self::BtfIncomplete => "btf_incomplete",
             Self::LoadFailed => "load_failed",
+            Self::ContextPropagation => "context_propagation",
         }
     }
 

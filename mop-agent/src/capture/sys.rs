@@ -179,3 +179,49 @@ mod tests {
         assert!(first_missing(all).is_none());
     }
 }
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` on unified hosts,
+/// `/sys/fs/cgroup/unified` on hybrid ones); `None` without one.
+pub fn cgroup2_root() -> Option<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    cgroup2_root_in(&mounts)
+}
+
+/// [`cgroup2_root`] over the text of a mounts file.
+fn cgroup2_root_in(mounts: &str) -> Option<std::path::PathBuf> {
+    let points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_, point, fstype) = (fields.next()?, fields.next()?, fields.next()?);
+            (fstype == "cgroup2").then_some(point)
+        })
+        .collect();
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .find(|p| points.contains(p))
+        .or_else(|| points.first().copied())
+        .map(std::path::PathBuf::from)
+}
+
+#[cfg(test)]
+mod cgroup_tests {
+    use super::cgroup2_root_in;
+
+    #[test]
+    fn finds_the_unified_and_the_hybrid_cgroup2_mount() {
+        let unified = "cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid 0 0\n";
+        assert_eq!(
+            cgroup2_root_in(unified).unwrap().to_str(),
+            Some("/sys/fs/cgroup")
+        );
+        let hybrid = "tmpfs /sys/fs/cgroup tmpfs ro 0 0\n\
+                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n\
+                      cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n";
+        assert_eq!(
+            cgroup2_root_in(hybrid).unwrap().to_str(),
+            Some("/sys/fs/cgroup/unified")
+        );
+        assert!(cgroup2_root_in("cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n").is_none());
+    }
+}

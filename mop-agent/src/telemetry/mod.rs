@@ -4,6 +4,7 @@
 //! names in [`names`]. Counters are lock-free atomics so hot paths pay one relaxed add.
 
 mod export;
+mod process;
 
 use std::sync::{
     OnceLock,
@@ -14,6 +15,7 @@ pub use export::{
     EXPORT_DURATION_BUCKETS, ExportHandle, ExportStats, ExportStatsSnapshot, Exporter,
     HistogramSnapshot, Signal,
 };
+pub use process::ProcessStats;
 
 /// Prometheus names of the self-metrics (the contract in the README's reference section).
 pub mod names {

@@ -18,7 +18,11 @@ pub use render::{Format, label_name, render};
 use tokio::{net::TcpListener, sync::watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::{export::ExportError, metrics::RedMetrics, telemetry::SelfMetrics};
+use crate::{
+    export::ExportError,
+    metrics::RedMetrics,
+    telemetry::{ProcessStats, SelfMetrics},
+};
 
 /// Binds the listening socket (before anything is spawned, so a busy port fails start-up).
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ExportError> {
@@ -83,7 +87,13 @@ async fn metrics(State(server): State<Server>, headers: HeaderMap) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::negotiate(accept);
     let snapshot = server.red.as_ref().map(|red| red.snapshot());
-    let body = render(format, snapshot.as_ref(), &server.self_metrics);
+    let process = ProcessStats::read();
+    let body = render(
+        format,
+        snapshot.as_ref(),
+        &server.self_metrics,
+        process.as_ref(),
+    );
     ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }
 

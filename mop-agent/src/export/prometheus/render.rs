@@ -7,8 +7,8 @@ use crate::{
     metrics::{Histogram, Instrument, MetricsSnapshot, ServiceSnapshot},
     span::model::{AttrValue, ServiceResource},
     telemetry::{
-        DropReason, ExportStatsSnapshot, Exporter, HistogramSnapshot, Protocol, SelfMetrics,
-        Signal, names,
+        DropReason, ExportStatsSnapshot, Exporter, HistogramSnapshot, ProcessStats, Protocol,
+        SelfMetrics, Signal, names,
     },
 };
 
@@ -488,8 +488,59 @@ fn self_metrics(w: &mut Writer, m: &SelfMetrics) {
     );
 }
 
-/// Renders the RED histograms (when there is a snapshot) and the self-metrics.
-pub fn render(format: Format, red: Option<&MetricsSnapshot>, m: &SelfMetrics) -> String {
+/// The standard `process_*` families of the agent itself.
+fn process_metrics(w: &mut Writer, p: &ProcessStats) {
+    let families = [
+        (
+            "process_cpu_seconds_total",
+            Kind::Counter,
+            "User and system CPU time the agent spent.",
+            p.cpu_seconds.to_string(),
+        ),
+        (
+            "process_resident_memory_bytes",
+            Kind::Gauge,
+            "The agent's resident memory.",
+            p.resident_bytes.to_string(),
+        ),
+        (
+            "process_virtual_memory_bytes",
+            Kind::Gauge,
+            "The agent's virtual memory.",
+            p.virtual_bytes.to_string(),
+        ),
+        (
+            "process_open_fds",
+            Kind::Gauge,
+            "The agent's open file descriptors (BPF objects included).",
+            p.open_fds.to_string(),
+        ),
+        (
+            "process_start_time_seconds",
+            Kind::Gauge,
+            "When the agent started, seconds since the Unix epoch.",
+            p.start_time_seconds.to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        let family = strip(name, "_total");
+        let unit = family
+            .ends_with("_seconds")
+            .then_some("seconds")
+            .or_else(|| family.ends_with("_bytes").then_some("bytes"));
+        w.header(name, kind, unit, help);
+        w.sample(name, &[], &value);
+    }
+}
+
+/// Renders the RED histograms (when there is a snapshot), the self-metrics and the agent's
+/// process figures (when read).
+pub fn render(
+    format: Format,
+    red: Option<&MetricsSnapshot>,
+    m: &SelfMetrics,
+    process: Option<&ProcessStats>,
+) -> String {
     let mut w = Writer {
         format,
         out: String::with_capacity(16 << 10),
@@ -500,5 +551,8 @@ pub fn render(format: Format, red: Option<&MetricsSnapshot>, m: &SelfMetrics) ->
         }
     }
     self_metrics(&mut w, m);
+    if let Some(p) = process {
+        process_metrics(&mut w, p);
+    }
     w.finish()
 }

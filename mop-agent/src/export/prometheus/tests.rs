@@ -53,7 +53,7 @@ fn fixture() -> (crate::metrics::MetricsSnapshot, SelfMetrics) {
 #[test]
 fn prometheus_text_matches_the_golden_file() {
     let (snapshot, m) = fixture();
-    let text = render(Format::Prometheus, Some(&snapshot), &m);
+    let text = render(Format::Prometheus, Some(&snapshot), &m, None);
     let golden = include_str!("testdata/metrics.prom");
     if text != golden && std::env::var_os("MOP_BLESS").is_some() {
         std::fs::write(
@@ -75,7 +75,7 @@ fn prometheus_text_matches_the_golden_file() {
 #[test]
 fn openmetrics_text_matches_the_golden_file() {
     let (snapshot, m) = fixture();
-    let text = render(Format::OpenMetrics, Some(&snapshot), &m);
+    let text = render(Format::OpenMetrics, Some(&snapshot), &m, None);
     let golden = include_str!("testdata/metrics.om");
     if text != golden && std::env::var_os("MOP_BLESS").is_some() {
         std::fs::write(
@@ -97,7 +97,7 @@ fn openmetrics_text_matches_the_golden_file() {
 #[test]
 fn histogram_buckets_are_cumulative_and_end_with_inf() {
     let (snapshot, m) = fixture();
-    let text = render(Format::Prometheus, Some(&snapshot), &m);
+    let text = render(Format::Prometheus, Some(&snapshot), &m, None);
     let ok: Vec<&str> = text
         .lines()
         .filter(|l| {
@@ -171,4 +171,43 @@ async fn endpoints_answer_health_and_readiness() {
     assert!(get("/other", "*/*").await.starts_with("HTTP/1.1 404"));
     cancel.cancel();
     task.await.unwrap();
+}
+
+#[test]
+fn process_families_follow_the_prometheus_client_conventions() {
+    let (snapshot, m) = fixture();
+    let p = crate::telemetry::ProcessStats {
+        cpu_seconds: 3.25,
+        resident_bytes: 20_480_000,
+        virtual_bytes: 1_073_741_824,
+        open_fds: 42,
+        start_time_seconds: 1_764_001_234.5,
+    };
+    let text = render(Format::Prometheus, Some(&snapshot), &m, Some(&p));
+    for line in [
+        "# TYPE process_cpu_seconds_total counter",
+        "process_cpu_seconds_total 3.25",
+        "# TYPE process_resident_memory_bytes gauge",
+        "process_resident_memory_bytes 20480000",
+        "process_virtual_memory_bytes 1073741824",
+        "process_open_fds 42",
+        "process_start_time_seconds 1764001234.5",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?}:\n{text}");
+    }
+    let om = render(Format::OpenMetrics, Some(&snapshot), &m, Some(&p));
+    for line in [
+        "# TYPE process_cpu_seconds counter",
+        "# UNIT process_cpu_seconds seconds",
+        "process_cpu_seconds_total 3.25",
+        "# UNIT process_resident_memory_bytes bytes",
+        "# UNIT process_start_time_seconds seconds",
+    ] {
+        assert!(om.lines().any(|l| l == line), "missing {line:?}:\n{om}");
+    }
+    assert!(
+        om.ends_with("# EOF\n"),
+        "families come before the end marker"
+    );
+    assert!(!render(Format::Prometheus, Some(&snapshot), &m, None).contains("process_"));
 }

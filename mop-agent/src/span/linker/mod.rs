@@ -85,6 +85,8 @@ struct Ctx {
     created: Instant,
     /// Where it is registered as an active server request.
     active_on: Option<(u32, u32)>,
+    /// The trace id the kernel gave the request (TCP-option propagation): a root keeps it.
+    kernel_trace: Option<TraceId>,
 }
 
 /// The two ends of a connection as `(client, server)`, and the HTTP/2 stream.
@@ -137,14 +139,19 @@ impl Linker {
             conn_id: s.conn_id,
             seq: s.start.seq,
         };
+        // The kernel's span id already travelled in the request's first packet.
+        let span_id = s
+            .kernel_ctx
+            .map_or_else(|| self.ids.span_id(), |k| SpanId(k.span_id));
         let ctx = Ctx {
-            span_id: self.ids.span_id(),
+            span_id,
             parent: None,
             trace: None,
             waiting: Vec::new(),
             awaiting_peer: None,
             created: now,
             active_on: None,
+            kernel_trace: s.kernel_ctx.map(|k| TraceId(k.trace_id)),
         };
         self.contexts.insert(key, ctx);
         let mut settled = Vec::new();
@@ -163,19 +170,31 @@ impl Linker {
         settled: &mut Vec<CtxKey>,
     ) {
         let pair = (s.remote, s.local, s.start.stream_id);
-        let from_headers = parent_from_headers(&s.start.trace_headers);
-        if let Some(p) = from_headers {
+        let kernel_parent = s.kernel_ctx.and_then(|k| nonzero_span(k.parent_span_id));
+        let resolved = if let Some(p) = parent_from_headers(&s.start.trace_headers) {
             self.join_remote(key, &p);
-        } else if s.peer_tracked {
+            true
+        } else if let (Some(k), Some(parent)) = (s.kernel_ctx, kernel_parent) {
+            // The caller's context arrived in a TCP option.
+            self.join_kernel(key, TraceId(k.trace_id), parent, settled);
+            true
+        } else {
+            false
+        };
+        if s.peer_tracked {
+            // Pair with the instrumented client's start even when the parent is known, so
+            // the connection's queues stay in step for the requests that follow.
             if let Some(client) = pop(&mut self.clients_waiting, &pair) {
-                self.link(key, client, settled);
+                if !resolved {
+                    self.link(key, client, settled);
+                }
             } else {
-                if let Some(c) = self.contexts.get_mut(&key) {
+                if !resolved && let Some(c) = self.contexts.get_mut(&key) {
                     c.awaiting_peer = Some(now + PEER_WAIT);
                 }
                 push(&mut self.servers_waiting, pair, key);
             }
-        } else {
+        } else if !resolved {
             self.make_root(key, settled);
         }
         let thread = (s.pid, s.start.tid);
@@ -190,9 +209,16 @@ impl Linker {
             .active
             .get(&(s.pid, s.start.tid))
             .and_then(|list| list.last().copied());
+        let kernel_parent = s.kernel_ctx.and_then(|k| nonzero_span(k.parent_span_id));
         if let Some(p) = parent_from_headers(&s.start.trace_headers) {
             // The application propagates context itself: its span is the parent.
             self.join_remote(key, &p);
+        } else if let (Some(k), Some(parent)) = (s.kernel_ctx, kernel_parent) {
+            // The kernel saw the thread serving `parent` when the call started.
+            match self.active_with_span(s.pid, s.start.tid, parent) {
+                Some(active) => self.link(key, active, settled),
+                None => self.join_kernel(key, TraceId(k.trace_id), parent, settled),
+            }
         } else if let Some(server) = served {
             self.link(key, server, settled);
         } else {
@@ -201,10 +227,14 @@ impl Linker {
         if s.peer_tracked {
             let pair = (s.local, s.remote, s.start.stream_id);
             if let Some(waiting) = pop(&mut self.servers_waiting, &pair) {
-                if let Some(c) = self.contexts.get_mut(&waiting) {
-                    c.awaiting_peer = None;
+                // A server that already knows its parent (header or TCP option) only pairs.
+                let awaiting = self
+                    .contexts
+                    .get_mut(&waiting)
+                    .and_then(|c| c.awaiting_peer.take());
+                if awaiting.is_some() {
+                    self.link(waiting, key, settled);
                 }
-                self.link(waiting, key, settled);
             } else {
                 push(&mut self.clients_waiting, pair, key);
             }
@@ -224,9 +254,45 @@ impl Linker {
         }
     }
 
-    /// Starts a new trace at `key`.
+    /// Joins the trace the kernel gave a request, as a child of `parent`; the sampling decision
+    /// is taken on the trace id, so every agent on the path takes the same one.
+    fn join_kernel(
+        &mut self,
+        key: CtxKey,
+        trace_id: TraceId,
+        parent: SpanId,
+        settled: &mut Vec<CtxKey>,
+    ) {
+        if let Some(c) = self.contexts.get_mut(&key) {
+            c.parent = Some(parent);
+        }
+        let flags = self.sampler.flags_for_root(&trace_id);
+        self.settle(
+            key,
+            &Trace {
+                id: trace_id,
+                flags,
+                state: None,
+            },
+            settled,
+        );
+    }
+
+    /// The active server request of thread `(pid, tid)` whose span is `span`.
+    fn active_with_span(&self, pid: u32, tid: u32, span: SpanId) -> Option<CtxKey> {
+        self.active
+            .get(&(pid, tid))?
+            .iter()
+            .rev()
+            .copied()
+            .find(|k| self.contexts.get(k).is_some_and(|c| c.span_id == span))
+    }
+
+    /// Starts a new trace at `key`, with the kernel's trace id when it gave one (so that the
+    /// trace continues on the far side of the TCP option).
     fn make_root(&mut self, key: CtxKey, settled: &mut Vec<CtxKey>) {
-        let id = self.ids.trace_id();
+        let kernel = self.contexts.get(&key).and_then(|c| c.kernel_trace);
+        let id = kernel.unwrap_or_else(|| self.ids.trace_id());
         let flags = self.sampler.flags_for_root(&id);
         self.settle(
             key,
@@ -377,6 +443,11 @@ impl Linker {
             self.forget(&key);
         }
     }
+}
+
+/// A span id, unless it is all zeros (none).
+fn nonzero_span(id: [u8; 8]) -> Option<SpanId> {
+    (id != [0; 8]).then_some(SpanId(id))
 }
 
 fn pop(map: &mut HashMap<PairKey, VecDeque<CtxKey>>, pair: &PairKey) -> Option<CtxKey> {

@@ -35,6 +35,16 @@ fn start(pid: u32, conn: u64, seq: u64, role: Role, tid: u32, peer: bool) -> Con
         remote,
         start: start_marker(role, seq, tid),
         peer_tracked: peer,
+        kernel_ctx: None,
+    }
+}
+
+/// A kernel context (TCP-option propagation) with distinctive bytes.
+fn kctx(trace: u8, span: u8, parent: u8) -> mop_common::TraceCtx {
+    mop_common::TraceCtx {
+        trace_id: [trace; 16],
+        span_id: [span; 8],
+        parent_span_id: [parent; 8],
     }
 }
 
@@ -201,4 +211,79 @@ fn sampling_is_decided_once_per_trace() {
 fn start_marker_helper_is_a_plain_request() {
     let m: RequestStart = start_marker(Role::Client, 3, 4);
     assert_eq!((m.seq, m.tid, m.stream_id), (3, 4, 0));
+}
+
+#[test]
+fn a_server_whose_caller_sent_a_tcp_option_is_its_child_with_the_kernel_ids() {
+    let mut l = linker();
+    let mut s = start(2, 20, 0, Role::Server, 200, false);
+    s.kernel_ctx = Some(kctx(7, 8, 9));
+    l.on_start(&s, Instant::now());
+    let r = l.ids(&key(2, 20, 0)).unwrap();
+    assert_eq!(r.trace_id, TraceId([7; 16]));
+    assert_eq!(r.span_id, SpanId([8; 8]));
+    assert_eq!(r.parent, Some(SpanId([9; 8])));
+}
+
+#[test]
+fn a_header_wins_over_the_tcp_option() {
+    let mut l = linker();
+    let mut s = start(2, 20, 0, Role::Server, 200, false);
+    s.kernel_ctx = Some(kctx(7, 8, 9));
+    s.start.trace_headers = TraceHeaders {
+        traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        ..TraceHeaders::default()
+    };
+    l.on_start(&s, Instant::now());
+    let r = l.ids(&key(2, 20, 0)).unwrap();
+    assert_eq!(r.trace_id.to_hex(), "0af7651916cd43dd8448eb211c80319c");
+    assert_eq!(r.parent.unwrap().to_hex(), "b7ad6b7169203331");
+    // The span id is still the kernel's: it is what the request's option carried onwards.
+    assert_eq!(r.span_id, SpanId([8; 8]));
+}
+
+#[test]
+fn a_call_made_while_serving_follows_the_served_span_and_roots_keep_the_kernel_trace() {
+    let mut l = linker();
+    let now = Instant::now();
+    // A root server request: the kernel started trace 7 for it.
+    let mut s = start(2, 20, 0, Role::Server, 200, false);
+    s.kernel_ctx = Some(kctx(7, 8, 0));
+    l.on_start(&s, now);
+    let server = l.ids(&key(2, 20, 0)).unwrap();
+    assert_eq!(server.trace_id, TraceId([7; 16]));
+    assert_eq!(server.parent, None);
+    // Its downstream call: the kernel saw the thread serving span 8.
+    let mut c = start(2, 30, 0, Role::Client, 200, false);
+    c.kernel_ctx = Some(kctx(7, 11, 8));
+    l.on_start(&c, now);
+    let call = l.ids(&key(2, 30, 0)).unwrap();
+    assert_eq!(call.trace_id, TraceId([7; 16]));
+    assert_eq!(call.span_id, SpanId([11; 8]));
+    assert_eq!(call.parent, Some(SpanId([8; 8])));
+}
+
+#[test]
+fn a_same_node_pair_with_tcp_options_links_once_and_keeps_the_queues_in_step() {
+    for client_first in [true, false] {
+        let mut l = linker();
+        let now = Instant::now();
+        for seq in 0..3u8 {
+            let mut c = start(1, 10, u64::from(seq), Role::Client, 100, true);
+            c.kernel_ctx = Some(kctx(40 + seq, 50 + seq, 0));
+            let mut s = start(2, 20, u64::from(seq), Role::Server, 200, true);
+            s.kernel_ctx = Some(kctx(40 + seq, 60 + seq, 50 + seq));
+            if client_first {
+                l.on_start(&c, now);
+                l.on_start(&s, now);
+            } else {
+                l.on_start(&s, now);
+                l.on_start(&c, now);
+            }
+            let server = l.ids(&key(2, 20, u64::from(seq))).unwrap();
+            assert_eq!(server.parent, Some(SpanId([50 + seq; 8])));
+            assert_eq!(server.trace_id, TraceId([40 + seq; 16]));
+        }
+        assert!(l.clients_waiting.is_empty() && l.servers_waiting.is_empty());
+    }
 }

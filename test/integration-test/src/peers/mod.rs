@@ -2,6 +2,7 @@
 //! that drive them (curl, a raw socket client). Every peer is stopped when dropped.
 
 pub mod curl;
+pub mod netns;
 pub mod nginx;
 pub mod otlp;
 pub mod python;

@@ -11,6 +11,7 @@ mod http1_client;
 mod http1_server;
 mod lifecycle;
 mod otlp;
+mod tcp_context;
 mod trace_context;
 
 use std::time::Duration;
