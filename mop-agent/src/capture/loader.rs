@@ -206,30 +206,7 @@ pub fn load(settings: &LoadSettings) -> Result<Loaded, CaptureError> {
     let kfunc = kfunc.unwrap_or_default();
     let open = |sizing| open(settings, &config, &kfunc, sizing);
 
-    let (path, refused) = match settings.forced_path {
-        // The TCP-option carrier's hooks live in the syscall path (they key connections by
-        // fd); the kernel-function paths would attach the carrier with nothing to carry.
-        Some(path) if settings.tcp_context && path != CapturePathKind::Syscalls => {
-            return Err(CaptureError::PathUnavailable {
-                path: path.as_str(),
-                reason: "ebpf.context_propagation tcp/all needs the tracepoint path".into(),
-            });
-        }
-        Some(path) => (path, Vec::new()),
-        None if settings.tcp_context => {
-            let skipped = AUTO_ORDER
-                .iter()
-                .filter(|p| **p != CapturePathKind::Syscalls)
-                .map(|&path| Refusal {
-                    path,
-                    reason: RefusalReason::ContextPropagation,
-                    detail: "ebpf.context_propagation tcp/all needs the tracepoint path".into(),
-                })
-                .collect();
-            (CapturePathKind::Syscalls, skipped)
-        }
-        None => choose_path(&facts, open)?,
-    };
+    let (path, refused) = select_path(settings, &facts, open)?;
     let mut ebpf = open(Sizing::For(path))?;
     let mut attached = attach(&mut ebpf, path, &facts).map_err(|r| {
         if r.reason.is_kernel_limit() {
@@ -280,6 +257,38 @@ pub fn load(settings: &LoadSettings) -> Result<Loaded, CaptureError> {
         pids: PidFilter { map: pids },
         counters: KernelCounters { map: counters },
     })
+}
+
+/// The forced path, or what `auto` picks, with the refusals of the better paths.
+fn select_path(
+    settings: &LoadSettings,
+    facts: &KernelFacts<'_>,
+    open: impl Fn(Sizing) -> Result<Ebpf, CaptureError>,
+) -> Result<(CapturePathKind, Vec<Refusal>), CaptureError> {
+    match settings.forced_path {
+        // The TCP-option carrier's hooks live in the syscall path (they key connections by
+        // fd); the kernel-function paths would attach the carrier with nothing to carry.
+        Some(path) if settings.tcp_context && path != CapturePathKind::Syscalls => {
+            Err(CaptureError::PathUnavailable {
+                path: path.as_str(),
+                reason: "ebpf.context_propagation tcp/all needs the tracepoint path".into(),
+            })
+        }
+        Some(path) => Ok((path, Vec::new())),
+        None if settings.tcp_context => {
+            let skipped = AUTO_ORDER
+                .iter()
+                .filter(|p| **p != CapturePathKind::Syscalls)
+                .map(|&path| Refusal {
+                    path,
+                    reason: RefusalReason::ContextPropagation,
+                    detail: "ebpf.context_propagation tcp/all needs the tracepoint path".into(),
+                })
+                .collect();
+            Ok((CapturePathKind::Syscalls, skipped))
+        }
+        None => choose_path(facts, open),
+    }
 }
 
 /// `auto`: probes each path, best first, on a throw-away load with tiny maps (dropping it
