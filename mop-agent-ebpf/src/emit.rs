@@ -45,12 +45,13 @@ pub(crate) struct DataSyscall {
     pub(crate) flags: u32,
 }
 
-/// `struct iovec` of the user's address space.
+/// `struct iovec`: a user buffer (the array itself is in user memory for readv/writev and
+/// in kernel memory inside an `iov_iter`).
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct Iovec {
-    base: u64,
-    len: u64,
+pub(crate) struct Iovec {
+    pub(crate) base: u64,
+    pub(crate) len: u64,
 }
 
 /// Chooses the ring-buffer notification: wake the reader only when enough is unread.
@@ -88,9 +89,19 @@ fn fill_header(
     h.role = conn.role;
     h.captured_len = 0;
     h.total_len = 0;
-    h.tail_len = 0;
-    h.seq_end = 0;
-    h.tail = [0; TAIL_BYTES];
+    // Volatile stores: plain ones are merged into a `memset` call, a BPF subprogram that
+    // costs the caller a 32-byte stack frame on kernels before 6.x's verifier (the exit
+    // program calls the out-of-line `tcpctx` functions, which call this: three frames).
+    // SAFETY: the pointers come from references to the fields.
+    unsafe {
+        core::ptr::write_volatile(&raw mut h.tail_len, 0);
+        core::ptr::write_volatile(&raw mut h.seq_end, 0);
+        // `tail` sits at offset 112 of an 8-aligned record.
+        let tail = (&raw mut h.tail).cast::<u64>();
+        for i in 0..TAIL_BYTES / 8 {
+            core::ptr::write_volatile(tail.add(i), 0);
+        }
+    }
 }
 
 /// A trace-context record: the header, then the context the kernel gave a request.
@@ -289,7 +300,7 @@ fn copy_tail(h: &mut DataEventHeader, end: u64, n: u64) {
 
 /// Copies the head (and tail) of a contiguous user buffer; returns the bytes captured.
 #[inline(always)]
-fn capture_contiguous(ev: &mut EventBuffer, buf: u64, ret: u64, cap: u32) -> u32 {
+pub(crate) fn capture_contiguous(ev: &mut EventBuffer, buf: u64, ret: u64, cap: u32) -> u32 {
     let n = if ret < u64::from(cap) {
         ret as u32
     } else {
@@ -305,20 +316,49 @@ fn capture_contiguous(ev: &mut EventBuffer, buf: u64, ret: u64, cap: u32) -> u32
     n
 }
 
-/// Reads entry `i` of a user iovec array.
+/// Reads entry `i` of an iovec array in user memory, or in kernel memory when `KERNEL`.
 #[inline(always)]
-fn read_iov(iov: u64, i: u32) -> Option<Iovec> {
-    // SAFETY: the helper checks the user address.
-    unsafe { bpf_probe_read_user((iov + u64::from(i) * 16) as *const Iovec) }.ok()
+pub(crate) fn read_iov<const KERNEL: bool>(iov: u64, i: u32) -> Option<Iovec> {
+    let at = (iov + u64::from(i) * 16) as *const Iovec;
+    // SAFETY: the helpers check the address.
+    unsafe {
+        if KERNEL {
+            aya_ebpf::helpers::bpf_probe_read_kernel(at)
+        } else {
+            bpf_probe_read_user(at)
+        }
+    }
+    .ok()
 }
 
-/// Gathers the head (and tail) of the first `ret` bytes described by an iovec array.
+/// Entry `i` of an iovec array whose first `skip` bytes were consumed already (an
+/// `iov_iter`'s offset into its first entry; always 0 for user arrays).
+#[inline(always)]
+fn iov_entry<const KERNEL: bool>(iov: u64, i: u32, skip: u64) -> Option<Iovec> {
+    let mut v = read_iov::<KERNEL>(iov, i)?;
+    if KERNEL && i == 0 && skip != 0 {
+        let skip = core::cmp::min(skip, v.len);
+        v.base += skip;
+        v.len -= skip;
+    }
+    Some(v)
+}
+
+/// Gathers the head (and tail) of the first `ret` bytes described by an iovec array (in
+/// kernel memory when `KERNEL`, past `skip` bytes of its first entry).
 ///
 /// The head is copied from the first `HEAD_IOVS` entries (where message heads sit); the tail
 /// comes from the entry holding the last byte, found by walking at most `MAX_IOV` entries.
 /// Two loops keep the verifier's work small: only the first tracks a precise copy offset.
 #[inline(always)]
-fn capture_iovec(ev: &mut EventBuffer, iov: u64, iovcnt: u64, ret: u64, cap: u32) -> u32 {
+pub(crate) fn capture_iovec<const KERNEL: bool>(
+    ev: &mut EventBuffer,
+    iov: u64,
+    iovcnt: u64,
+    skip: u64,
+    ret: u64,
+    cap: u32,
+) -> u32 {
     // The running copy offset lives in the record (map memory) and is reloaded each turn: the
     // verifier then knows only its bounds, not its value, so it can prune the loop's states
     // (a register would make every iovec count a separate path).
@@ -331,7 +371,7 @@ fn capture_iovec(ev: &mut EventBuffer, iov: u64, iovcnt: u64, ret: u64, cap: u32
         if u64::from(i) >= iovcnt || u64::from(copied) >= ret || copied >= cap {
             break;
         }
-        let Some(v) = read_iov(iov, i) else {
+        let Some(v) = iov_entry::<KERNEL>(iov, i, skip) else {
             bump(Counter::ReadUserFailed);
             break;
         };
@@ -355,7 +395,7 @@ fn capture_iovec(ev: &mut EventBuffer, iov: u64, iovcnt: u64, ret: u64, cap: u32
         if u64::from(i) >= iovcnt {
             break;
         }
-        let Some(v) = read_iov(iov, i) else {
+        let Some(v) = iov_entry::<KERNEL>(iov, i, skip) else {
             break;
         };
         let part = core::cmp::min(v.len, ret - consumed);
@@ -393,47 +433,16 @@ fn iovec_of(sc: &DataSyscall, cfg: &KernelConfig) -> Option<(u64, u64)> {
 /// Writes a data record for a finished read/write-family syscall on a TCP connection.
 #[inline(always)]
 pub(crate) fn emit_data(conn: &ConnInfo, sc: &DataSyscall, cfg: &KernelConfig) {
-    let Some(ev) = MOP_SCRATCH.get_ptr_mut(0) else {
+    let Some((ev, cap)) = begin_data(conn, sc, cfg) else {
         return;
     };
-    // SAFETY: the per-CPU scratch slot belongs to this CPU for the duration of the program.
-    let ev = unsafe { &mut *ev };
-    fill_header(
-        &mut ev.header,
-        EventKind::Data,
-        conn,
-        sc.pid_tgid,
-        sc.fd,
-        sc.enter_ns,
-        sc.exit_ns,
-    );
-    ev.header.direction = if sc.op.is_ingress() {
-        DIR_INGRESS
-    } else {
-        DIR_EGRESS
-    };
-    ev.header.total_len = sc.ret;
-    ev.header.flags = sc.flags;
-    // Plaintext from the TLS library has no place in the TCP stream.
-    if sc.flags & FLAG_TLS == 0
-        && let Some(seq) = stream_seq(conn.conn_id, sc.op.is_ingress(), &cfg.offsets)
-    {
-        ev.header.seq_end = seq;
-        ev.header.flags |= FLAG_STREAM_SEQ;
-    }
-    let window = if conn.proto == PROTO_HTTP2 {
-        cfg.http2_capture_bytes
-    } else {
-        cfg.capture_bytes
-    };
-    let cap = if window > MAX { MAX } else { window };
     let captured = match sc.op {
         SyscallOp::Read | SyscallOp::Write | SyscallOp::Recvfrom | SyscallOp::Sendto => {
             capture_contiguous(ev, sc.buf, sc.ret, cap)
         }
         SyscallOp::Readv | SyscallOp::Writev | SyscallOp::Recvmsg | SyscallOp::Sendmsg => {
             match iovec_of(sc, cfg) {
-                Some((iov, iovcnt)) => capture_iovec(ev, iov, iovcnt, sc.ret, cap),
+                Some((iov, iovcnt)) => capture_iovec::<false>(ev, iov, iovcnt, 0, sc.ret, cap),
                 None => {
                     bump(Counter::ReadUserFailed);
                     0
@@ -445,6 +454,53 @@ pub(crate) fn emit_data(conn: &ConnInfo, sc: &DataSyscall, cfg: &KernelConfig) {
             0
         }
     };
+    submit_data(ev, captured, cfg);
+}
+
+/// Fills the header of a data record for `sc` on `conn` in the per-CPU scratch record;
+/// returns the record and the payload window. The caller copies the payload with the
+/// `capture_*` function its hook can use, then calls [`submit_data`]. `sc.op` only decides the
+/// direction; the kernel-function paths pass `Read` or `Write` and `fd = -1`.
+#[inline(always)]
+pub(crate) fn begin_data(
+    conn: &ConnInfo,
+    sc: &DataSyscall,
+    cfg: &KernelConfig,
+) -> Option<(&'static mut EventBuffer, u32)> {
+    let ev = MOP_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: the per-CPU scratch slot belongs to this CPU for the duration of the program.
+    let ev = unsafe { &mut *ev };
+    fill_header(
+        &mut ev.header,
+        EventKind::Data,
+        conn,
+        sc.pid_tgid,
+        sc.fd,
+        sc.enter_ns,
+        sc.exit_ns,
+    );
+    let ingress = sc.op.is_ingress();
+    ev.header.direction = if ingress { DIR_INGRESS } else { DIR_EGRESS };
+    ev.header.total_len = sc.ret;
+    ev.header.flags = sc.flags;
+    // Plaintext from the TLS library has no place in the TCP stream.
+    if sc.flags & FLAG_TLS == 0
+        && let Some(seq) = stream_seq(conn.conn_id, ingress, &cfg.offsets)
+    {
+        ev.header.seq_end = seq;
+        ev.header.flags |= FLAG_STREAM_SEQ;
+    }
+    let window = if conn.proto == PROTO_HTTP2 {
+        cfg.http2_capture_bytes
+    } else {
+        cfg.capture_bytes
+    };
+    Some((ev, if window > MAX { MAX } else { window }))
+}
+
+/// Sends the record [`begin_data`] started, with `captured` payload bytes.
+#[inline(always)]
+pub(crate) fn submit_data(ev: &mut EventBuffer, captured: u32, cfg: &KernelConfig) {
     let captured = clamp_to_max(u64::from(captured)) as u32;
     ev.header.captured_len = captured;
     let len = EVENT_HEADER_LEN + clamp_to_max(u64::from(captured)) as usize;

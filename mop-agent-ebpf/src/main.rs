@@ -7,6 +7,10 @@
 //! (every map and the load-time config), `sock.rs` (fd to TCP socket and its addresses),
 //! `emit.rs` (payload copy and ring-buffer output), `tls.rs` (plaintext at the TLS library),
 //! `tcpctx.rs` (trace context in a TCP option).
+//!
+//! The kernel-function capture paths write the same records from hooks on the kernel's TCP
+//! functions: `fentry.rs` (fentry/fexit) and `kprobe.rs` (kprobes) fetch arguments and call
+//! the shared logic in `kfuncs.rs`. The agent attaches one path, the best that works.
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
@@ -14,6 +18,12 @@ use mop_agent_ebpf as _;
 
 #[cfg(target_arch = "bpf")]
 mod emit;
+#[cfg(target_arch = "bpf")]
+mod fentry;
+#[cfg(target_arch = "bpf")]
+mod kfuncs;
+#[cfg(target_arch = "bpf")]
+mod kprobe;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]

@@ -9,6 +9,7 @@ use mop_common::{
     ConnAddrs, ConnInfo, ConnKey, Counter, InflightSyscall, KernelConfig, KernelOffsets,
     MAX_CAPTURE_BYTES, SslCall, SslKey, TraceCtx,
     event::DataEventHeader,
+    kfunc::{ITER_TYPE_NONE, KfuncConfig, KfuncInflight, SockKey},
     maps::{COUNTER_SLOTS, MAX_CONNS, MAX_INFLIGHT, MAX_PIDS},
     ops::SYSCALL_TABLE_LEN,
 };
@@ -39,6 +40,35 @@ pub(crate) static MOP_SSL_CALLS: LruHashMap<u64, SslCall> =
 
 #[map(name = "MOP_SSL_FDS")]
 pub(crate) static MOP_SSL_FDS: LruHashMap<SslKey, i32> = LruHashMap::with_max_entries(MAX_CONNS, 0);
+
+// The kernel-function paths (fentry/fexit, kprobes): see `kfuncs.rs`.
+
+#[map(name = "MOP_SOCK_CONNS")]
+pub(crate) static MOP_SOCK_CONNS: LruHashMap<SockKey, ConnInfo> =
+    LruHashMap::with_max_entries(MAX_CONNS, 0);
+
+#[map(name = "MOP_KFUNC_INFLIGHT")]
+pub(crate) static MOP_KFUNC_INFLIGHT: LruHashMap<u64, KfuncInflight> =
+    LruHashMap::with_max_entries(MAX_INFLIGHT, 0);
+
+#[map(name = "MOP_SSL_SOCKS")]
+pub(crate) static MOP_SSL_SOCKS: LruHashMap<SslKey, u64> =
+    LruHashMap::with_max_entries(MAX_CONNS, 0);
+
+/// Set by the agent at load time from BTF (`iov_iter` layout); see `KfuncConfig`.
+#[unsafe(no_mangle)]
+pub(crate) static MOP_KFUNC_CONFIG: Global<KfuncConfig> = Global::new(KfuncConfig {
+    msghdr_iter: 0,
+    iter_type: 0,
+    iter_type_mask: 0,
+    iter_iovec: ITER_TYPE_NONE,
+    iter_ubuf: ITER_TYPE_NONE,
+    iter_iov_offset: 0,
+    iter_iov: 0,
+    iter_ubuf_ptr: 0,
+    iter_nr_segs: 0,
+    pad: 0,
+});
 
 #[map(name = "MOP_COUNTERS")]
 pub(crate) static MOP_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);

@@ -83,7 +83,10 @@ pub(crate) fn stream_seq(sk: u64, ingress: bool, off: &KernelOffsets) -> Option<
 
 /// Reads the addresses of a `struct sock`; `None` when it is neither IPv4 nor IPv6.
 #[inline(always)]
-unsafe fn read_addrs(sk: *const u8, off: &KernelOffsets) -> Result<Option<ConnAddrs>, i32> {
+pub(crate) unsafe fn read_addrs(
+    sk: *const u8,
+    off: &KernelOffsets,
+) -> Result<Option<ConnAddrs>, i32> {
     // SAFETY: reads go through bpf_probe_read_kernel.
     unsafe {
         let family: u16 = read_at(sk, off.sk_family)?;

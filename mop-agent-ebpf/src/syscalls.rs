@@ -27,7 +27,7 @@ const EINPROGRESS: i64 = -115;
 
 /// True when the current process is selected for capture.
 #[inline(always)]
-fn selected(pid_tgid: u64) -> bool {
+pub(crate) fn selected(pid_tgid: u64) -> bool {
     let pid = (pid_tgid >> 32) as u32;
     // SAFETY: the value is only tested for presence.
     unsafe { MOP_PIDS.get(&pid) }.is_some()
@@ -345,6 +345,13 @@ fn starts_http2_preface(sc: &DataSyscall) -> bool {
     let Ok(h) = (unsafe { aya_ebpf::helpers::bpf_probe_read_user(first as *const [u8; 9]) }) else {
         return false;
     };
+    is_http2_start(&h)
+}
+
+/// True when the first nine bytes of a connection's data are the start of the HTTP/2 client
+/// preface or a server's first SETTINGS frame.
+#[inline(always)]
+pub(crate) fn is_http2_start(h: &[u8; 9]) -> bool {
     if h[..4] == PREFACE_START {
         return true;
     }

@@ -33,7 +33,7 @@ use mop_common::{
     AF_INET, AF_INET6, ConnAddrs, ConnInfo, ConnKey, TraceCtx,
     event::{DIR_EGRESS, DIR_INGRESS, ROLE_CLIENT, ROLE_SERVER},
     maps::{
-        CONN_FLAG_LAST_EGRESS, CONN_FLAG_SEEN_DATA, CONN_FLAG_SERVER_END, PROTO_HTTP2,
+        CONN_FLAG_LAST_EGRESS, CONN_FLAG_SEEN_DATA, CONN_FLAG_SERVER_END, CONN_TCP, PROTO_HTTP2,
         TCP_OPT_EXID, TCP_OPT_KIND, TCP_OPT_LEN,
     },
 };
@@ -153,9 +153,16 @@ pub(crate) fn on_ingress_exit(pid_tgid: u64, fd: i32, now: u64) {
         pid: (pid_tgid >> 32) as u32,
         fd,
     };
-    let Some(info) = tcp_conn(&key, &cfg) else {
+    // Lookup only: connections are tracked at accept/connect (or by the data path right
+    // after this). Tracking here would inline a `memset` call, a third stack frame under the
+    // exit program that 5.10 and 6.1 reject (combined stack over 512 bytes).
+    // SAFETY: the entry is copied out at once.
+    let Some(info) = unsafe { MOP_CONNS.get(&key) }.copied() else {
         return;
     };
+    if info.kind != CONN_TCP {
+        return;
+    }
     if info.proto == PROTO_HTTP2 {
         return;
     }

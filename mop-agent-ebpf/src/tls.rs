@@ -2,7 +2,8 @@
 //! variants) report the plaintext buffers as data records of the underlying TCP connection.
 //!
 //! Which socket an `SSL*` uses comes from `SSL_set_fd`, or from the first socket syscall made
-//! inside one of its calls (`note_socket`, called by the syscall path). That syscall's
+//! inside one of its calls (`note_socket`, called by the syscall path; `note_sock`, called by
+//! the kernel-function paths, which see the `struct sock` instead of the fd). That
 //! connection is marked TLS, so its ciphertext is never reported.
 
 use aya_ebpf::{
@@ -18,7 +19,7 @@ use mop_common::{
 
 use crate::{
     emit::{DataSyscall, emit_data},
-    maps::{MOP_CONFIG, MOP_PIDS, MOP_SSL_CALLS, MOP_SSL_FDS, bump},
+    maps::{MOP_CONFIG, MOP_PIDS, MOP_SSL_CALLS, MOP_SSL_FDS, MOP_SSL_SOCKS, bump},
     syscalls::{mark_tls, prepare_window, tcp_conn},
 };
 
@@ -128,6 +129,24 @@ pub(crate) fn note_socket(pid_tgid: u64, fd: i32) -> bool {
     true
 }
 
+/// Called at a kernel TCP function's entry (kernel-function paths): when the thread is
+/// inside a TLS call, remembers the socket of its `SSL*` and returns true (the bytes are
+/// ciphertext).
+#[inline(always)]
+pub(crate) fn note_sock(pid_tgid: u64, sk: u64) -> bool {
+    // SAFETY: the value is copied out at once.
+    let Some(call) = (unsafe { MOP_SSL_CALLS.get(&pid_tgid) }).copied() else {
+        return false;
+    };
+    let key = SslKey {
+        pid: (pid_tgid >> 32) as u32,
+        pad: 0,
+        ssl: call.ssl,
+    };
+    let _ = MOP_SSL_SOCKS.insert(&key, &sk, 0);
+    true
+}
+
 #[uretprobe]
 pub(crate) fn mop_ssl_ret(ctx: RetProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -152,39 +171,18 @@ pub(crate) fn mop_ssl_ret(ctx: RetProbeContext) -> u32 {
             _ => return 0,
         }
     };
-    let fd = if call.fd >= 0 {
-        call.fd
-    } else {
-        let key = SslKey {
-            pid: (pid_tgid >> 32) as u32,
-            pad: 0,
-            ssl: call.ssl,
-        };
-        // SAFETY: the value is copied out at once.
-        match unsafe { MOP_SSL_FDS.get(&key) }.copied() {
-            Some(fd) => fd,
-            None => {
-                bump(Counter::TlsNoSocket);
-                return 0;
-            }
-        }
-    };
-    let cfg = MOP_CONFIG.load();
-    let key = ConnKey {
+    let ssl_key = SslKey {
         pid: (pid_tgid >> 32) as u32,
-        fd,
+        pad: 0,
+        ssl: call.ssl,
     };
-    let Some(mut info) = tcp_conn(&key, &cfg) else {
-        return 0;
-    };
-    mark_tls(&key);
-    let sc = DataSyscall {
+    let mut sc = DataSyscall {
         op: if call.op == SSL_OP_READ {
             SyscallOp::Read
         } else {
             SyscallOp::Write
         },
-        fd,
+        fd: -1,
         buf: call.buf,
         len: 0,
         ret: bytes,
@@ -194,7 +192,37 @@ pub(crate) fn mop_ssl_ret(ctx: RetProbeContext) -> u32 {
         pid_tgid,
         flags: FLAG_TLS,
     };
-    prepare_window(&key, &mut info, &sc);
-    emit_data(&info, &sc, &cfg);
+    let cfg = MOP_CONFIG.load();
+    // SAFETY: the value is copied out at once.
+    let info = if let Some(sk) = unsafe { MOP_SSL_SOCKS.get(&ssl_key) }.copied() {
+        // A kernel-function path saw the socket this `SSL*` uses.
+        crate::kfuncs::tls_conn(ssl_key.pid, sk, &sc, &cfg)
+    } else {
+        let fd = if call.fd >= 0 {
+            call.fd
+        } else {
+            // SAFETY: the value is copied out at once.
+            match unsafe { MOP_SSL_FDS.get(&ssl_key) }.copied() {
+                Some(fd) => fd,
+                None => {
+                    bump(Counter::TlsNoSocket);
+                    return 0;
+                }
+            }
+        };
+        sc.fd = fd;
+        let key = ConnKey {
+            pid: ssl_key.pid,
+            fd,
+        };
+        tcp_conn(&key, &cfg).map(|mut info| {
+            mark_tls(&key);
+            prepare_window(&key, &mut info, &sc);
+            info
+        })
+    };
+    if let Some(info) = info {
+        emit_data(&info, &sc, &cfg);
+    }
     0
 }

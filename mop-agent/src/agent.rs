@@ -226,6 +226,22 @@ pub async fn run(config: Config) -> Result<(), AgentError> {
     let (path, attached) = (loaded.probes.path, loaded.probes.attached);
     metrics.set_probes_attached(attached);
     metrics.set_capture_path(path.as_str());
+    for r in &loaded.probes.refused {
+        tracing::info!(
+            path = r.path.as_str(),
+            reason = r.reason.as_str(),
+            detail = %r.detail,
+            "Capture path refused."
+        );
+    }
+    metrics.set_capture_path_refused(
+        loaded
+            .probes
+            .refused
+            .iter()
+            .map(|r| (r.path.as_str(), r.reason.as_str()))
+            .collect(),
+    );
     tracing::info!(
         path = path.as_str(),
         programs = attached,

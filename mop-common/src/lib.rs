@@ -6,6 +6,7 @@
 #![no_std]
 
 pub mod event;
+pub mod kfunc;
 pub mod maps;
 pub mod ops;
 

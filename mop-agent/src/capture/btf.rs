@@ -1,5 +1,6 @@
 //! A minimal reader of the kernel's BTF (`/sys/kernel/btf/vmlinux`): just enough to find the
-//! byte offset of a struct member, looking through anonymous struct and union members.
+//! byte offset of a struct member (looking through anonymous struct and union members), the
+//! value of an enumerator and the parameter count of a function.
 //!
 //! aya has no CO-RE relocations for Rust eBPF programs, so the agent resolves the handful of
 //! kernel struct members its programs read here and passes their offsets as a global.
@@ -25,6 +26,17 @@ pub enum BtfError {
         /// The member that was missing.
         member: String,
     },
+    /// No function of that name in the kernel's BTF.
+    #[error("function {0} not found in kernel BTF")]
+    FuncNotFound(String),
+    /// No enumerator of that name in the named enum.
+    #[error("enumerator {value} not found in enum {name}")]
+    EnumValueNotFound {
+        /// The enum searched.
+        name: String,
+        /// The enumerator that was missing.
+        value: String,
+    },
     /// The member is a bitfield or not byte aligned.
     #[error("member {member} of struct {strukt} is a bitfield")]
     Bitfield {
@@ -45,6 +57,7 @@ const KIND_TYPEDEF: u32 = 8;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC: u32 = 12;
 const KIND_FUNC_PROTO: u32 = 13;
 const KIND_VAR: u32 = 14;
 const KIND_DATASEC: u32 = 15;
@@ -68,6 +81,15 @@ enum Type {
     Composite { members: Vec<Member> },
     /// typedef, const, volatile, restrict, type tag: refers to another type.
     Alias(u32),
+    /// A function: its name and its prototype.
+    Func { name_off: u32, proto: u32 },
+    /// A function prototype: its parameter count.
+    FuncProto { params: u32 },
+    /// An enum (or 64-bit enum): its name and its enumerators.
+    Enum {
+        name_off: u32,
+        values: Vec<(u32, i64)>,
+    },
     /// Any other kind; never looked into.
     Other,
 }
@@ -164,12 +186,38 @@ impl Btf {
                 KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
                     Type::Alias(size_or_type)
                 }
+                KIND_FUNC => Type::Func {
+                    name_off,
+                    proto: size_or_type,
+                },
+                KIND_FUNC_PROTO => {
+                    at += vlen * 8;
+                    Type::FuncProto {
+                        params: vlen as u32,
+                    }
+                }
+                KIND_ENUM | KIND_ENUM64 => {
+                    let entry = if kind == KIND_ENUM { 8 } else { 12 };
+                    let mut values = Vec::with_capacity(vlen);
+                    for i in 0..vlen {
+                        let e = at + i * entry;
+                        let lo = u32_at(data, e + 4)?;
+                        let value = if kind == KIND_ENUM {
+                            // Signedness is in kind_flag; the kernel's enums of interest are small.
+                            i64::from(lo.cast_signed())
+                        } else {
+                            i64::from(u32_at(data, e + 8)?) << 32 | i64::from(lo)
+                        };
+                        values.push((u32_at(data, e)?, value));
+                    }
+                    at += vlen * entry;
+                    Type::Enum { name_off, values }
+                }
                 _ => {
                     at += match kind {
                         KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
                         KIND_ARRAY => 12,
-                        KIND_ENUM | KIND_FUNC_PROTO => vlen * 8,
-                        KIND_DATASEC | KIND_ENUM64 => vlen * 12,
+                        KIND_DATASEC => vlen * 12,
                         _ => 0,
                     };
                     Type::Other
@@ -220,6 +268,44 @@ impl Btf {
         }
     }
 
+    /// The number of parameters of the kernel function `name`.
+    pub fn func_param_count(&self, name: &str) -> Result<u32, BtfError> {
+        self.types
+            .iter()
+            .find_map(|t| match t {
+                Type::Func { name_off, proto } if self.string(*name_off).ok()? == name => {
+                    match self.resolve(*proto)? {
+                        Type::FuncProto { params } => Some(*params),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            })
+            .ok_or_else(|| BtfError::FuncNotFound(name.to_owned()))
+    }
+
+    /// True when the kernel has a function called `name`.
+    pub fn has_func(&self, name: &str) -> bool {
+        self.func_param_count(name).is_ok()
+    }
+
+    /// The value of enumerator `value` of the enum named `name`.
+    pub fn enum_value(&self, name: &str, value: &str) -> Result<i64, BtfError> {
+        self.types
+            .iter()
+            .find_map(|t| match t {
+                Type::Enum { name_off, values } if self.string(*name_off).ok()? == name => values
+                    .iter()
+                    .find(|(v, _)| self.string(*v).ok() == Some(value))
+                    .map(|(_, n)| *n),
+                _ => None,
+            })
+            .ok_or_else(|| BtfError::EnumValueNotFound {
+                name: name.to_owned(),
+                value: value.to_owned(),
+            })
+    }
+
     /// Bit offset and bitfield size of `member` within type `id`; recursion into anonymous
     /// members bounded in depth and in members visited (`budget`). An offset that does not fit
     /// in 32 bits is not found.
@@ -247,6 +333,119 @@ impl Btf {
             }
         }
         None
+    }
+}
+
+/// Writes raw BTF for tests of the readers built on [`Btf`].
+#[cfg(test)]
+pub(crate) mod builder {
+    use super::{
+        KIND_ENUM, KIND_FUNC, KIND_FUNC_PROTO, KIND_INT, KIND_STRUCT, KIND_TYPEDEF, KIND_UNION,
+    };
+
+    /// A member of a struct or union: name (empty for anonymous), type id, bit offset.
+    pub(crate) type MemberSpec<'a> = (&'a str, u32, u32);
+
+    /// Types added one by one; each method returns the new type's id.
+    pub(crate) struct BtfBuilder {
+        strings: Vec<u8>,
+        types: Vec<u8>,
+        next_id: u32,
+    }
+
+    impl BtfBuilder {
+        pub(crate) fn new() -> Self {
+            Self {
+                strings: vec![0],
+                types: Vec::new(),
+                next_id: 1,
+            }
+        }
+
+        fn name(&mut self, name: &str) -> u32 {
+            if name.is_empty() {
+                return 0;
+            }
+            let off = self.strings.len() as u32;
+            self.strings.extend_from_slice(name.as_bytes());
+            self.strings.push(0);
+            off
+        }
+
+        fn words(&mut self, words: &[u32]) {
+            for w in words {
+                self.types.extend(w.to_le_bytes());
+            }
+        }
+
+        fn id(&mut self) -> u32 {
+            self.next_id += 1;
+            self.next_id - 1
+        }
+
+        pub(crate) fn int(&mut self, name: &str, bytes: u32) -> u32 {
+            let n = self.name(name);
+            self.words(&[n, KIND_INT << 24, bytes, bytes * 8]);
+            self.id()
+        }
+
+        pub(crate) fn typedef(&mut self, name: &str, to: u32) -> u32 {
+            let n = self.name(name);
+            self.words(&[n, KIND_TYPEDEF << 24, to]);
+            self.id()
+        }
+
+        /// A struct (or union) of `size` bytes.
+        pub(crate) fn composite(
+            &mut self,
+            union: bool,
+            name: &str,
+            size: u32,
+            members: &[MemberSpec<'_>],
+        ) -> u32 {
+            let n = self.name(name);
+            let kind = if union { KIND_UNION } else { KIND_STRUCT };
+            self.words(&[n, (kind << 24) | members.len() as u32, size]);
+            for (name, ty, bits) in members {
+                let m = self.name(name);
+                self.words(&[m, *ty, *bits]);
+            }
+            self.id()
+        }
+
+        pub(crate) fn enumeration(&mut self, name: &str, values: &[(&str, i32)]) -> u32 {
+            let n = self.name(name);
+            self.words(&[n, (KIND_ENUM << 24) | values.len() as u32, 4]);
+            for (name, v) in values {
+                let m = self.name(name);
+                self.words(&[m, v.cast_unsigned()]);
+            }
+            self.id()
+        }
+
+        /// A function with `params` parameters of type `ty`.
+        pub(crate) fn func(&mut self, name: &str, params: u32, ty: u32) -> u32 {
+            self.words(&[0, (KIND_FUNC_PROTO << 24) | params, ty]);
+            for _ in 0..params {
+                self.words(&[0, ty]);
+            }
+            let proto = self.id();
+            let n = self.name(name);
+            self.words(&[n, KIND_FUNC << 24, proto]);
+            self.id()
+        }
+
+        pub(crate) fn build(&self) -> Vec<u8> {
+            let mut data = Vec::new();
+            let type_len = self.types.len() as u32;
+            for w in [0x0001_eb9f_u32, 24, 0, type_len, type_len] {
+                data.extend(w.to_le_bytes());
+            }
+            data.extend((self.strings.len() as u32).to_le_bytes());
+            data.extend(&self.types);
+            data.extend(&self.strings);
+            data
+        }
     }
 }
 
@@ -407,5 +606,36 @@ mod tests {
         assert_eq!(btf.member_offset("sock_common", "skc_rcv_saddr"), Ok(4));
         assert_eq!(btf.member_offset("sock", "__sk_common"), Ok(0));
         assert!(btf.member_offset("task_struct", "files").unwrap() > 0);
+    }
+
+    #[test]
+    fn finds_functions_and_enumerators() {
+        let mut b = builder::BtfBuilder::new();
+        let int = b.int("int", 4);
+        b.func("tcp_recvmsg", 5, int);
+        b.func("tcp_sendmsg", 3, int);
+        b.enumeration("iter_type", &[("ITER_UBUF", 0), ("ITER_IOVEC", 1)]);
+        let btf = Btf::parse(&b.build()).unwrap();
+        assert_eq!(btf.func_param_count("tcp_recvmsg"), Ok(5));
+        assert_eq!(btf.func_param_count("tcp_sendmsg"), Ok(3));
+        assert!(!btf.has_func("tcp_sendpage"));
+        assert_eq!(
+            btf.func_param_count("nope"),
+            Err(BtfError::FuncNotFound("nope".into()))
+        );
+        assert_eq!(btf.enum_value("iter_type", "ITER_IOVEC"), Ok(1));
+        assert!(btf.enum_value("iter_type", "ITER_PIPE").is_err());
+        assert!(btf.enum_value("other", "ITER_IOVEC").is_err());
+    }
+
+    #[test]
+    fn reads_functions_of_the_running_kernel() {
+        let data = std::fs::read("/sys/kernel/btf/vmlinux").unwrap();
+        let btf = Btf::parse(&data).unwrap();
+        assert_eq!(btf.func_param_count("tcp_sendmsg"), Ok(3));
+        let n = btf.func_param_count("tcp_recvmsg");
+        // 4 from 6.16 (`addr_len` dropped), 5 from 5.19, 6 before.
+        assert!(matches!(n, Ok(4..=6)), "{n:?}");
+        assert!(btf.enum_value("iter_type", "ITER_IOVEC").is_ok());
     }
 }

@@ -1,5 +1,7 @@
 //! Loads the embedded eBPF object with this kernel's facts and attaches a capture path.
 
+use std::path::Path;
+
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
@@ -7,10 +9,11 @@ use aya::{
 };
 use mop_common::{
     Counter, KernelConfig, MAX_CAPTURE_BYTES, SyscallOp,
+    kfunc::{GLOBAL_KFUNC_CONFIG, KfuncConfig, MAP_KFUNC_INFLIGHT, MAP_SOCK_CONNS, MAP_SSL_SOCKS},
     maps::{
         COUNTER_SLOTS, FLAG_TCP_CONTEXT, FLAG_WATCH_EXEC, GLOBAL_CONFIG, MAP_CONNS, MAP_COUNTERS,
-        MAP_EVENTS, MAP_PIDS, MAP_SYSCALL_OPS, PID_SELECTED, PROG_SCHED_EXEC, PROG_SOCKOPS,
-        PROG_SYS_ENTER, PROG_SYS_EXIT,
+        MAP_EVENTS, MAP_INFLIGHT, MAP_PIDS, MAP_SYSCALL_OPS, PID_SELECTED, PROG_SCHED_EXEC,
+        PROG_SOCKOPS, PROG_SYS_ENTER, PROG_SYS_EXIT,
     },
 };
 
@@ -18,6 +21,7 @@ use super::{
     CaptureError,
     btf::Btf,
     kernel::{self, VMLINUX_BTF},
+    paths::{self, AUTO_ORDER, KernelFacts, Refusal, RefusalReason},
     sys,
 };
 
@@ -28,9 +32,9 @@ static EBPF_OBJECT: &[u8] =
 /// The capture paths the agent knows, best first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CapturePathKind {
-    /// fentry/fexit on the kernel's TCP functions (not built yet).
+    /// fentry/fexit on the kernel's TCP functions (BPF trampolines).
     Fentry,
-    /// kprobes on the kernel's TCP functions (not built yet).
+    /// kprobes and kretprobes on the kernel's TCP functions.
     Kprobe,
     /// `sys_enter`/`sys_exit` raw tracepoints: works on every kernel with BPF ring buffers.
     Syscalls,
@@ -79,6 +83,8 @@ pub struct Probes {
     pub path: CapturePathKind,
     /// How many programs are attached.
     pub attached: usize,
+    /// The better paths `auto` tried first and why they were refused.
+    pub refused: Vec<Refusal>,
 }
 
 impl Probes {
@@ -136,12 +142,29 @@ pub struct Loaded {
     pub counters: KernelCounters,
 }
 
-/// Checks the host before anything else starts: the capabilities the agent needs and the
-/// kernel's BTF. Fails with one line naming what is missing.
+/// Checks the host before anything else starts: the capabilities the agent needs, the
+/// kernel's BTF and BPF ring buffers. Fails with one line naming what is missing.
 pub fn preflight(tcp_context: bool) -> Result<(), CaptureError> {
     sys::check_privileges(tcp_context)?;
-    sys::check_btf(std::path::Path::new(VMLINUX_BTF))
+    sys::check_btf(Path::new(VMLINUX_BTF))?;
+    // Kernels before 5.11 charge maps to RLIMIT_MEMLOCK, the ring buffer probe included.
+    sys::raise_memlock_limit();
+    sys::check_ring_buffer()
 }
+
+/// Map sizes of a load: the real ones for the chosen path, or tiny ones while `auto` probes
+/// which path attaches (so that probing costs no memory and the maps of the paths not taken
+/// are never allocated at full size).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sizing {
+    Probe,
+    For(CapturePathKind),
+}
+
+/// Entries of a map the loaded path does not use (LRU maps round up to the CPU count).
+const UNUSED_ENTRIES: u32 = 64;
+/// Ring buffer bytes while probing.
+const PROBE_RING_BYTES: u32 = 64 << 10;
 
 /// Loads the programs with this kernel's offsets and attaches the best capture path (or the
 /// forced one). Call [`preflight`] first.
@@ -166,15 +189,38 @@ pub fn load(settings: &LoadSettings) -> Result<Loaded, CaptureError> {
         regs_arg_offsets: kernel::syscall_arg_offsets(&btf)?,
         offsets: kernel::kernel_offsets(&btf)?,
     };
-    let mut ebpf = EbpfLoader::new()
-        .override_global(GLOBAL_CONFIG, &config, true)
-        .map_max_entries(MAP_EVENTS, settings.ring_buffer_bytes)
-        .map_max_entries(MAP_CONNS, settings.max_connections)
-        .load(EBPF_OBJECT)
-        .map_err(CaptureError::Load)?;
-    fill_syscall_ops(&mut ebpf)?;
-    let path = settings.forced_path.unwrap_or(CapturePathKind::Syscalls);
-    let mut attached = attach(&mut ebpf, path)?;
+    let kfunc = kernel::kfunc_config(&btf);
+    let aya_btf = aya::Btf::from_sys_fs().map_err(|e| format!("reading {VMLINUX_BTF}: {e}"));
+    let facts = KernelFacts {
+        btf: &btf,
+        aya_btf: aya_btf.as_ref().map_err(Clone::clone),
+        kfunc_btf_error: kfunc.as_ref().err().map(|e| format!("kernel BTF: {e}")),
+        kprobes: paths::kprobes_available(
+            Path::new("/sys"),
+            &[
+                Path::new("/sys/kernel/tracing"),
+                Path::new("/sys/kernel/debug/tracing"),
+            ],
+        ),
+    };
+    let kfunc = kfunc.unwrap_or_default();
+    let open = |sizing| open(settings, &config, &kfunc, sizing);
+
+    let (path, refused) = select_path(settings, &facts, open)?;
+    let mut ebpf = open(Sizing::For(path))?;
+    let mut attached = attach(&mut ebpf, path, &facts).map_err(|r| {
+        if r.reason.is_kernel_limit() {
+            CaptureError::PathUnavailable {
+                path: path.as_str(),
+                reason: r.detail,
+            }
+        } else {
+            CaptureError::PathBroken {
+                path: path.as_str(),
+                detail: r.detail,
+            }
+        }
+    })?;
     if settings.watch_exec {
         attach_raw_tracepoint(&mut ebpf, PROG_SCHED_EXEC, "sched_process_exec")?;
         attached += 1;
@@ -205,11 +251,119 @@ pub fn load(settings: &LoadSettings) -> Result<Loaded, CaptureError> {
             ebpf,
             path,
             attached,
+            refused,
         },
         ring,
         pids: PidFilter { map: pids },
         counters: KernelCounters { map: counters },
     })
+}
+
+/// The forced path, or what `auto` picks, with the refusals of the better paths.
+fn select_path(
+    settings: &LoadSettings,
+    facts: &KernelFacts<'_>,
+    open: impl Fn(Sizing) -> Result<Ebpf, CaptureError>,
+) -> Result<(CapturePathKind, Vec<Refusal>), CaptureError> {
+    match settings.forced_path {
+        // The TCP-option carrier's hooks live in the syscall path (they key connections by
+        // fd); the kernel-function paths would attach the carrier with nothing to carry.
+        Some(path) if settings.tcp_context && path != CapturePathKind::Syscalls => {
+            Err(CaptureError::PathUnavailable {
+                path: path.as_str(),
+                reason: "ebpf.context_propagation tcp/all needs the tracepoint path".into(),
+            })
+        }
+        Some(path) => Ok((path, Vec::new())),
+        None if settings.tcp_context => {
+            let skipped = AUTO_ORDER
+                .iter()
+                .filter(|p| **p != CapturePathKind::Syscalls)
+                .map(|&path| Refusal {
+                    path,
+                    reason: RefusalReason::ContextPropagation,
+                    detail: "ebpf.context_propagation tcp/all needs the tracepoint path".into(),
+                })
+                .collect();
+            Ok((CapturePathKind::Syscalls, skipped))
+        }
+        None => choose_path(facts, open),
+    }
+}
+
+/// `auto`: probes each path, best first, on a throw-away load with tiny maps (dropping it
+/// detaches); returns the first that attaches and the refusals of the better ones.
+fn choose_path(
+    facts: &KernelFacts<'_>,
+    open: impl Fn(Sizing) -> Result<Ebpf, CaptureError>,
+) -> Result<(CapturePathKind, Vec<Refusal>), CaptureError> {
+    let mut fatal = None;
+    let choice = paths::choose(&AUTO_ORDER, |path| match open(Sizing::Probe) {
+        Ok(mut probe) => attach(&mut probe, path, facts).map(drop),
+        Err(e) => {
+            let detail = e.to_string();
+            fatal.get_or_insert(e);
+            Err(Refusal {
+                path,
+                reason: RefusalReason::LoadFailed,
+                detail,
+            })
+        }
+    });
+    if let Some(e) = fatal {
+        return Err(e);
+    }
+    let choice = choice.map_err(|refused| CaptureError::NoCapturePath {
+        refusals: refused
+            .iter()
+            .map(|r| format!("{}: {}", r.path.as_str(), r.detail))
+            .collect::<Vec<_>>()
+            .join("; "),
+    })?;
+    Ok((choice.path, choice.refused))
+}
+
+/// Loads the object (no program yet) with this kernel's facts and the map sizes of `sizing`.
+fn open(
+    settings: &LoadSettings,
+    config: &KernelConfig,
+    kfunc: &KfuncConfig,
+    sizing: Sizing,
+) -> Result<Ebpf, CaptureError> {
+    let mut loader = EbpfLoader::new();
+    loader
+        .override_global(GLOBAL_CONFIG, config, true)
+        .override_global(GLOBAL_KFUNC_CONFIG, kfunc, true);
+    let fd_maps = [MAP_CONNS, MAP_INFLIGHT];
+    let sock_maps = [MAP_SOCK_CONNS, MAP_KFUNC_INFLIGHT, MAP_SSL_SOCKS];
+    let (ring, unused): (u32, &[&str]) = match sizing {
+        Sizing::Probe => (
+            PROBE_RING_BYTES,
+            &[
+                MAP_CONNS,
+                MAP_INFLIGHT,
+                MAP_SOCK_CONNS,
+                MAP_KFUNC_INFLIGHT,
+                MAP_SSL_SOCKS,
+            ],
+        ),
+        Sizing::For(CapturePathKind::Syscalls) => (settings.ring_buffer_bytes, &sock_maps),
+        // The TLS return probe may still classify an fd (`MOP_CONNS`) before the socket
+        // of its `SSL*` is known; a few entries are enough for that.
+        Sizing::For(_) => (settings.ring_buffer_bytes, &fd_maps),
+    };
+    loader.map_max_entries(MAP_EVENTS, ring);
+    for name in [MAP_CONNS, MAP_SOCK_CONNS] {
+        if !unused.contains(&name) {
+            loader.map_max_entries(name, settings.max_connections);
+        }
+    }
+    for name in unused {
+        loader.map_max_entries(name, UNUSED_ENTRIES);
+    }
+    let mut ebpf = loader.load(EBPF_OBJECT).map_err(CaptureError::Load)?;
+    fill_syscall_ops(&mut ebpf)?;
+    Ok(ebpf)
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, CaptureError> {
@@ -308,18 +462,25 @@ fn attach_sock_ops(ebpf: &mut Ebpf) -> usize {
     }
 }
 
-/// Attaches the programs of `path`; returns how many were attached.
-fn attach(ebpf: &mut Ebpf, path: CapturePathKind) -> Result<usize, CaptureError> {
+/// Loads and attaches the programs of `path`; returns how many were attached.
+fn attach(
+    ebpf: &mut Ebpf,
+    path: CapturePathKind,
+    facts: &KernelFacts<'_>,
+) -> Result<usize, Refusal> {
     match path {
+        CapturePathKind::Fentry => paths::attach_fentry(ebpf, facts),
+        CapturePathKind::Kprobe => paths::attach_kprobe(ebpf, facts),
         CapturePathKind::Syscalls => {
-            attach_raw_tracepoint(ebpf, PROG_SYS_ENTER, "sys_enter")?;
-            attach_raw_tracepoint(ebpf, PROG_SYS_EXIT, "sys_exit")?;
+            for (prog, tracepoint) in [(PROG_SYS_ENTER, "sys_enter"), (PROG_SYS_EXIT, "sys_exit")] {
+                attach_raw_tracepoint(ebpf, prog, tracepoint).map_err(|e| Refusal {
+                    path,
+                    reason: RefusalReason::LoadFailed,
+                    detail: e.to_string(),
+                })?;
+            }
             Ok(2)
         }
-        other => Err(CaptureError::PathUnavailable {
-            path: other.as_str(),
-            reason: "not implemented in this build".into(),
-        }),
     }
 }
 
@@ -337,11 +498,25 @@ mod tests {
             MAP_SYSCALL_OPS,
             MAP_CONNS,
             MAP_COUNTERS,
+            MAP_INFLIGHT,
+            MAP_SOCK_CONNS,
+            MAP_KFUNC_INFLIGHT,
+            MAP_SSL_SOCKS,
         ] {
             assert!(obj.maps.contains_key(map), "map {map} missing");
         }
         for prog in [PROG_SYS_ENTER, PROG_SYS_EXIT, PROG_SCHED_EXEC, PROG_SOCKOPS] {
             assert!(obj.programs.contains_key(prog), "program {prog} missing");
+        }
+        let kfuncs = mop_common::kfunc::FENTRY_PROGRAMS
+            .iter()
+            .chain(mop_common::kfunc::KPROBE_PROGRAMS);
+        for prog in kfuncs {
+            assert!(
+                obj.programs.contains_key(prog.name),
+                "program {} missing",
+                prog.name
+            );
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod event;
 pub mod kernel;
 pub mod loader;
 pub mod parser;
+pub mod paths;
 pub mod privileges;
 pub mod stage;
 pub mod stream;
@@ -72,5 +73,19 @@ pub enum CaptureError {
         path: &'static str,
         /// Why.
         reason: String,
+    },
+    /// The kernel rejected a program of the requested path (a defect, not a missing feature).
+    #[error("capture path {path} failed to load: {detail}")]
+    PathBroken {
+        /// The path.
+        path: &'static str,
+        /// What failed.
+        detail: String,
+    },
+    /// `auto` found no capture path that attaches.
+    #[error("no capture path attaches on this kernel: {refusals}")]
+    NoCapturePath {
+        /// Each path and why it was refused.
+        refusals: String,
     },
 }

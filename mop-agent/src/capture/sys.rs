@@ -99,6 +99,27 @@ pub fn check_btf(path: &Path) -> Result<(), CaptureError> {
     }
 }
 
+/// Fails when the kernel has no BPF ring buffer (`BPF_MAP_TYPE_RINGBUF`, Linux 5.8), which
+/// every capture path writes its records to.
+pub fn check_ring_buffer() -> Result<(), CaptureError> {
+    match aya::sys::is_map_supported(aya::maps::MapType::RingBuf) {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map_or_else(|_| "unknown".to_owned(), |r| r.trim().to_owned());
+            Err(CaptureError::Host(format!(
+                "kernel {release} has no BPF ring buffer (BPF_MAP_TYPE_RINGBUF, Linux 5.8): \
+                 mop needs Linux 5.8 or newer"
+            )))
+        }
+        // The probe itself failed (e.g. a seccomp filter): let the load report what it finds.
+        Err(e) => {
+            tracing::debug!(error = %e, "Could not probe for BPF ring buffers.");
+            Ok(())
+        }
+    }
+}
+
 /// Raises `RLIMIT_MEMLOCK` for kernels that still charge BPF maps to it (before 5.11).
 ///
 /// Newer kernels account BPF memory to the cgroup and may refuse the change; that is harmless,

@@ -44,6 +44,8 @@ pub mod names {
     pub const PROBES_ATTACHED: &str = "mop_probes_attached";
     /// Always 1, label `path`: the capture path in use.
     pub const CAPTURE_PATH_INFO: &str = "mop_capture_path_info";
+    /// Always 1, labels `path`, `reason`: a better capture path `auto` tried and refused.
+    pub const CAPTURE_PATH_REFUSED: &str = "mop_capture_path_refused";
     /// Always 1, label `version`.
     pub const BUILD_INFO: &str = "mop_build_info";
     /// Connections the userspace tracker holds.
@@ -144,6 +146,7 @@ pub struct SelfMetrics {
     stream_gaps: AtomicU64,
     tls_programs: AtomicI64,
     capture_path: OnceLock<&'static str>,
+    capture_path_refused: OnceLock<Vec<(&'static str, &'static str)>>,
     metric_series_overflow: AtomicU64,
     metric_series: AtomicI64,
     exports: [[ExportStats; Signal::ALL.len()]; Exporter::ALL.len()],
@@ -256,6 +259,16 @@ impl SelfMetrics {
     /// Records the capture path once it is attached.
     pub fn set_capture_path(&self, path: &'static str) {
         let _ = self.capture_path.set(path);
+    }
+
+    /// Records the better capture paths that were refused, as `(path, reason)`, once.
+    pub fn set_capture_path_refused(&self, refused: Vec<(&'static str, &'static str)>) {
+        let _ = self.capture_path_refused.set(refused);
+    }
+
+    /// The capture paths refused before the one in use, as `(path, reason)`.
+    pub fn capture_path_refused(&self) -> &[(&'static str, &'static str)] {
+        self.capture_path_refused.get().map_or(&[], Vec::as_slice)
     }
 
     /// Ring-buffer records read so far.

@@ -468,6 +468,18 @@ fn self_metrics(w: &mut Writer, m: &SelfMetrics) {
         );
         w.sample(names::CAPTURE_PATH_INFO, &[label("path", path)], "1");
     }
+    let refused = m.capture_path_refused();
+    if !refused.is_empty() {
+        gauge(
+            w,
+            names::CAPTURE_PATH_REFUSED,
+            "Better capture paths refused at start-up, and why (always 1).",
+            &refused
+                .iter()
+                .map(|(path, reason)| (vec![label("path", path), label("reason", reason)], 1))
+                .collect::<Vec<_>>(),
+        );
+    }
     w.header(names::BUILD_INFO, Kind::Info, None, "The agent's version.");
     w.sample(
         names::BUILD_INFO,

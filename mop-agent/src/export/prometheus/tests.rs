@@ -36,6 +36,7 @@ fn fixture() -> (crate::metrics::MetricsSnapshot, SelfMetrics) {
     m.add_spans_dropped(DropReason::AssemblyQueueFull, 5);
     m.set_instrumented_processes(2);
     m.set_capture_path("syscalls");
+    m.set_capture_path_refused(vec![("fentry", "attach_denied"), ("kprobe", "no_kprobes")]);
     let grpc = m.export(Exporter::OtlpGrpc, Signal::Traces);
     grpc.activate();
     grpc.add_exported(100);
