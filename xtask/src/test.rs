@@ -26,6 +26,7 @@ use crate::{cmd, setup};
 const EXTRA_SUITES: &[(&str, ExtraSuite)] = &[
     ("manifests", crate::manifests::verify),
     ("experiments", crate::experiment::smoke),
+    ("vm", crate::vm::suite),
 ];
 
 /// Suites that run only when selected with `--suite NAME`, never in a plain `cargo xtask test`
