@@ -14,6 +14,7 @@
 //! `run` exits 0 on pass, 1 on fail, 2 when the agent does not implement the path yet and 3
 //! when this kernel cannot run it; it prints one line starting with `mop-vm: path=`.
 
+mod cpu;
 mod http;
 mod run;
 mod spans;

@@ -13,7 +13,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::spans::{self, Expected};
+use crate::{
+    cpu,
+    spans::{self, Expected},
+};
 
 /// Options of `mop-vm run`.
 pub(crate) struct Options {
@@ -55,6 +58,8 @@ impl Verdict {
     }
 }
 
+/// The `--path` that runs the load with no agent: the baseline of the CPU figures.
+pub(crate) const NO_AGENT: &str = "none";
 /// Name of the client's copy of this binary: the agent selects it by this path.
 const CLIENT_EXE: &str = "mop-vm-client";
 /// How long to wait for the expected spans after the client is done.
@@ -84,6 +89,10 @@ struct Report {
     stderr: Vec<String>,
     /// The span lines, shown on a failure.
     spans: Vec<String>,
+    /// CPU per request (microseconds) of the server while the client ran, and of the agent
+    /// from the client's start until the spans arrived (`?` when not measured).
+    server_cpu_us: String,
+    agent_cpu_us: String,
 }
 
 impl Report {
@@ -96,6 +105,8 @@ impl Report {
             detail: String::new(),
             stderr: Vec::new(),
             spans: Vec::new(),
+            server_cpu_us: "?".to_owned(),
+            agent_cpu_us: "?".to_owned(),
         }
     }
 
@@ -151,11 +162,13 @@ pub(crate) fn run(opts: &Options) -> Verdict {
         .unwrap_or_default();
     println!(
         "mop-vm: path={}{chosen} kernel={kernel} expected={} server_spans={} client_spans={}\
-         {stopped} seconds={:.1} result={} detail={}",
+         {stopped} server_cpu_us={} agent_cpu_us={} seconds={:.1} result={} detail={}",
         opts.path,
         opts.requests,
         report.server_spans,
         report.client_spans,
+        report.server_cpu_us,
+        report.agent_cpu_us,
         started.elapsed().as_secs_f64(),
         report.verdict.as_str(),
         if report.detail.is_empty() {
@@ -242,6 +255,14 @@ fn test(opts: &Options) -> Result<Report, Failed> {
 
     let me = std::env::current_exe().map_err(|e| fail(e.to_string()))?;
     let server = start_server(&me, opts.port, opts.dup_fds).map_err(fail)?;
+    if opts.path == NO_AGENT {
+        // The baseline of the CPU figures: the same load with no agent and no hooks.
+        let before = cpu::on_cpu_ns(server.0.id());
+        run_client(&client_exe, opts).map_err(|e| (Report::new(), e))?;
+        report.server_cpu_us =
+            cpu::per_request_us(before, cpu::on_cpu_ns(server.0.id()), opts.requests);
+        return Ok(report.finish(Verdict::Pass, ""));
+    }
     let config = dir.join("agent.yaml");
     std::fs::write(&config, agent_config(opts, &client_exe))
         .map_err(|e| fail(format!("writing {}: {e}", config.display())))?;
@@ -270,10 +291,14 @@ fn test(opts: &Options) -> Result<Report, Failed> {
         }
     }
 
+    let agent_pid = agent.child.0.id();
+    let (server_before, agent_before) = (cpu::on_cpu_ns(server.0.id()), cpu::on_cpu_ns(agent_pid));
     let client_pid = match run_client(&client_exe, opts) {
         Ok(pid) => pid,
         Err(e) => return Err((report, e)),
     };
+    report.server_cpu_us =
+        cpu::per_request_us(server_before, cpu::on_cpu_ns(server.0.id()), opts.requests);
 
     // Wait for the spans we expect (extra ones show up in the counts after the flush).
     let expected = Expected::new(opts.requests, opts.port, server.0.id(), client_pid);
@@ -285,6 +310,8 @@ fn test(opts: &Options) -> Result<Report, Failed> {
             Next::Closed | Next::Timeout => break,
         }
     }
+    report.agent_cpu_us =
+        cpu::per_request_us(agent_before, cpu::on_cpu_ns(agent_pid), opts.requests);
     drop(server);
 
     // SIGTERM: the agent flushes and exits 0.

@@ -8,6 +8,7 @@
 //! kernel x path matrix. Fails when a cell fails or a guest gives no verdict; a path the
 //! agent does not implement yet is `missing`, one the kernel cannot run is `n/a`.
 
+mod cost;
 mod initramfs;
 mod kernels;
 mod qemu;
@@ -53,6 +54,8 @@ pub(crate) enum PathChoice {
     Tracepoint,
     /// Every path the agent knows (tracepoint, kprobe, fentry).
     All,
+    /// No agent at all: the same load, the baseline of the CPU figures (`--requests 2000`).
+    None,
 }
 
 /// The capture paths the agent knows (its `ebpf.capture_path` values other than `auto`).
@@ -133,7 +136,7 @@ pub(crate) fn suite() -> anyhow::Result<()> {
 }
 
 /// The result of one kernel x path cell.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 struct Cell {
     result: String,
     /// The path the agent reported attaching, when it differs (for `auto`).
@@ -142,6 +145,9 @@ struct Cell {
     server_spans: String,
     client_spans: String,
     seconds: String,
+    /// CPU microseconds per request of the server and of the agent (`?` when not measured).
+    server_cpu_us: Option<f64>,
+    agent_cpu_us: Option<f64>,
     /// Records the agent counted as lost in the kernel (`agent_lost=`), when it said.
     lost: Option<u64>,
     detail: String,
@@ -168,6 +174,8 @@ impl Cell {
             server_spans: get("server_spans").unwrap_or_default(),
             client_spans: get("client_spans").unwrap_or_default(),
             seconds: get("seconds").unwrap_or_default(),
+            server_cpu_us: get("server_cpu_us").and_then(|v| v.parse().ok()),
+            agent_cpu_us: get("agent_cpu_us").and_then(|v| v.parse().ok()),
             lost: get("agent_lost").and_then(|v| v.parse().ok()),
             detail: detail.to_owned(),
             agent_log: Vec::new(),
@@ -360,6 +368,7 @@ fn selected_paths(choices: &[PathChoice]) -> Vec<&'static str> {
             PathChoice::Kprobe => add("kprobe"),
             PathChoice::Fentry => add("fentry"),
             PathChoice::Auto => add("auto"),
+            PathChoice::None => add("none"),
         }
     }
     paths
@@ -488,6 +497,10 @@ fn matrix(rows: &[Row], paths: &[&str], strict: bool) -> (String, usize) {
         "\ncells: result [(path auto chose)] server+client spans/expected, seconds of the run; \
          `lost N`: spans missing but the agent counted N kernel records lost (not a failure)",
     );
+    if let Some(table) = cost::table(rows, paths) {
+        out.push_str("\n\n");
+        out.push_str(&table);
+    }
     (out, failed)
 }
 
