@@ -400,16 +400,25 @@ fn transfer_encoding(value: &[u8], f: &mut Fields<'_>) {
 
 impl Fields<'_> {
     /// The body framing of a request (RFC 9112 section 6.3) and the problem to count, if any.
+    ///
+    /// A request with both `Content-Length` and `Transfer-Encoding` is the request smuggling
+    /// shape: servers either refuse it or answer it and then must close the connection (RFC 9112
+    /// section 6.3), so nothing after its head is a request of its own. Its body runs until the
+    /// close, and bytes that one reading or the other would take for a next request never make
+    /// a span the server did not serve.
     pub(crate) fn request_framing(&self) -> (Framing, Option<ParseError>) {
         if let Some(e) = self.error {
             return (Framing::Unknown, Some(e));
         }
         if self.transfer_encoding {
-            let smuggle = self
-                .content_length
-                .map(|_| ParseError::ContentLengthWithTransferEncoding);
+            if self.content_length.is_some() {
+                return (
+                    Framing::UntilClose,
+                    Some(ParseError::ContentLengthWithTransferEncoding),
+                );
+            }
             if self.chunked {
-                return (Framing::Chunked, smuggle);
+                return (Framing::Chunked, None);
             }
             return (Framing::Unknown, Some(ParseError::InvalidTransferEncoding));
         }

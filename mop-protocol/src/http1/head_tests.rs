@@ -138,7 +138,7 @@ fn framing_rules() {
     assert_eq!(
         (f, e),
         (
-            Framing::Chunked,
+            Framing::UntilClose,
             Some(ParseError::ContentLengthWithTransferEncoding)
         )
     );
