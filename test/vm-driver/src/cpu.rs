@@ -2,15 +2,26 @@
 
 /// Nanoseconds `pid`'s live threads have run (the first field of each
 /// `/proc/PID/task/TID/schedstat`); `None` when the kernel has no schedstat files or the
-/// process is gone.
+/// process is gone. Threads that exit while they are read are left out.
 pub(crate) fn on_cpu_ns(pid: u32) -> Option<u64> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
     let mut total = 0u64;
+    let mut any = false;
     for task in tasks.flatten() {
-        let text = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
-        total = total.saturating_add(text.split_whitespace().next()?.parse().ok()?);
+        // A thread may exit between the listing and the read: it no longer counts.
+        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        if let Some(ns) = text
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            total = total.saturating_add(ns);
+            any = true;
+        }
     }
-    Some(total)
+    any.then_some(total)
 }
 
 /// `after - before` per request in microseconds, formatted for the result line.

@@ -121,7 +121,22 @@ fn hostile_traffic_leaves_the_agent_up_bounded_and_exact() {
             .count()
     };
     agent.wait_for_spans(SPAN_WAIT, |s| ok(s) >= AFTER);
-    let scrape = metrics::scrape(metrics_port);
+    // The smuggling shape (and the cut requests) are parse problems, counted once their
+    // connections closed and the capture stage published (every second).
+    let parse_errors = |s: &metrics::Scrape| {
+        s.value("mop_parse_errors_total", &[("protocol", "http1")])
+            .unwrap_or(0.0)
+    };
+    let mut scrape = metrics::scrape(metrics_port);
+    let counted = util::wait_until(Duration::from_secs(5), || {
+        scrape = metrics::scrape(metrics_port);
+        parse_errors(&scrape) >= 1.0
+    });
+    assert!(
+        counted,
+        "no HTTP/1 parse problem counted after hostile requests:\n{}",
+        scrape.text
+    );
     let peak = metrics::rss_kib(pid).map_or(0, |(_, hwm)| hwm);
     drop(slow);
     let spans = agent.stop();
