@@ -3,12 +3,6 @@
 //! under the client span without any header, and the sampler keeps or drops whole traces
 //! while the metrics still count every request.
 
-use std::{
-    io::{Read as _, Write as _},
-    net::{Ipv4Addr, TcpStream},
-    time::Duration,
-};
-
 use super::{
     Peer, Req, SPAN_WAIT, assert_count, by_start, check_client_span, check_curl, check_server_span,
     collect, curl_spans, ports_config,
@@ -265,27 +259,6 @@ fn incoming_headers_root_the_chain() {
     }
 }
 
-/// `GET /metrics` of the agent's Prometheus endpoint, from this (uninstrumented) process.
-pub(crate) fn scrape(port: u16) -> String {
-    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
-        .unwrap_or_else(|e| panic!("connecting to the Prometheus port {port}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("read timeout");
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .expect("sending the scrape");
-    let mut text = String::new();
-    stream
-        .read_to_string(&mut text)
-        .expect("reading the scrape");
-    assert!(
-        text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200"),
-        "scrape failed:\n{text}"
-    );
-    text
-}
-
 /// The sum of the `name` samples whose labels include `service_name="service"`.
 pub(crate) fn metric_sum(text: &str, name: &str, service: &str) -> u64 {
     let label = format!("service_name=\"{service}\"");
@@ -354,7 +327,7 @@ fn ratio_zero_prints_nothing_but_metrics_count_every_request() {
     let want = [n as u64; 4];
     let mut text = String::new();
     let counted = util::wait_until(SPAN_WAIT, || {
-        text = scrape(metrics_port);
+        text = crate::metrics::scrape(metrics_port).text;
         red_counts(&text, &curl_service) == want
     });
     assert!(
@@ -417,7 +390,7 @@ fn parent_based_always_off_prints_only_sampled_callers() {
     trace_chains::assert_answered(std::slice::from_ref(&run), CHAIN_FRONT_BODY);
     let mut text = String::new();
     let counted = util::wait_until(SPAN_WAIT, || {
-        text = scrape(metrics_port);
+        text = crate::metrics::scrape(metrics_port).text;
         red_counts(&text, "none")[..3] == [9, 9, 9]
     });
     assert!(counted, "RED counts never reached 9 per hop:\n{text}");
