@@ -206,6 +206,8 @@ pub(crate) fn fetch(
     let url = format!("{base}/{}", stanza.filename);
     download_verified(&url, &deb, stanza.size, &stanza.sha256)?;
     let (release, vmlinuz) = unpack_vmlinuz(&deb, &cache.join("images"))?;
+    // Only the vmlinuz is kept: the package is 15-100 MB that CI's disk needs more.
+    fs::remove_file(&deb).with_context(|| format!("removing {}", deb.display()))?;
     let kernel = Kernel {
         series,
         package: stanza.package,
