@@ -191,9 +191,11 @@ fn summary(results: &[(&str, Outcome, Duration)]) -> (String, Vec<String>) {
     (text, failed)
 }
 
+/// Cargo in the workspace, without incremental compilation: its caches are a gigabyte and more
+/// of the target directory that a one-off CI build never reuses.
 fn cargo(root: &Path) -> Command {
     let mut cmd = Command::new(cmd::cargo());
-    cmd.current_dir(root);
+    cmd.current_dir(root).env("CARGO_INCREMENTAL", "0");
     cmd
 }
 

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf, EbpfLoader, Pod,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{CgroupAttachMode, RawTracePoint, SockOps},
 };
@@ -12,8 +12,9 @@ use mop_common::{
     kfunc::{GLOBAL_KFUNC_CONFIG, KfuncConfig, MAP_KFUNC_INFLIGHT, MAP_SOCK_CONNS, MAP_SSL_SOCKS},
     maps::{
         COUNTER_SLOTS, FLAG_TCP_CONTEXT, FLAG_WATCH_EXEC, GLOBAL_CONFIG, MAP_CONNS, MAP_COUNTERS,
-        MAP_EVENTS, MAP_INFLIGHT, MAP_PIDS, MAP_SYSCALL_OPS, PID_SELECTED, PROG_SCHED_EXEC,
-        PROG_SOCKOPS, PROG_SYS_ENTER, PROG_SYS_EXIT,
+        MAP_EVENTS, MAP_INFLIGHT, MAP_PIDS, MAP_SSL_CALLS, MAP_SSL_FDS, MAP_SYSCALL_OPS,
+        MAP_THREAD_CTX, MAX_CONNS, MAX_INFLIGHT, PROG_SCHED_EXEC, PROG_SOCKOPS, PROG_SYS_ENTER,
+        PROG_SYS_EXIT,
     },
 };
 
@@ -22,6 +23,7 @@ use super::{
     btf::Btf,
     kernel::{self, VMLINUX_BTF},
     paths::{self, AUTO_ORDER, KernelFacts, Refusal, RefusalReason},
+    pid_filter::{PidFilter, ProcessMaps},
     sys,
 };
 
@@ -91,28 +93,6 @@ impl Probes {
     /// The loaded object, for attaching per-process probes (TLS libraries).
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
-    }
-}
-
-/// Where discovery selects processes: the kernel's pid filter.
-pub struct PidFilter {
-    map: HashMap<MapData, u32, u32>,
-}
-
-impl PidFilter {
-    /// Starts capturing `pid`.
-    pub fn add(&mut self, pid: u32) -> Result<(), CaptureError> {
-        self.map
-            .insert(pid, PID_SELECTED, 0)
-            .map_err(|source| CaptureError::Map {
-                name: MAP_PIDS,
-                source,
-            })
-    }
-
-    /// Stops capturing `pid`; a pid that was not there is fine.
-    pub fn remove(&mut self, pid: u32) {
-        let _ = self.map.remove(&pid);
     }
 }
 
@@ -234,11 +214,21 @@ pub fn load(settings: &LoadSettings) -> Result<Loaded, CaptureError> {
             source,
         }
     })?;
-    let pids =
-        HashMap::try_from(take_map(&mut ebpf, MAP_PIDS)?).map_err(|source| CaptureError::Map {
-            name: MAP_PIDS,
-            source,
-        })?;
+    let pids = take_hash_map(&mut ebpf, MAP_PIDS)?;
+    let leftovers = ProcessMaps {
+        conns: take_hash_map(&mut ebpf, MAP_CONNS)?,
+        inflight: take_hash_map(&mut ebpf, MAP_INFLIGHT)?,
+        ssl_calls: take_hash_map(&mut ebpf, MAP_SSL_CALLS)?,
+        ssl_fds: take_hash_map(&mut ebpf, MAP_SSL_FDS)?,
+        thread_ctx: take_hash_map(&mut ebpf, MAP_THREAD_CTX)?,
+        sock_conns: take_hash_map(&mut ebpf, MAP_SOCK_CONNS)?,
+        kfunc_inflight: take_hash_map(&mut ebpf, MAP_KFUNC_INFLIGHT)?,
+        ssl_socks: take_hash_map(&mut ebpf, MAP_SSL_SOCKS)?,
+        walk_limit: 2 * [settings.max_connections, MAX_CONNS, MAX_INFLIGHT]
+            .into_iter()
+            .max()
+            .unwrap_or(MAX_CONNS) as usize,
+    };
     let counters = PerCpuArray::try_from(take_map(&mut ebpf, MAP_COUNTERS)?).map_err(|source| {
         CaptureError::Map {
             name: MAP_COUNTERS,
@@ -254,7 +244,7 @@ pub fn load(settings: &LoadSettings) -> Result<Loaded, CaptureError> {
             refused,
         },
         ring,
-        pids: PidFilter { map: pids },
+        pids: PidFilter::new(pids, leftovers),
         counters: KernelCounters { map: counters },
     })
 }
@@ -364,6 +354,14 @@ fn open(
     let mut ebpf = loader.load(EBPF_OBJECT).map_err(CaptureError::Load)?;
     fill_syscall_ops(&mut ebpf)?;
     Ok(ebpf)
+}
+
+/// [`take_map`] as a hash map (plain or LRU) with these key and value types.
+fn take_hash_map<K: Pod, V: Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<HashMap<MapData, K, V>, CaptureError> {
+    HashMap::try_from(take_map(ebpf, name)?).map_err(|source| CaptureError::Map { name, source })
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, CaptureError> {

@@ -8,6 +8,7 @@ pub mod kernel;
 pub mod loader;
 pub mod parser;
 pub mod paths;
+pub mod pid_filter;
 pub mod privileges;
 pub mod stage;
 pub mod stream;
@@ -16,7 +17,8 @@ pub mod tls;
 
 use thiserror::Error;
 
-pub use loader::{CapturePathKind, KernelCounters, LoadSettings, Loaded, PidFilter, Probes};
+pub use loader::{CapturePathKind, KernelCounters, LoadSettings, Loaded, Probes};
+pub use pid_filter::PidFilter;
 
 /// Why capture could not start.
 #[derive(Debug, Error)]

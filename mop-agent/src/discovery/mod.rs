@@ -509,6 +509,10 @@ pub async fn run(
         for change in changes {
             apply(&mut out, change).await;
         }
+        if full_pass {
+            // What the processes that left the filter since the last pass left in the kernel.
+            tokio::task::block_in_place(|| out.pids.sweep());
+        }
         if scanner.pass.is_multiple_of(TLS_RECHECK_PASSES) {
             recheck_tls(&scanner, &mut out);
         }

@@ -166,11 +166,53 @@ pub fn map_named(ids: &BTreeSet<u64>, name: &str) -> Map {
         .unwrap_or_else(|| panic!("no map named {name} among {all:?}"))
 }
 
-/// The entries a hash map holds now (`bpftool map dump`).
+/// The entries a hash map holds now, counted with the `bpf(2)` syscall from this process: a
+/// `bpftool` run would be an `exec` that an agent watching execs captures until it decides,
+/// adding entries of its own to the maps being counted.
 pub fn map_len(id: u64) -> usize {
-    bpftool(&["map", "dump", "id", &id.to_string()])
-        .as_array()
-        .map_or(0, Vec::len)
+    // The commands and `union bpf_attr` layouts of <linux/bpf.h>.
+    const MAP_GET_NEXT_KEY: libc::c_long = 4;
+    const MAP_GET_FD_BY_ID: libc::c_long = 14;
+    const OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    /// Far above any map's entries: the walk ends even if the map changes under it.
+    const MAX_KEYS: usize = 1 << 22;
+    let bpf = |cmd: libc::c_long, attr: &mut [u64; 16]| -> libc::c_long {
+        // SAFETY: `attr` is a zeroed `union bpf_attr` of 128 bytes set up for `cmd`; every
+        // pointer in it points into buffers that outlive the call.
+        unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), 128_u32) }
+    };
+    let mut attr = [0_u64; 16];
+    attr[0] = id;
+    let fd = bpf(MAP_GET_FD_BY_ID, &mut attr);
+    assert!(
+        fd >= 0,
+        "no map with id {id}: {}",
+        std::io::Error::last_os_error()
+    );
+    let fd = u32::try_from(fd).expect("a file descriptor");
+    // `struct bpf_map_info`: type, id, key_size, ...
+    let mut info = [0_u32; 20];
+    let mut attr = [0_u64; 16];
+    attr[0] = u64::from(fd) | (u64::try_from(std::mem::size_of_val(&info)).expect("size") << 32);
+    attr[1] = info.as_mut_ptr() as u64;
+    assert_eq!(bpf(OBJ_GET_INFO_BY_FD, &mut attr), 0, "map {id} info");
+    let key_size = info[2] as usize;
+    let (mut key, mut next) = (vec![0_u8; key_size], vec![0_u8; key_size]);
+    let mut count = 0;
+    while count < MAX_KEYS {
+        let mut attr = [0_u64; 16];
+        attr[0] = u64::from(fd);
+        attr[1] = if count == 0 { 0 } else { key.as_ptr() as u64 };
+        attr[2] = next.as_mut_ptr() as u64;
+        if bpf(MAP_GET_NEXT_KEY, &mut attr) != 0 {
+            break;
+        }
+        count += 1;
+        std::mem::swap(&mut key, &mut next);
+    }
+    // SAFETY: `fd` is this function's own descriptor.
+    unsafe { libc::close(fd.cast_signed()) };
+    count
 }
 
 /// Files under the BPF filesystem (`/sys/fs/bpf`), where pinned objects would live.

@@ -101,6 +101,23 @@ impl Scrape {
             .filter_map(|(_, v)| v.parse::<f64>().ok())
             .sum()
     }
+
+    /// The sum over every series of counter `name` whose labels include every `labels` pair
+    /// (whole numbers: a value that is not one is left out).
+    pub fn count_with(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        self.samples
+            .iter()
+            .filter_map(|(series, value)| {
+                let labels = series.strip_prefix(name)?.strip_prefix('{')?;
+                wanted
+                    .iter()
+                    .all(|w| labels.contains(w.as_str()))
+                    .then(|| value.parse::<u64>().ok())
+                    .flatten()
+            })
+            .sum()
+    }
 }
 
 /// A Prometheus config block for the agent on a free port; returns the YAML and the port.
@@ -188,5 +205,15 @@ mod tests {
         );
         assert!((scrape.sum("mop_parse_errors_total") - 7.0).abs() < 1e-9);
         assert!(scrape.series("missing").is_none());
+    }
+
+    #[test]
+    fn sums_the_series_with_given_labels() {
+        let scrape = Scrape::parse(
+            "x_count{service_name=\"a\",code=\"200\"} 3\n             x_count{service_name=\"a\",code=\"404\"} 4\n             x_count{service_name=\"b\",code=\"200\"} 5\n             x_count_other{service_name=\"a\"} 100\n",
+        );
+        assert_eq!(scrape.count_with("x_count", &[("service_name", "a")]), 7);
+        assert_eq!(scrape.count_with("x_count", &[("code", "200")]), 8);
+        assert_eq!(scrape.count_with("x_count", &[("service_name", "c")]), 0);
     }
 }

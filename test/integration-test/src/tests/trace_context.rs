@@ -10,6 +10,7 @@ use super::{
 };
 use crate::{
     agent::Agent,
+    metrics::Scrape,
     peers::{
         curl::{Transfer, curl},
         nginx::{self, Nginx, OK_PATH, SMALL_PATH, SMALL_SIZE},
@@ -260,29 +261,31 @@ fn incoming_headers_root_the_chain() {
 }
 
 /// The sum of the `name` samples whose labels include `service_name="service"`.
-pub(crate) fn metric_sum(text: &str, name: &str, service: &str) -> u64 {
-    let label = format!("service_name=\"{service}\"");
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
-/// The value of the sample `line_prefix` (name and labels exactly as rendered).
-fn metric_value(text: &str, line_prefix: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_prefix)?.trim().parse().ok())
+fn metric_sum(scrape: &Scrape, name: &str, service: &str) -> u64 {
+    scrape.count_with(name, &[("service_name", service)])
 }
 
 /// Request counts of the chain as the RED metrics see them: (frontend server, frontend client,
 /// backend server, curl client).
-fn red_counts(text: &str, curl_service: &str) -> [u64; 4] {
+fn red_counts(scrape: &Scrape, curl_service: &str) -> [u64; 4] {
     [
-        metric_sum(text, "http_server_request_duration_seconds_count", FRONTEND),
-        metric_sum(text, "http_client_request_duration_seconds_count", FRONTEND),
-        metric_sum(text, "http_server_request_duration_seconds_count", BACKEND),
         metric_sum(
-            text,
+            scrape,
+            "http_server_request_duration_seconds_count",
+            FRONTEND,
+        ),
+        metric_sum(
+            scrape,
+            "http_client_request_duration_seconds_count",
+            FRONTEND,
+        ),
+        metric_sum(
+            scrape,
+            "http_server_request_duration_seconds_count",
+            BACKEND,
+        ),
+        metric_sum(
+            scrape,
             "http_client_request_duration_seconds_count",
             curl_service,
         ),
@@ -325,22 +328,23 @@ fn ratio_zero_prints_nothing_but_metrics_count_every_request() {
     trace_chains::assert_answered(std::slice::from_ref(&run), CHAIN_FRONT_BODY);
     let curl_service = util::which_name("curl");
     let want = [n as u64; 4];
-    let mut text = String::new();
+    let mut scrape = Scrape::parse("");
     let counted = util::wait_until(SPAN_WAIT, || {
-        text = crate::metrics::scrape(metrics_port).text;
-        red_counts(&text, &curl_service) == want
+        scrape = crate::metrics::scrape(metrics_port);
+        red_counts(&scrape, &curl_service) == want
     });
     assert!(
         counted,
         "RED request counts (frontend server, frontend client, backend server, curl) are {:?}, \
-         expected {want:?}:\n{text}",
-        red_counts(&text, &curl_service)
+         expected {want:?}:\n{}",
+        red_counts(&scrape, &curl_service),
+        scrape.text
     );
-    let dropped = metric_value(&text, "mop_spans_dropped_total{reason=\"sampled_out\"}");
     assert_eq!(
-        dropped,
-        Some(4 * n as u64),
-        "every span is counted as sampled out:\n{text}"
+        scrape.counter("mop_spans_dropped_total{reason=\"sampled_out\"}"),
+        4 * n as u64,
+        "every span is counted as sampled out:\n{}",
+        scrape.text
     );
     let spans = agent.stop();
     let pids = [run.pid, frontend.pid(), backend.pid()];
@@ -388,12 +392,16 @@ fn parent_based_always_off_prints_only_sampled_callers() {
         .collect();
     let run = curl(&transfers);
     trace_chains::assert_answered(std::slice::from_ref(&run), CHAIN_FRONT_BODY);
-    let mut text = String::new();
+    let mut scrape = Scrape::parse("");
     let counted = util::wait_until(SPAN_WAIT, || {
-        text = crate::metrics::scrape(metrics_port).text;
-        red_counts(&text, "none")[..3] == [9, 9, 9]
+        scrape = crate::metrics::scrape(metrics_port);
+        red_counts(&scrape, "none")[..3] == [9, 9, 9]
     });
-    assert!(counted, "RED counts never reached 9 per hop:\n{text}");
+    assert!(
+        counted,
+        "RED counts never reached 9 per hop:\n{}",
+        scrape.text
+    );
     let pids = [frontend.pid(), backend.pid()];
     let spans = collect(agent, &pids, 3 * sampled_queries.len());
     assert_count(&spans, 3 * sampled_queries.len(), "the sampled chains only");

@@ -2,6 +2,7 @@
 //! crash, with and without the `sock_ops` program of the TCP-option trace-context carrier), the
 //! privileges it runs with ([`privileges`]) and how it weathers overload ([`overload`]).
 
+mod churn;
 mod hostile;
 mod overload;
 mod privileges;

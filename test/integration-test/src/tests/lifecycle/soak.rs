@@ -8,6 +8,9 @@
 //! - outage: the OTLP receiver is stopped while a lighter load goes on (the exporter retries
 //!   and drops; capture must not block).
 //!
+//! Before the agent starts, the flood runs once without it: the report gives the application's
+//! throughput under the flood with the agent as a ratio of that.
+//!
 //! Asserts only what must hold however long it runs: the agent is alive after every phase and
 //! its RSS stays under [`RSS_CAP_KIB`]; the rest is reported.
 
@@ -87,6 +90,8 @@ fn soak() {
         .unwrap_or(DEFAULT_SECONDS);
     let phase_time = Duration::from_secs((seconds / 3).max(1));
     let nginx = Nginx::start(1);
+    let (_, flood_load) = PHASES[0];
+    let without_agent = flood_load(nginx.port, phase_time);
     let mut receiver = Some(OtlpReceiver::start());
     let http_port = receiver.as_ref().map_or(0, |r| r.http_port);
     let config = format!(
@@ -120,7 +125,7 @@ fn soak() {
         });
     }
     let peak = metrics::rss_kib(pid).map_or(0, |(_, hwm)| hwm);
-    let report = render(seconds, &samples, &results, peak);
+    let report = render(seconds, &samples, &results, peak, &without_agent);
     let path = std::env::var("MOP_SOAK_REPORT").unwrap_or_else(|_| "soak-report.md".to_owned());
     std::fs::write(&path, &report).unwrap_or_else(|e| panic!("writing {path}: {e}"));
     eprintln!("{report}\nsoak: report written to {path}");
@@ -137,15 +142,21 @@ fn render(
     samples: &[(f64, &str, u64)],
     results: &[PhaseResult],
     peak: u64,
+    without_agent: &FloodStats,
 ) -> String {
+    let with_agent = results.first().map_or(0.0, |r| r.load.rate());
     let mut out = format!(
         "# mop soak report\n\n{seconds} s in three phases; agent peak RSS (VmHWM) {} MiB, cap {} MiB. Counters are \
          the agent's self-metrics at the end of each phase (dropped and export errors summed over \
          their label sets).\n\n\
+         Application throughput under the flood: {with_agent:.0} req/s with the agent, {:.0} req/s \
+         without it (same load, before the agent started): ratio {:.3}.\n\n\
          | phase | requests | req/s | client errors | events lost (total) | spans produced (total) | spans dropped (total) | export errors (total) | connections tracked |\n\
          |---|---|---|---|---|---|---|---|---|\n",
         peak / 1024,
-        RSS_CAP_KIB / 1024
+        RSS_CAP_KIB / 1024,
+        without_agent.rate(),
+        with_agent / without_agent.rate().max(f64::MIN_POSITIVE),
     );
     for r in results {
         let count = |name: &str| r.end.series(name).unwrap_or_default();
