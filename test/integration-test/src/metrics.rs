@@ -210,7 +210,10 @@ mod tests {
     #[test]
     fn sums_the_series_with_given_labels() {
         let scrape = Scrape::parse(
-            "x_count{service_name=\"a\",code=\"200\"} 3\n             x_count{service_name=\"a\",code=\"404\"} 4\n             x_count{service_name=\"b\",code=\"200\"} 5\n             x_count_other{service_name=\"a\"} 100\n",
+            "x_count{service_name=\"a\",code=\"200\"} 3\n\
+             x_count{service_name=\"a\",code=\"404\"} 4\n\
+             x_count{service_name=\"b\",code=\"200\"} 5\n\
+             x_count_other{service_name=\"a\"} 100\n",
         );
         assert_eq!(scrape.count_with("x_count", &[("service_name", "a")]), 7);
         assert_eq!(scrape.count_with("x_count", &[("code", "200")]), 8);
