@@ -13,7 +13,7 @@ use crate::{
         export::Buckets,
         otlp::{Compression as ConfigCompression, OtlpEndpoint, OtlpProtocol},
     },
-    metrics::{DEFAULT_MAX_SERIES_PER_SERVICE, MetricsSettings},
+    metrics::{DEFAULT_MAX_SERIES, DEFAULT_MAX_SERIES_PER_SERVICE, MetricsSettings},
 };
 
 fn protocol(p: OtlpProtocol) -> Protocol {
@@ -36,6 +36,7 @@ fn red(buckets: &Buckets, ttl: Duration) -> MetricsSettings {
         request_size_buckets: buckets.request_size_histogram.clone(),
         response_size_buckets: buckets.response_size_histogram.clone(),
         max_series_per_service: DEFAULT_MAX_SERIES_PER_SERVICE,
+        max_series: DEFAULT_MAX_SERIES,
         ttl,
     }
 }

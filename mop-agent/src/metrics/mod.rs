@@ -5,6 +5,13 @@
 //! [`MetricsSettings::max_series_per_service`] series (further attribute sets go to one overflow
 //! series per family, counted), and a series that sees no update for [`MetricsSettings::ttl`]
 //! is forgotten (it restarts with a new start time if it comes back).
+//!
+//! The node as a whole holds at most [`MetricsSettings::max_series`]: every short-lived process
+//! is a service instance of its own, so churn (cron jobs, scripts running curl) would otherwise
+//! grow the series, and the Prometheus page, by one service per process until the TTL. Past the
+//! cap a new attribute set goes to its service's overflow series when that exists, else to the
+//! node-wide overflow service ([`OVERFLOW_SERVICE`]): counted, and nothing is lost from the
+//! totals.
 
 mod series;
 #[cfg(test)]
@@ -39,6 +46,13 @@ pub const DEFAULT_SIZE_BUCKETS: [f64; 10] = [
 /// Default cap on distinct series per service.
 pub const DEFAULT_MAX_SERIES_PER_SERVICE: usize = 1000;
 
+/// Default cap on distinct series on the node (every service together).
+pub const DEFAULT_MAX_SERIES: usize = 2000;
+
+/// `service.name` (and `service.instance.id`) of the series that take what no longer fits
+/// under [`MetricsSettings::max_series`].
+pub const OVERFLOW_SERVICE: &str = "otel.metric.overflow";
+
 /// Default time after which a series without updates is forgotten.
 pub const DEFAULT_SERIES_TTL: Duration = Duration::from_mins(5);
 
@@ -53,6 +67,8 @@ pub struct MetricsSettings {
     pub response_size_buckets: Vec<f64>,
     /// Series per service before the overflow series takes the rest.
     pub max_series_per_service: usize,
+    /// Series on the node before new ones go to an overflow series.
+    pub max_series: usize,
     /// Series without updates for this long are dropped.
     pub ttl: Duration,
 }
@@ -64,6 +80,7 @@ impl Default for MetricsSettings {
             request_size_buckets: DEFAULT_SIZE_BUCKETS.to_vec(),
             response_size_buckets: DEFAULT_SIZE_BUCKETS.to_vec(),
             max_series_per_service: DEFAULT_MAX_SERIES_PER_SERVICE,
+            max_series: DEFAULT_MAX_SERIES,
             ttl: DEFAULT_SERIES_TTL,
         }
     }
@@ -159,6 +176,8 @@ struct ServiceSeries {
 #[derive(Debug, Default)]
 struct State {
     services: HashMap<ResourceKey, ServiceSeries>,
+    /// Series of every service together.
+    total: usize,
 }
 
 /// The RED aggregator: records spans, hands out snapshots. Shared behind an `Arc`.
@@ -170,6 +189,8 @@ pub struct RedMetrics {
     response_bounds: Arc<[f64]>,
     state: Mutex<State>,
     self_metrics: Arc<SelfMetrics>,
+    /// The resource of the node-wide overflow series.
+    overflow_resource: Arc<ServiceResource>,
 }
 
 impl RedMetrics {
@@ -182,6 +203,12 @@ impl RedMetrics {
             settings,
             state: Mutex::default(),
             self_metrics,
+            overflow_resource: Arc::new(ServiceResource {
+                service_name: OVERFLOW_SERVICE.to_owned(),
+                service_namespace: None,
+                service_instance_id: OVERFLOW_SERVICE.to_owned(),
+                attributes: vec![("otel.metric.overflow".to_owned(), AttrValue::Bool(true))],
+            }),
         }
     }
 
@@ -214,11 +241,26 @@ impl RedMetrics {
     fn record_locked(&self, state: &mut State, span: &Span, now: Instant, now_unix_nano: u64) {
         let family = Family::of(span);
         let mut key = SeriesKey::of(span);
-        let service = state
-            .services
-            .entry(ResourceKey(Arc::clone(&span.resource)))
-            .or_default();
-        if !service.series.contains_key(&key)
+        let mut resource = ResourceKey(Arc::clone(&span.resource));
+        if state.total >= self.settings.max_series {
+            let has = |state: &State, resource: &ResourceKey, key: &SeriesKey| {
+                state
+                    .services
+                    .get(resource)
+                    .is_some_and(|s| s.series.contains_key(key))
+            };
+            if !has(state, &resource, &key) {
+                key = SeriesKey::overflow(family);
+                if !has(state, &resource, &key) {
+                    resource = ResourceKey(Arc::clone(&self.overflow_resource));
+                }
+                self.self_metrics.add_metric_series_overflow(1);
+            }
+        }
+        let total = &mut state.total;
+        let service = state.services.entry(resource).or_default();
+        if !key.overflow
+            && !service.series.contains_key(&key)
             && service.regular >= self.settings.max_series_per_service
         {
             key = SeriesKey::overflow(family);
@@ -227,6 +269,7 @@ impl RedMetrics {
         let http = matches!(family, Family::HttpServer | Family::HttpClient);
         let regular = &mut service.regular;
         let series = service.series.entry(key).or_insert_with_key(|key| {
+            *total += 1;
             if !key.overflow {
                 *regular += 1;
             }
@@ -275,8 +318,8 @@ impl RedMetrics {
             });
             !service.series.is_empty()
         });
-        let total = state.services.values().map(|s| s.series.len()).sum();
-        self.self_metrics.set_metric_series(total);
+        state.total = state.services.values().map(|s| s.series.len()).sum();
+        self.self_metrics.set_metric_series(state.total);
     }
 
     /// Every live series now (expired ones are dropped first).

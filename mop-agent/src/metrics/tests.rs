@@ -145,6 +145,48 @@ fn caps_are_per_service() {
 }
 
 #[test]
+fn node_cap_sends_new_services_to_the_node_wide_overflow() {
+    let settings = MetricsSettings {
+        max_series: 3,
+        ..MetricsSettings::default()
+    };
+    let (red, self_metrics) = red(settings);
+    // One short-lived process after another: each its own service instance.
+    for pid in 0..5 {
+        red.record(&http_server_span(0, &resource("job", pid)));
+    }
+    // A service that already has its series keeps recording into it.
+    red.record(&http_server_span(1, &resource("job", 0)));
+    let snap = red.snapshot();
+    let names: Vec<&str> = snap
+        .services
+        .iter()
+        .map(|s| s.resource.service_instance_id.as_str())
+        .collect();
+    assert_eq!(
+        snap.services.len(),
+        4,
+        "three services and the overflow: {names:?}"
+    );
+    let overflow = snap
+        .services
+        .iter()
+        .find(|s| s.resource.service_name == OVERFLOW_SERVICE)
+        .expect("the node-wide overflow service");
+    assert_eq!(overflow.series.len(), 1);
+    assert!(overflow.series[0].key.overflow);
+    assert_eq!(overflow.series[0].duration.count, 2);
+    let recorded: u64 = snap
+        .services
+        .iter()
+        .flat_map(|s| &s.series)
+        .map(|s| s.duration.count)
+        .sum();
+    assert_eq!(recorded, 6, "every span is in some series");
+    assert_eq!(self_metrics.metric_series_overflow(), 2);
+}
+
+#[test]
 fn idle_series_expire_after_the_ttl_and_restart() {
     let settings = MetricsSettings {
         ttl: Duration::from_mins(1),
