@@ -4,7 +4,7 @@
 //! report (RSS over time, per-phase counters) to `--report`; then the churn test
 //! (`tests::lifecycle::churn`) at full scale: `--churn-processes` short-lived processes and
 //! `--churn-connections` short connections, after which every map and table must be back at its
-//! baseline.
+//! baseline; its report (RSS over time) goes next to the soak report as `churn.md`.
 
 use std::{ffi::OsString, path::PathBuf, time::Duration};
 
@@ -63,14 +63,17 @@ pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
     eprintln!("soak: report in {}", report.display());
     let processes = OsString::from(opts.churn_processes.to_string());
     let connections = OsString::from(opts.churn_connections.to_string());
+    let churn_report = report.with_file_name("churn.md");
     let args = ["--exact", "--nocapture", CHURN_TEST].map(OsString::from);
     test::run_integration(
         args.to_vec(),
         &[
             ("MOP_CHURN_PROCESSES", processes.as_os_str()),
             ("MOP_CHURN_CONNECTIONS", connections.as_os_str()),
+            ("MOP_CHURN_REPORT", churn_report.as_os_str()),
         ],
         CHURN_TIMEOUT,
     )?;
+    eprintln!("soak: churn report in {}", churn_report.display());
     Ok(())
 }

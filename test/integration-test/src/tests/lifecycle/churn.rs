@@ -4,16 +4,17 @@
 //! per-connection maps and the agent's own tables are back at the size they had before.
 //!
 //! CI runs [`DEFAULT_PROCESSES`] processes and [`DEFAULT_CONNECTIONS`] connections;
-//! `MOP_CHURN_PROCESSES` and `MOP_CHURN_CONNECTIONS` scale it up (`cargo xtask soak --churn`
-//! runs 10 000 and 1 000 000).
+//! `MOP_CHURN_PROCESSES` and `MOP_CHURN_CONNECTIONS` scale it up (`cargo xtask soak` runs
+//! 10 000 and 1 000 000), and `MOP_CHURN_REPORT` names a Markdown report with the agent's RSS
+//! over time.
 
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
     process::{Command, Stdio},
     sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread,
     time::{Duration, Instant},
@@ -44,6 +45,8 @@ const CHURN_PATH: &str = "/churn";
 const SETTLE: Duration = Duration::from_secs(20);
 /// The agent's resident memory must stay below this (KiB) throughout.
 const RSS_CAP_KIB: u64 = 160 * 1024;
+/// How often the agent's resident memory is sampled for the report.
+const RSS_EVERY: Duration = Duration::from_millis(500);
 
 /// The kernel maps whose entries belong to one process, thread or connection (names as the
 /// kernel keeps them: the first 15 bytes).
@@ -161,14 +164,15 @@ fn churn_returns_to_baseline() {
         "the warm-up requests never all reached the RED metrics"
     );
     let baseline = footprint(&maps, &metrics::scrape(metrics_port));
-    let rss_before = metrics::rss_kib(pid).map_or(0, |(now, _)| now);
+    let rss = RssTrace::start(pid);
 
     let started = Instant::now();
+    rss.phase("processes");
     let curl_failed = curl_processes(&nginx.url(CHURN_PATH), processes);
     let process_time = started.elapsed();
-    let after_processes = metrics::rss_kib(pid).map_or(0, |(now, _)| now);
+    rss.phase("connections");
     let load = flood::short_connections(nginx.port, CHURN_PATH, connections, PARALLEL);
-    let rss_after = metrics::rss_kib(pid).map_or(0, |(now, _)| now);
+    rss.phase("settling");
     assert!(util::alive(pid), "the agent died during the churn");
     assert_eq!(curl_failed, 0, "curl processes that failed");
     assert_eq!(load.errors, 0, "short connections that failed");
@@ -183,18 +187,24 @@ fn churn_returns_to_baseline() {
         done
     });
     let (scrape, end) = last;
+    let samples = rss.stop();
     let peak = metrics::rss_kib(pid).map_or(0, |(_, hwm)| hwm);
-    let report = report(&[
-        ("processes", processes),
-        ("connections", connections),
-        ("process churn (ms)", process_time.as_millis() as u64),
-        ("connection churn (ms)", load.elapsed.as_millis() as u64),
-        ("RSS before (KiB)", rss_before),
-        ("RSS after processes (KiB)", after_processes),
-        ("RSS after connections (KiB)", rss_after),
-        ("peak RSS (KiB)", peak),
-    ]);
-    eprintln!("churn:\n{report}baseline {baseline:?}\nend      {end:?}");
+    let report = report(
+        &[
+            ("processes", processes),
+            ("connections", connections),
+            ("process churn (ms)", process_time.as_millis() as u64),
+            ("connection churn (ms)", load.elapsed.as_millis() as u64),
+            ("peak RSS (KiB)", peak),
+        ],
+        &baseline,
+        &end,
+        &samples,
+    );
+    eprintln!("{report}");
+    if let Ok(path) = std::env::var("MOP_CHURN_REPORT") {
+        std::fs::write(&path, &report).unwrap_or_else(|e| panic!("writing {path}: {e}"));
+    }
     drop(agent.stop());
     assert_eq!(
         scrape.counter("mop_events_lost_total"),
@@ -216,11 +226,70 @@ fn churn_returns_to_baseline() {
     );
 }
 
-/// `name value` lines.
-fn report(rows: &[(&str, u64)]) -> String {
-    let mut out = String::new();
+/// The agent's resident memory sampled every [`RSS_EVERY`] by a thread, with the phase the
+/// test is in.
+struct RssTrace {
+    phase: Arc<Mutex<&'static str>>,
+    stop: Arc<AtomicBool>,
+    sampler: thread::JoinHandle<Vec<(f64, &'static str, u64)>>,
+}
+
+impl RssTrace {
+    fn start(pid: u32) -> Self {
+        let phase = Arc::new(Mutex::new("baseline"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = thread::spawn({
+            let (phase, stop) = (Arc::clone(&phase), Arc::clone(&stop));
+            move || {
+                let started = Instant::now();
+                let mut samples = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some((now, _)) = metrics::rss_kib(pid) {
+                        let phase = *phase.lock().unwrap_or_else(PoisonError::into_inner);
+                        samples.push((started.elapsed().as_secs_f64(), phase, now));
+                    }
+                    thread::sleep(RSS_EVERY);
+                }
+                samples
+            }
+        });
+        Self {
+            phase,
+            stop,
+            sampler,
+        }
+    }
+
+    fn phase(&self, name: &'static str) {
+        *self.phase.lock().unwrap_or_else(PoisonError::into_inner) = name;
+    }
+
+    /// (seconds since start, phase, RSS in KiB) samples.
+    fn stop(self) -> Vec<(f64, &'static str, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.sampler.join().expect("the RSS sampler panicked")
+    }
+}
+
+/// The Markdown report: the run, the footprint before and after, RSS over time.
+fn report(
+    rows: &[(&str, u64)],
+    baseline: &Footprint,
+    end: &Footprint,
+    samples: &[(f64, &str, u64)],
+) -> String {
+    let mut out = String::from("# mop churn report\n\n| | |\n|---|---|\n");
     for (name, value) in rows {
-        let _ = writeln!(out, "  {name:<28} {value}");
+        let _ = writeln!(out, "| {name} | {value} |");
+    }
+    out.push_str("\n| kernel map or gauge | baseline | after |\n|---|---|---|\n");
+    for (name, before) in baseline {
+        let after = end.get(name).copied().unwrap_or_default();
+        let _ = writeln!(out, "| {name} | {before} | {after} |");
+    }
+    out.push_str("\n## RSS over time\n\n| t (s) | phase | RSS (KiB) |\n|---|---|---|\n");
+    for (t, phase, kib) in samples {
+        let _ = writeln!(out, "| {t:.1} | {phase} | {kib} |");
     }
     out
 }
