@@ -72,6 +72,29 @@ impl PidFilter {
         self.removed.insert(pid);
     }
 
+    /// Removes from the filter every pid `keep` refuses (as [`PidFilter::remove`] does); returns
+    /// how many went. The kernel adds a pid on its own at `exec`, and discovery may never hear
+    /// of it (its report dropped when discovery is behind): this is how such pids leave.
+    pub fn reconcile(&mut self, keep: impl Fn(u32) -> bool) -> usize {
+        let stray: Vec<u32> = self
+            .map
+            .keys()
+            .take(self.leftovers.walk_limit)
+            .filter_map(Result::ok)
+            .filter(|pid| !keep(*pid))
+            .collect();
+        for pid in &stray {
+            self.remove(*pid);
+        }
+        if !stray.is_empty() {
+            tracing::debug!(
+                processes = stray.len(),
+                "Removed pids the kernel captured at exec that discovery does not keep."
+            );
+        }
+        stray.len()
+    }
+
     /// Deletes every entry the pids removed since the last sweep left in the kernel's maps,
     /// except those of a pid the filter holds again (reused by a new program the kernel
     /// captures since its `exec`). Returns how many entries went.

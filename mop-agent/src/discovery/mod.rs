@@ -178,6 +178,20 @@ impl Scanner {
         changes
     }
 
+    /// Whether `pid` belongs in the kernel's pid filter: `Some(true)` when it is instrumented
+    /// or waiting for a decision, `Some(false)` when it was decided against, `None` when this
+    /// scanner does not know it (it started after the last read of `/proc`, or is gone).
+    pub fn keeps_in_filter(&self, pid: u32) -> Option<bool> {
+        self.tracked
+            .get(&pid)
+            .map(|t| matches!(t.state, TrackState::Selected | TrackState::Pending { .. }))
+    }
+
+    /// True while `/proc` has `pid`.
+    pub fn is_alive(&self, pid: u32) -> bool {
+        self.procfs.root().join(pid.to_string()).exists()
+    }
+
     /// Processes currently instrumented.
     pub fn instrumented(&self) -> usize {
         self.tracked
@@ -510,8 +524,17 @@ pub async fn run(
             apply(&mut out, change).await;
         }
         if full_pass {
-            // What the processes that left the filter since the last pass left in the kernel.
-            tokio::task::block_in_place(|| out.pids.sweep());
+            tokio::task::block_in_place(|| {
+                // Pids the kernel captured from `exec` whose report never reached discovery (its
+                // channel was full): decided against, or gone.
+                out.pids.reconcile(|pid| {
+                    scanner
+                        .keeps_in_filter(pid)
+                        .unwrap_or_else(|| scanner.is_alive(pid))
+                });
+                // What the processes that left the filter left in the kernel's other maps.
+                out.pids.sweep();
+            });
         }
         if scanner.pass.is_multiple_of(TLS_RECHECK_PASSES) {
             recheck_tls(&scanner, &mut out);

@@ -3,14 +3,15 @@
 
 use std::{
     fs,
-    io::ErrorKind,
+    io::{BufRead as _, BufReader, ErrorKind},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
-    process::{Child, ExitStatus},
+    process::{Child, Command, ExitStatus, Stdio},
     sync::{
         Mutex, MutexGuard, PoisonError,
         atomic::{AtomicU32, Ordering},
+        mpsc::{self, Receiver},
     },
     thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -247,6 +248,49 @@ pub fn strip_ansi(line: &str) -> String {
 /// The directory of the peer scripts (`test/peers`).
 pub fn peers_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../peers")
+}
+
+/// Spawns a peer `cmd` (stdin and stderr as the caller set them) with its stdout piped into a
+/// channel of lines, read by a thread until the peer closes it. `PYTHONSTARTUP` is removed so
+/// that a developer's shell cannot make a Python peer print first.
+pub fn spawn_lines(cmd: &mut Command) -> (Child, Receiver<String>) {
+    cmd.env_remove("PYTHONSTARTUP").stdout(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Reads `lines` until `wanted` takes one (lines before it are skipped), for at most `timeout`;
+/// otherwise kills `child` and panics naming `what`.
+pub fn await_line<T>(
+    child: &mut Child,
+    lines: &Receiver<String>,
+    timeout: Duration,
+    what: &str,
+    mut wanted: impl FnMut(&str) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = lines.recv_timeout(left) else {
+            terminate(child, libc::SIGKILL);
+            panic!("{what} printed no expected line within {timeout:?} (run `cargo xtask setup`)");
+        };
+        if let Some(found) = wanted(&line) {
+            return found;
+        }
+    }
 }
 
 #[cfg(test)]

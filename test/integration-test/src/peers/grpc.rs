@@ -6,11 +6,10 @@
 //! `Missing` (`NOT_FOUND`), `Broken` (`INTERNAL`) and `Slow` (sleeps); see the Python script.
 
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
+    io::Write as _,
     path::PathBuf,
     process::{Child, ChildStdin, Command, Stdio},
-    sync::mpsc::{self, Receiver},
-    thread,
+    sync::mpsc::Receiver,
     time::Duration,
 };
 
@@ -42,37 +41,18 @@ fn node_dir() -> PathBuf {
     util::peers_dir().join("node")
 }
 
-/// Spawns `cmd` with piped stdin/stdout, returns it with a channel of its stdout lines.
+/// Spawns a peer with piped stdin and stdout (stderr inherited), returns it with a channel of
+/// its stdout lines.
 fn spawn_lines(mut cmd: Command) -> (Child, Receiver<String>) {
-    cmd.env_remove("PYTHONSTARTUP")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx)
+    cmd.stdin(Stdio::piped()).stderr(Stdio::inherit());
+    util::spawn_lines(&mut cmd)
 }
 
 /// Waits (bounded) for the `port N` line.
 fn read_port(child: &mut Child, lines: &Receiver<String>, what: &str) -> u16 {
-    let Ok(line) = lines.recv_timeout(Duration::from_secs(15)) else {
-        util::terminate(child, libc::SIGKILL);
-        panic!("{what} printed no port within 15 s (run `cargo xtask setup`)");
-    };
-    line.strip_prefix("port ")
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{what} printed {line:?}, expected `port N`"))
+    util::await_line(child, lines, Duration::from_secs(15), what, |line| {
+        line.strip_prefix("port ")?.trim().parse().ok()
+    })
 }
 
 /// A grpcio server on a free loopback port, stopped on drop.
@@ -177,13 +157,13 @@ impl GrpcClient {
             cmd.arg("--tls").arg(certs.dir());
         }
         let (mut child, lines) = spawn_lines(cmd);
-        match lines.recv_timeout(Duration::from_secs(15)) {
-            Ok(line) if line == "ready" => {}
-            other => {
-                util::terminate(&mut child, libc::SIGKILL);
-                panic!("grpc_client.js did not print `ready`: {other:?}");
-            }
-        }
+        util::await_line(
+            &mut child,
+            &lines,
+            Duration::from_secs(15),
+            "grpc_client.js",
+            |line| (line == "ready").then_some(()),
+        );
         let stdin = child.stdin.take();
         Self {
             child,

@@ -2,11 +2,9 @@
 //! that must cross a real network hop (the TCP-option carrier). Deleted on drop.
 
 use std::{
-    io::{BufRead as _, BufReader},
     net::Ipv4Addr,
     process::{Child, Command, Stdio},
-    sync::mpsc,
-    thread,
+    sync::mpsc::Receiver,
     time::Duration,
 };
 
@@ -99,6 +97,8 @@ impl Drop for NetnsPair {
 /// A server started with [`spawn_ready`]; killed on drop.
 pub struct NsServer {
     child: Child,
+    /// Keeps its stdout drained.
+    _lines: Receiver<String>,
 }
 
 impl NsServer {
@@ -116,26 +116,14 @@ impl Drop for NsServer {
 
 /// Starts `cmd` and waits (up to 10 s) for it to print `ready` on stdout.
 pub fn spawn_ready(mut cmd: Command) -> NsServer {
-    cmd.env_remove("PYTHONSTARTUP")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if line.trim() == "ready" {
-                let _ = tx.send(());
-            }
-        }
+    cmd.stdin(Stdio::null()).stderr(Stdio::null());
+    let (mut child, lines) = util::spawn_lines(&mut cmd);
+    let what = format!("{cmd:?}");
+    util::await_line(&mut child, &lines, Duration::from_secs(10), &what, |line| {
+        (line.trim() == "ready").then_some(())
     });
-    if rx.recv_timeout(Duration::from_secs(10)).is_err() {
-        util::terminate(&mut child, libc::SIGKILL);
-        panic!("{cmd:?} did not print `ready` within 10 s");
+    NsServer {
+        child,
+        _lines: lines,
     }
-    NsServer { child }
 }

@@ -4,10 +4,9 @@
 //! (`test/peers/chain_*.py`).
 
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
+    io::Write as _,
     process::{Child, ChildStdin, Command, Stdio},
-    sync::mpsc::{self, Receiver},
-    thread,
+    sync::mpsc::Receiver,
     time::Duration,
 };
 
@@ -172,38 +171,11 @@ impl PythonServer {
     }
 
     fn spawn(mut cmd: Command, dir: TempDir, port_of: fn(&str) -> Option<u16>) -> Self {
-        cmd.env_remove("PYTHONSTARTUP")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
+        cmd.stdin(Stdio::piped()).stderr(Stdio::null());
+        let (mut child, lines) = util::spawn_lines(&mut cmd);
         let stdin = child.stdin.take();
-        let (tx, rx) = mpsc::channel();
-        let (lines_tx, lines) = mpsc::channel();
-        // Reads the line with the port, then passes on every later line until the server
-        // exits.
-        thread::spawn(move || {
-            let mut port_seen = false;
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                match port_of(&line) {
-                    Some(port) if !port_seen => {
-                        port_seen = true;
-                        let _ = tx.send(port);
-                    }
-                    _ => {
-                        let _ = lines_tx.send(line);
-                    }
-                }
-            }
-        });
-        let Ok(port) = rx.recv_timeout(Duration::from_secs(10)) else {
-            util::terminate(&mut child, libc::SIGKILL);
-            panic!("{cmd:?} printed no port within 10 s");
-        };
+        let what = format!("{cmd:?}");
+        let port = util::await_line(&mut child, &lines, Duration::from_secs(10), &what, port_of);
         util::wait_for_port(port, Duration::from_secs(10), "the Python server");
         Self {
             port,
