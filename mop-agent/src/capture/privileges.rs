@@ -13,10 +13,10 @@
 //!
 //! [`drop_after_attach`] keeps exactly those four ([`KEPT`]) in the permitted and effective
 //! sets, and `CAP_SYS_ADMIN` when the agent was given it: it stands in for `CAP_BPF` and
-//! `CAP_PERFMON` on kernels before 5.8, and kernels with the 2024 stable fix to
-//! `perf_uprobe_event_init` (which checks `capable(CAP_SYS_ADMIN)` again, not
-//! `perfmon_capable()`) refuse the uprobe PMU without it, so TLS probes of processes discovered
-//! later need it (6.18 here). It clears the
+//! `CAP_PERFMON` on kernels before 5.8, and kernels with `perf: Revert to requiring
+//! CAP_SYS_ADMIN for uprobes` (6.16, and the stable series since July 2025: its
+//! `perf_uprobe_event_init` checks `capable(CAP_SYS_ADMIN)` again, not `perfmon_capable()`)
+//! refuse the uprobe PMU without it, so TLS probes of processes discovered later need it. It clears the
 //! inheritable and ambient sets, removes everything else from the bounding set (when allowed)
 //! and sets `no_new_privs`, so that no later `execve` can regain what was dropped.
 //!

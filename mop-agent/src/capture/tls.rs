@@ -53,6 +53,8 @@ pub struct TlsProbes {
     /// Files known not to contain `SSL_read` (statically linked candidates that had none).
     without_tls: HashSet<FileId>,
     by_pid: HashMap<u32, Vec<FileId>>,
+    /// Whether the kernel's refusal to attach uprobes at all has been logged.
+    refusal_logged: bool,
 }
 
 /// True for the file names OpenSSL (and forks that keep its API) ship as.
@@ -141,7 +143,18 @@ impl TlsProbes {
                     added += 1;
                 }
                 Err(e) => {
-                    tracing::debug!(library = %path, error = %e, "No TLS probes attached.");
+                    if is_permission_denied(&e) && !self.refusal_logged {
+                        self.refusal_logged = true;
+                        tracing::warn!(
+                            library = %path,
+                            error = %e,
+                            "The kernel refuses TLS probes: uprobes need CAP_SYS_ADMIN on kernels \
+                             since 6.16 and on stable kernels since July 2025; TLS traffic is not \
+                             traced, HTTP and gRPC in clear are."
+                        );
+                    } else {
+                        tracing::debug!(library = %path, error = %e, "No TLS probes attached.");
+                    }
                     self.without_tls.insert(id);
                 }
             }
@@ -194,6 +207,21 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe,
 }
 
 /// Attaches every probe to one file; fails (and attaches nothing) without `SSL_read`.
+/// True when an error's chain holds an `EACCES`/`EPERM` from the kernel.
+fn is_permission_denied(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+        {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
+
 fn attach_library(
     ebpf: &mut Ebpf,
     path: &Path,

@@ -192,7 +192,9 @@ fn refuses_without_cap_net_admin_for_the_tcp_carrier() {
 
 /// With exactly the `DaemonSet` capabilities (uid 0, no `CAP_SYS_ADMIN`) and the TCP-option
 /// carrier on (what `CAP_NET_ADMIN` is granted for): the agent starts, attaches its `sock_ops`
-/// program, makes the same spans and exits 0.
+/// program, makes the same spans and exits 0. nginx links libssl: its TLS probes either attach
+/// (kernels that let `CAP_PERFMON` create uprobes) or the refusal is logged as a warning, never
+/// silently.
 #[test]
 fn runs_with_daemonset_capabilities_only() {
     let _serial = util::serial();
@@ -214,6 +216,11 @@ fn runs_with_daemonset_capabilities_only() {
         agent.log().contains("trace context travels in TCP options"),
         "the sock_ops carrier did not attach:\n{}",
         agent.log()
+    );
+    let log = agent.log();
+    assert!(
+        log.contains("Attached TLS probes.") || log.contains("The kernel refuses TLS probes"),
+        "nginx's libssl neither got TLS probes nor a warning about the refusal:\n{log}"
     );
     // The DaemonSet does not grant CAP_SETPCAP: the bounding set cannot shrink, but the
     // permitted and effective sets do (CAP_NET_ADMIN goes), and no_new_privs holds it there.
