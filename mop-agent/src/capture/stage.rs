@@ -92,8 +92,12 @@ impl Sink<'_> {
                         pid: ev.header.pid,
                         path: String::from_utf8_lossy(ev.head).into_owned(),
                     };
+                    // Discovery's next pass decides about it instead (and reconciles the
+                    // kernel's pid filter), so only the first requests of a program exec'd
+                    // while discovery is behind can be missed.
                     if self.execs.try_send(report).is_err() {
-                        tracing::warn!(
+                        self.metrics.inc_exec_reports_dropped();
+                        tracing::debug!(
                             pid = ev.header.pid,
                             "Exec report dropped: discovery is behind."
                         );

@@ -66,6 +66,8 @@ pub mod names {
     pub const TLS_LIBRARIES: &str = "mop_tls_libraries_attached";
     /// Syscalls of a connection the kernel never reported, found from TCP stream positions.
     pub const STREAM_GAPS: &str = "mop_stream_gaps_total";
+    /// Exec reports the capture stage could not hand to discovery (its queue was full).
+    pub const EXEC_REPORTS_DROPPED: &str = "mop_exec_reports_dropped_total";
 }
 
 /// Why a span (or the exchange that would have become one) was dropped.
@@ -144,6 +146,7 @@ pub struct SelfMetrics {
     connections_tracked: AtomicI64,
     tls_libraries: AtomicI64,
     stream_gaps: AtomicU64,
+    exec_reports_dropped: AtomicU64,
     tls_programs: AtomicI64,
     capture_path: OnceLock<&'static str>,
     capture_path_refused: OnceLock<Vec<(&'static str, &'static str)>>,
@@ -232,6 +235,16 @@ impl SelfMetrics {
     /// Stream gaps so far.
     pub fn stream_gaps(&self) -> u64 {
         self.stream_gaps.load(Ordering::Relaxed)
+    }
+
+    /// Counts one exec report dropped on the way to discovery.
+    pub fn inc_exec_reports_dropped(&self) {
+        self.exec_reports_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Exec reports dropped so far.
+    pub fn exec_reports_dropped(&self) -> u64 {
+        self.exec_reports_dropped.load(Ordering::Relaxed)
     }
 
     /// Sets the TLS library files probed and the programs attached to them.

@@ -449,6 +449,12 @@ fn self_metrics(w: &mut Writer, m: &SelfMetrics) {
     );
     counter(
         w,
+        names::EXEC_REPORTS_DROPPED,
+        "Programs exec'd while discovery was behind, decided on its next pass instead of at exec.",
+        &[(vec![], m.exec_reports_dropped())],
+    );
+    counter(
+        w,
         names::METRIC_SERIES_OVERFLOW,
         "Spans recorded into an overflow series (series cap reached).",
         &[(vec![], m.metric_series_overflow())],

@@ -196,6 +196,10 @@ fn churn_returns_to_baseline() {
             ("process churn (ms)", process_time.as_millis() as u64),
             ("connection churn (ms)", load.elapsed.as_millis() as u64),
             ("peak RSS (KiB)", peak),
+            (
+                "exec reports dropped (decided by a later pass)",
+                scrape.counter("mop_exec_reports_dropped_total"),
+            ),
         ],
         &baseline,
         &end,
