@@ -159,7 +159,7 @@ impl ConnTracker {
                         parser.on_close(ev.header.exit_ns, &mut self.scratch);
                         self.stats.errors.add(parser.take_errors());
                     }
-                    self.flush(key, &conn, emit);
+                    emit_done(&mut self.scratch, key, &conn, emit);
                 }
             }
         }
@@ -223,7 +223,7 @@ impl ConnTracker {
         if let Some(next) = next {
             conn.protocol = next;
         }
-        let (local, remote, tls) = (conn.local, conn.remote, conn.tls);
+        let (local, remote) = (conn.local, conn.remote);
         if !self.starts.is_empty() {
             let peer_tracked = self.tuples.contains_key(&(remote, local));
             for start in self.starts.drain(..) {
@@ -241,29 +241,7 @@ impl ConnTracker {
                 }));
             }
         }
-        for exchange in self.scratch.drain(..) {
-            emit(Observed::Done(ConnExchange {
-                pid: key.pid,
-                conn_id: key.conn_id,
-                local,
-                remote,
-                exchange,
-                tls,
-            }));
-        }
-    }
-
-    fn flush(&mut self, key: Key, conn: &Connection, emit: &mut impl FnMut(Observed)) {
-        for exchange in self.scratch.drain(..) {
-            emit(Observed::Done(ConnExchange {
-                pid: key.pid,
-                conn_id: key.conn_id,
-                local: conn.local,
-                remote: conn.remote,
-                exchange,
-                tls: conn.tls,
-            }));
-        }
+        emit_done(&mut self.scratch, key, conn, emit);
     }
 
     /// Removes a connection, keeping the tuple index in step.
@@ -342,17 +320,7 @@ impl ConnTracker {
             if let Protocol::Parsed(parser) = &mut conn.protocol {
                 parser.expire(before_ns, &mut self.scratch);
             }
-            let (local, remote, tls) = (conn.local, conn.remote, conn.tls);
-            for exchange in self.scratch.drain(..) {
-                emit(Observed::Done(ConnExchange {
-                    pid: key.pid,
-                    conn_id: key.conn_id,
-                    local,
-                    remote,
-                    exchange,
-                    tls,
-                }));
-            }
+            emit_done(&mut self.scratch, key, conn, emit);
         }
     }
 
@@ -371,9 +339,28 @@ impl ConnTracker {
                     parser.on_close(conn.last_seen_ns, &mut self.scratch);
                     self.stats.errors.add(parser.take_errors());
                 }
-                self.flush(key, &conn, emit);
+                emit_done(&mut self.scratch, key, &conn, emit);
             }
         }
+    }
+}
+
+/// Hands every exchange the parsers left in `scratch` to `emit`, as exchanges of `conn`.
+fn emit_done(
+    scratch: &mut Vec<HttpExchange>,
+    key: Key,
+    conn: &Connection,
+    emit: &mut impl FnMut(Observed),
+) {
+    for exchange in scratch.drain(..) {
+        emit(Observed::Done(ConnExchange {
+            pid: key.pid,
+            conn_id: key.conn_id,
+            local: conn.local,
+            remote: conn.remote,
+            exchange,
+            tls: conn.tls,
+        }));
     }
 }
 
