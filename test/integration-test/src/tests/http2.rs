@@ -125,22 +125,18 @@ fn nginx_h2c_prior_knowledge() {
     let workers = nginx.worker_pids().to_vec();
     let (server, client) = collect_both(agent, &workers, &curl_pids, reqs.len());
     let curl_service = util::which_name("curl");
+    let server_peer = Peer {
+        service: &nginx.service(),
+        pids: &workers,
+        port: nginx.port,
+        version: "2",
+    };
     check_both(
         (&server, &client),
         &reqs,
         &base,
-        &Peer {
-            service: &nginx.service(),
-            pids: &workers,
-            port: nginx.port,
-            version: "2",
-        },
-        &Peer {
-            service: &curl_service,
-            pids: &curl_pids,
-            port: nginx.port,
-            version: "2",
-        },
+        &server_peer,
+        &server_peer.client(&curl_service, &curl_pids),
     );
     for ((s, c), run) in server.iter().zip(&client).zip(&runs) {
         assert_eq!(c.pid, run.pid, "client span of the wrong curl: {c}");
@@ -171,22 +167,18 @@ fn hypercorn_h2c_prior_knowledge() {
     let pids = [server.pid()];
     let (s, c) = collect_both(agent, &pids, &curl_pids, reqs.len());
     let curl_service = util::which_name("curl");
+    let server_peer = Peer {
+        service: &server.service(),
+        pids: &pids,
+        port: server.port,
+        version: "2",
+    };
     check_both(
         (&s, &c),
         &reqs,
         &base,
-        &Peer {
-            service: &server.service(),
-            pids: &pids,
-            port: server.port,
-            version: "2",
-        },
-        &Peer {
-            service: &curl_service,
-            pids: &curl_pids,
-            port: server.port,
-            version: "2",
-        },
+        &server_peer,
+        &server_peer.client(&curl_service, &curl_pids),
     );
 }
 
@@ -218,21 +210,17 @@ fn hypercorn_h2c_upgrade() {
     let curl_pids = [run.pid];
     let (s, c) = collect_both(agent, &pids, &curl_pids, reqs.len());
     let curl_service = util::which_name("curl");
+    let server_peer = Peer {
+        service: &server.service(),
+        pids: &pids,
+        port: server.port,
+        version: "2",
+    };
     check_both(
         (&s, &c),
         &reqs,
         &base,
-        &Peer {
-            service: &server.service(),
-            pids: &pids,
-            port: server.port,
-            version: "2",
-        },
-        &Peer {
-            service: &curl_service,
-            pids: &curl_pids,
-            port: server.port,
-            version: "2",
-        },
+        &server_peer,
+        &server_peer.client(&curl_service, &curl_pids),
     );
 }

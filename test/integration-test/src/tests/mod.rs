@@ -191,6 +191,18 @@ pub(crate) struct Peer<'a> {
     pub version: &'a str,
 }
 
+impl<'a> Peer<'a> {
+    /// The client of this server whose spans the test checks (curl, as `service`, from `pids`):
+    /// same port and protocol version.
+    pub(crate) fn client(&self, service: &'a str, pids: &'a [u32]) -> Self {
+        Self {
+            service,
+            pids,
+            ..*self
+        }
+    }
+}
+
 /// Asserts that curl measured what the test expects for each transfer, so that a peer that
 /// misbehaves is reported as such and not as an agent bug, and fills in [`MEASURED`] sizes.
 pub(crate) fn check_curl<'a>(run: &CurlRun, reqs: &[Req<'a>]) -> Vec<Req<'a>> {

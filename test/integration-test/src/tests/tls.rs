@@ -185,22 +185,18 @@ fn nginx_https_and_curl() {
         "mop_tls_libraries_attached, while nginx maps {want_libraries} libssl file(s)"
     );
     let curl_service = util::which_name("curl");
+    let server_peer = Peer {
+        service: &nginx.service(),
+        pids: &workers,
+        port: nginx.port,
+        version: "1.1",
+    };
     check_https(
         (&server, &client),
         &reqs,
         &base,
-        &Peer {
-            service: &nginx.service(),
-            pids: &workers,
-            port: nginx.port,
-            version: "1.1",
-        },
-        &Peer {
-            service: &curl_service,
-            pids: &[run.pid],
-            port: nginx.port,
-            version: "1.1",
-        },
+        &server_peer,
+        &server_peer.client(&curl_service, &[run.pid]),
     );
     let window = (run.start_unix_nano, run.end_unix_nano);
     for (c, result) in client.iter().zip(&run.results) {
@@ -236,22 +232,18 @@ fn curl_keepalive_many_requests_over_tls() {
     let workers = nginx.worker_pids().to_vec();
     let (server, client) = collect_both(agent, &workers, run.pid, reqs.len());
     let curl_service = util::which_name("curl");
+    let server_peer = Peer {
+        service: &nginx.service(),
+        pids: &workers,
+        port: nginx.port,
+        version: "1.1",
+    };
     check_https(
         (&server, &client),
         &reqs,
         &base,
-        &Peer {
-            service: &nginx.service(),
-            pids: &workers,
-            port: nginx.port,
-            version: "1.1",
-        },
-        &Peer {
-            service: &curl_service,
-            pids: &[run.pid],
-            port: nginx.port,
-            version: "1.1",
-        },
+        &server_peer,
+        &server_peer.client(&curl_service, &[run.pid]),
     );
 }
 
@@ -281,22 +273,18 @@ fn python_ssl_http_server() {
     let pids = [py.pid()];
     let (server, client) = collect_both(agent, &pids, run.pid, reqs.len());
     let curl_service = util::which_name("curl");
+    let server_peer = Peer {
+        service: &py.service(),
+        pids: &pids,
+        port: py.port,
+        version: "1.1",
+    };
     check_https(
         (&server, &client),
         &reqs,
         &base,
-        &Peer {
-            service: &py.service(),
-            pids: &pids,
-            port: py.port,
-            version: "1.1",
-        },
-        &Peer {
-            service: &curl_service,
-            pids: &[run.pid],
-            port: py.port,
-            version: "1.1",
-        },
+        &server_peer,
+        &server_peer.client(&curl_service, &[run.pid]),
     );
 }
 

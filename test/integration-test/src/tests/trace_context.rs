@@ -120,12 +120,7 @@ fn client_and_server_on_one_node_are_linked() {
         version: "1.1",
     };
     let client_pids = [run.pid];
-    let client_peer = Peer {
-        service: &curl_service,
-        pids: &client_pids,
-        port: nginx.port,
-        version: "1.1",
-    };
+    let client_peer = server_peer.client(&curl_service, &client_pids);
     for (((client, server), req), url) in clients.iter().zip(&servers).zip(&reqs).zip(&urls) {
         check_client_span(client, req, url, &client_peer);
         assert_eq!(client.parent_span_id, "", "curl's span is a root: {client}");
