@@ -8,8 +8,8 @@
 //! knowledge is one curl per request; the upgrade path reuses its connection.
 
 use super::{
-    MEASURED, Peer, Req, SPAN_WAIT, assert_count, assert_server_children_of_clients, body_file,
-    by_start, check_client_span, check_server_span, check_timing, curl_reqs, ports_config,
+    MEASURED, Peer, Req, body_file, check_server_and_curl, check_timing, collect_server_and_curl,
+    curl_reqs, ports_config,
 };
 use crate::{
     agent::Agent,
@@ -21,7 +21,6 @@ use crate::{
         },
         python::PythonServer,
     },
-    span::Span,
     util::{self, TempDir},
 };
 
@@ -56,48 +55,6 @@ fn config(port: u16) -> String {
     )
 }
 
-/// Stops the agent once the server (`server_pids`) and the curls printed `n` spans each;
-/// returns (server spans, client spans) in start order. Other curl processes on the machine may
-/// be instrumented too; their spans are set aside.
-fn collect_both(
-    agent: Agent,
-    server_pids: &[u32],
-    curl_pids: &[u32],
-    n: usize,
-) -> (Vec<Span>, Vec<Span>) {
-    agent.wait_for_spans(SPAN_WAIT, |s| {
-        s.iter().filter(|s| server_pids.contains(&s.pid)).count() >= n
-            && s.iter().filter(|s| curl_pids.contains(&s.pid)).count() >= n
-    });
-    let spans = agent.stop();
-    let mut all_pids = server_pids.to_vec();
-    all_pids.extend_from_slice(curl_pids);
-    let ours = super::curl_spans(spans, &all_pids, &util::which_name("curl"));
-    let (server, client): (Vec<Span>, Vec<Span>) =
-        ours.into_iter().partition(|s| server_pids.contains(&s.pid));
-    (by_start(server), by_start(client))
-}
-
-/// Asserts `server` and `client` spans against `reqs` sent to `base` (one span each per request,
-/// in order) with `network.protocol.version` `2`.
-fn check_both(
-    (server, client): (&[Span], &[Span]),
-    reqs: &[Req<'_>],
-    base: &str,
-    server_peer: &Peer<'_>,
-    client_peer: &Peer<'_>,
-) {
-    assert_count(server, reqs.len(), "server spans");
-    assert_count(client, reqs.len(), "client spans");
-    for ((s, c), req) in server.iter().zip(client).zip(reqs) {
-        check_server_span(s, req, server_peer);
-        check_client_span(c, req, &format!("{base}{}", req.target), client_peer);
-        assert_eq!(s.str_attr("url.scheme"), "http", "{s}");
-        assert_eq!(c.str_attr("url.scheme"), "http", "{c}");
-    }
-    assert_server_children_of_clients(server, client);
-}
-
 /// nginx 1.22 with `listen PORT http2` (cleartext, prior knowledge) and curl
 /// `--http2-prior-knowledge`: a static file, a query string, a 404 and a 500. Exactly 4 server
 /// spans (nginx's worker) and 4 client spans (each curl), version `2`, exact paths, statuses and
@@ -123,7 +80,7 @@ fn nginx_h2c_prior_knowledge() {
     let (runs, reqs) = prior_knowledge(&base, &reqs, &dir);
     let curl_pids: Vec<u32> = runs.iter().map(|r| r.pid).collect();
     let workers = nginx.worker_pids().to_vec();
-    let (server, client) = collect_both(agent, &workers, &curl_pids, reqs.len());
+    let (server, client) = collect_server_and_curl(agent, &workers, &curl_pids, reqs.len());
     let curl_service = util::which_name("curl");
     let server_peer = Peer {
         service: &nginx.service(),
@@ -131,7 +88,7 @@ fn nginx_h2c_prior_knowledge() {
         port: nginx.port,
         version: "2",
     };
-    check_both(
+    check_server_and_curl(
         (&server, &client),
         &reqs,
         &base,
@@ -165,7 +122,7 @@ fn hypercorn_h2c_prior_knowledge() {
     let (runs, reqs) = prior_knowledge(&base, &reqs, &dir);
     let curl_pids: Vec<u32> = runs.iter().map(|r| r.pid).collect();
     let pids = [server.pid()];
-    let (s, c) = collect_both(agent, &pids, &curl_pids, reqs.len());
+    let (s, c) = collect_server_and_curl(agent, &pids, &curl_pids, reqs.len());
     let curl_service = util::which_name("curl");
     let server_peer = Peer {
         service: &server.service(),
@@ -173,7 +130,7 @@ fn hypercorn_h2c_prior_knowledge() {
         port: server.port,
         version: "2",
     };
-    check_both(
+    check_server_and_curl(
         (&s, &c),
         &reqs,
         &base,
@@ -208,7 +165,7 @@ fn hypercorn_h2c_upgrade() {
     }
     let pids = [server.pid()];
     let curl_pids = [run.pid];
-    let (s, c) = collect_both(agent, &pids, &curl_pids, reqs.len());
+    let (s, c) = collect_server_and_curl(agent, &pids, &curl_pids, reqs.len());
     let curl_service = util::which_name("curl");
     let server_peer = Peer {
         service: &server.service(),
@@ -216,7 +173,7 @@ fn hypercorn_h2c_upgrade() {
         port: server.port,
         version: "2",
     };
-    check_both(
+    check_server_and_curl(
         (&s, &c),
         &reqs,
         &base,

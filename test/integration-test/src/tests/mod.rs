@@ -203,6 +203,51 @@ impl<'a> Peer<'a> {
     }
 }
 
+/// Stops the agent once the server (`server_pids`) and the curls (`curl_pids`) printed `n`
+/// spans each; returns (server spans, client spans) in start order. Other curl processes on the
+/// machine may be instrumented too; their spans are set aside.
+pub(crate) fn collect_server_and_curl(
+    agent: Agent,
+    server_pids: &[u32],
+    curl_pids: &[u32],
+    n: usize,
+) -> (Vec<Span>, Vec<Span>) {
+    agent.wait_for_spans(SPAN_WAIT, |s| {
+        s.iter().filter(|s| server_pids.contains(&s.pid)).count() >= n
+            && s.iter().filter(|s| curl_pids.contains(&s.pid)).count() >= n
+    });
+    let spans = agent.stop();
+    let mut all_pids = server_pids.to_vec();
+    all_pids.extend_from_slice(curl_pids);
+    let ours = curl_spans(spans, &all_pids, &util::which_name("curl"));
+    let (server, client): (Vec<Span>, Vec<Span>) =
+        ours.into_iter().partition(|s| server_pids.contains(&s.pid));
+    (by_start(server), by_start(client))
+}
+
+/// Asserts `server` and `client` spans against `reqs` sent to `base` (one span each per request,
+/// in order, both with the scheme of `base`), and each server span a child of its client span.
+pub(crate) fn check_server_and_curl(
+    (server, client): (&[Span], &[Span]),
+    reqs: &[Req<'_>],
+    base: &str,
+    server_peer: &Peer<'_>,
+    client_peer: &Peer<'_>,
+) {
+    let (scheme, _) = base
+        .split_once("://")
+        .unwrap_or_else(|| panic!("{base} has no scheme"));
+    assert_count(server, reqs.len(), "server spans");
+    assert_count(client, reqs.len(), "client spans");
+    for ((s, c), req) in server.iter().zip(client).zip(reqs) {
+        check_server_span(s, req, server_peer);
+        check_client_span(c, req, &format!("{base}{}", req.target), client_peer);
+        assert_eq!(s.str_attr("url.scheme"), scheme, "url.scheme of {s}");
+        assert_eq!(c.str_attr("url.scheme"), scheme, "url.scheme of {c}");
+    }
+    assert_server_children_of_clients(server, client);
+}
+
 /// Asserts that curl measured what the test expects for each transfer, so that a peer that
 /// misbehaves is reported as such and not as an agent bug, and fills in [`MEASURED`] sizes.
 pub(crate) fn check_curl<'a>(run: &CurlRun, reqs: &[Req<'a>]) -> Vec<Req<'a>> {

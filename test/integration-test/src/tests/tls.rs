@@ -9,9 +9,8 @@
 use std::{collections::HashSet, os::unix::fs::MetadataExt as _, process::Command, time::Duration};
 
 use super::{
-    MEASURED, Peer, Req, SPAN_WAIT, assert_count, assert_server_children_of_clients, body_file,
-    by_start, check_client_span, check_server_span, check_timing, curl_reqs, curl_spans,
-    ports_config,
+    MEASURED, Peer, Req, assert_count, body_file, check_server_and_curl, check_server_span,
+    check_timing, collect_server_and_curl, curl_reqs, ports_config,
 };
 use crate::{
     agent::Agent,
@@ -93,46 +92,6 @@ fn wait_tls_libraries(metrics_port: u16, want: usize, timeout: Duration) -> usiz
     last
 }
 
-/// Asserts the https server and client spans of `reqs` sent to `base` (one each, in order).
-fn check_https(
-    (server, client): (&[Span], &[Span]),
-    reqs: &[Req<'_>],
-    base: &str,
-    server_peer: &Peer<'_>,
-    client_peer: &Peer<'_>,
-) {
-    assert_count(server, reqs.len(), "https server spans");
-    assert_count(client, reqs.len(), "https client spans");
-    for ((s, c), req) in server.iter().zip(client).zip(reqs) {
-        check_server_span(s, req, server_peer);
-        check_client_span(c, req, &format!("{base}{}", req.target), client_peer);
-        assert_eq!(s.str_attr("url.scheme"), "https", "url.scheme of {s}");
-        assert_eq!(c.str_attr("url.scheme"), "https", "url.scheme of {c}");
-    }
-    assert_server_children_of_clients(server, client);
-}
-
-/// Stops the agent once `server_pids` and `curl_pid` printed `n` spans each; returns (server,
-/// client) spans in start order (other curls' spans set aside).
-fn collect_both(
-    agent: Agent,
-    server_pids: &[u32],
-    curl_pid: u32,
-    n: usize,
-) -> (Vec<Span>, Vec<Span>) {
-    agent.wait_for_spans(SPAN_WAIT, |s| {
-        s.iter().filter(|s| server_pids.contains(&s.pid)).count() >= n
-            && s.iter().filter(|s| s.pid == curl_pid).count() >= n
-    });
-    let spans = agent.stop();
-    let mut pids = server_pids.to_vec();
-    pids.push(curl_pid);
-    let ours = curl_spans(spans, &pids, &util::which_name("curl"));
-    let (server, client): (Vec<Span>, Vec<Span>) =
-        ours.into_iter().partition(|s| server_pids.contains(&s.pid));
-    (by_start(server), by_start(client))
-}
-
 /// A config selecting `ports` and every curl, with the Prometheus endpoint.
 fn config_with_curl(ports: &str) -> (String, u16) {
     let (prometheus, port) = metrics::config_block();
@@ -179,7 +138,7 @@ fn nginx_https_and_curl() {
     assert_eq!(want_libraries, 1, "nginx maps one libssl");
     let libraries = wait_tls_libraries(metrics_port, want_libraries, Duration::from_secs(5));
     let workers = nginx.worker_pids().to_vec();
-    let (server, client) = collect_both(agent, &workers, run.pid, reqs.len());
+    let (server, client) = collect_server_and_curl(agent, &workers, &[run.pid], reqs.len());
     assert_eq!(
         libraries, want_libraries,
         "mop_tls_libraries_attached, while nginx maps {want_libraries} libssl file(s)"
@@ -191,7 +150,7 @@ fn nginx_https_and_curl() {
         port: nginx.port,
         version: "1.1",
     };
-    check_https(
+    check_server_and_curl(
         (&server, &client),
         &reqs,
         &base,
@@ -230,7 +189,7 @@ fn curl_keepalive_many_requests_over_tls() {
     let (run, reqs) = curl_reqs(&base, &reqs, &dir, trust(&certs));
     assert_eq!(run.connections(), 1, "curl did not keep the TLS connection");
     let workers = nginx.worker_pids().to_vec();
-    let (server, client) = collect_both(agent, &workers, run.pid, reqs.len());
+    let (server, client) = collect_server_and_curl(agent, &workers, &[run.pid], reqs.len());
     let curl_service = util::which_name("curl");
     let server_peer = Peer {
         service: &nginx.service(),
@@ -238,7 +197,7 @@ fn curl_keepalive_many_requests_over_tls() {
         port: nginx.port,
         version: "1.1",
     };
-    check_https(
+    check_server_and_curl(
         (&server, &client),
         &reqs,
         &base,
@@ -271,7 +230,7 @@ fn python_ssl_http_server() {
         "the server did not keep the connection"
     );
     let pids = [py.pid()];
-    let (server, client) = collect_both(agent, &pids, run.pid, reqs.len());
+    let (server, client) = collect_server_and_curl(agent, &pids, &[run.pid], reqs.len());
     let curl_service = util::which_name("curl");
     let server_peer = Peer {
         service: &py.service(),
@@ -279,7 +238,7 @@ fn python_ssl_http_server() {
         port: py.port,
         version: "1.1",
     };
-    check_https(
+    check_server_and_curl(
         (&server, &client),
         &reqs,
         &base,
